@@ -1,0 +1,89 @@
+//! `dlm`: the command-line entry point. Subcommands are thin wiring over the library crates.
+
+mod inspect;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use convert::{ConvertOptions, OutType};
+
+#[derive(Parser)]
+#[command(name = "dlm", version, about = "Block-diffusion language models on the CPU: convert, inspect, serve")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert a Hugging Face checkpoint directory (safetensors) to one GGUF file.
+    Convert {
+        /// The checkpoint directory (config.json, *.safetensors, tokenizer files).
+        input: PathBuf,
+        /// Output file [default: <input>/<name>-<outtype>.gguf].
+        #[arg(long)]
+        outfile: Option<PathBuf>,
+        /// Type of the weight matrices: f32, f16, bf16, q8_0, tq1_0, tq2_0, i2_s.
+        #[arg(long, default_value = "f16", value_parser = parse_outtype)]
+        outtype: OutType,
+        /// Ternarize a checkpoint that was not trained ternary (absmean rule; ruins an ordinary model).
+        #[arg(long)]
+        force_ternary: bool,
+        /// general.name [default: the directory name].
+        #[arg(long)]
+        name: Option<String>,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Describe a GGUF file: architecture, DLM settings, tensors, size.
+    Inspect {
+        /// The GGUF file.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_outtype(s: &str) -> Result<OutType, String> {
+    OutType::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = OutType::ALL.iter().map(|t| t.name()).collect();
+        format!("unknown outtype `{s}`; choose one of {}", names.join(", "))
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Convert { input, outfile, outtype, force_ternary, name, quiet } => {
+            let opts = ConvertOptions { input, output: outfile, outtype, force_ternary, name, progress: !quiet };
+            convert::convert(&opts).map_err(|e| e.to_string()).map(|report| {
+                for note in &report.fallbacks {
+                    eprintln!("warning: {note}");
+                }
+                let dlm = match (report.mask_token_id, report.block_size) {
+                    (Some(m), Some(b)) => format!(", DLM: mask token {m}, block size {b}"),
+                    (Some(m), None) => format!(", DLM: mask token {m}"),
+                    _ => String::new(),
+                };
+                eprintln!(
+                    "wrote {} ({}, {} tensors, {:.2} MiB{dlm})",
+                    report.output.display(),
+                    report.arch,
+                    report.n_tensors,
+                    report.file_bytes as f64 / (1024.0 * 1024.0)
+                );
+            })
+        }
+        Command::Inspect { file, json } => inspect::run(&file, json).map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Weight formats of ggml / GGUF.
+
+mod types;
+
+pub use types::{GgmlType, TypeInfo};
