@@ -64,8 +64,8 @@ pub fn describe(path: &Path, file: &GgufFile) -> Result<Json, GgufError> {
             "head_dim": head_dim,
             "vocab_size": vocab,
             "context_length": md.opt_u64(&a("context_length"))?,
-            "rope_freq_base": md.opt_f32(&a("rope.freq_base"))?,
-            "rms_norm_eps": md.opt_f32(&a("attention.layer_norm_rms_epsilon"))?,
+            "rope_freq_base": md.opt_f32(&a("rope.freq_base"))?.map(shortest),
+            "rms_norm_eps": md.opt_f32(&a("attention.layer_norm_rms_epsilon"))?.map(shortest),
         },
         "tokenizer": {
             "model": md.opt_str("tokenizer.ggml.model")?,
@@ -83,6 +83,11 @@ pub fn describe(path: &Path, file: &GgufFile) -> Result<Json, GgufError> {
         "parameters": n_params,
         "bits_per_weight": if n_params > 0 { total_bytes as f64 * 8.0 / n_params as f64 } else { 0.0 },
     }))
+}
+
+/// An f32 as the JSON number with the same shortest decimal form (1e-5, not 9.99999974e-6).
+fn shortest(x: f32) -> Json {
+    x.to_string().parse::<f64>().map(Json::from).unwrap_or(Json::Null)
 }
 
 /// Runs the subcommand.
@@ -170,7 +175,7 @@ fn render_text(d: &Json) -> String {
             field(&t["name"]),
             field(&t["type"]),
             format!("[{}]", shape.join(", ")),
-            t["bytes"]
+            t["bytes"].as_u64().unwrap_or(0)
         );
     }
     out += &format!(

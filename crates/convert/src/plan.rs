@@ -15,7 +15,8 @@ use crate::arch::{permute_rope_rows, ArchInfo};
 use crate::checkpoint::{StoredDtype, StoredTensor, Weights};
 use crate::error::{ConvertError, Result};
 
-/// The `--outtype` choices.
+/// The `--outtype` choices (named like the ggml types).
+#[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutType {
     /// 32-bit float.

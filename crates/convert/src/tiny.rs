@@ -261,20 +261,22 @@ enum Init {
 /// Ternarizes `w` ([rows, cols]) with the absmean rule and packs it like Microsoft's offline HF
 /// checkpoints: packed row r holds rows r, r+R, r+2R, r+3R in bits 1:0, 3:2, 5:4, 7:6 as code = t+1.
 fn pack_bitnet(w: &[f32], rows: usize, cols: usize) -> (Vec<u8>, f32) {
-    let mean = (w.iter().map(|v| v.abs()).sum::<f32>() / w.len() as f32).max(1e-5);
+    // HF WeightQuant: s = 1 / max(mean|W|, 1e-5); W_t = clamp(round(W * s), -1, 1).
+    let mean = (w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len() as f64) as f32;
+    let s = 1.0 / mean.max(1e-5);
     let r4 = rows / 4;
     let mut packed = vec![0u8; r4 * cols];
     for r in 0..r4 {
         for c in 0..cols {
             let mut byte = 0u8;
             for k in 0..4 {
-                let t = (w[(r + k * r4) * cols + c] / mean).round_ties_even().clamp(-1.0, 1.0) as i32;
+                let t = (w[(r + k * r4) * cols + c] * s).round_ties_even().clamp(-1.0, 1.0) as i32;
                 byte |= ((t + 1) as u8) << (2 * k);
             }
             packed[r * cols + c] = byte;
         }
     }
-    (packed, mean)
+    (packed, 1.0 / s)
 }
 
 struct TinyTokenizer {

@@ -73,7 +73,10 @@ ggml_types! {
 impl GgmlType {
     /// Layout of this type, or `None` for an id this build does not know.
     pub fn info(self) -> Option<TypeInfo> {
-        TABLE.iter().find(|(id, _)| *id == self.0).map(|(_, info)| *info)
+        TABLE
+            .iter()
+            .find(|(id, _)| *id == self.0)
+            .map(|(_, info)| *info)
     }
 
     /// Canonical name, or `"type<id>"` for an unknown id.
