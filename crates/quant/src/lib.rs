@@ -20,6 +20,8 @@
 //! and Q6_K. The bytes are identical to what llama.cpp's gguf-py writes (tested against it), and
 //! I2_S follows microsoft/BitNet. `docs/formats.md` describes every layout and rounding rule.
 
+#![warn(missing_docs)]
+
 mod error;
 pub mod formats;
 mod types;
@@ -111,7 +113,7 @@ fn row_multiple(ty: GgmlType) -> usize {
 
 fn check_row_len(ty: GgmlType, row_len: usize) -> Result<(), QuantError> {
     let block_size = row_multiple(ty);
-    if row_len == 0 || row_len % block_size != 0 {
+    if row_len == 0 || !row_len.is_multiple_of(block_size) {
         return Err(QuantError::RowLength {
             ty,
             row_len,
@@ -122,7 +124,7 @@ fn check_row_len(ty: GgmlType, row_len: usize) -> Result<(), QuantError> {
 }
 
 fn check_whole_rows(ty: GgmlType, n_elements: usize, row_len: usize) -> Result<(), QuantError> {
-    if n_elements % row_len != 0 {
+    if !n_elements.is_multiple_of(row_len) {
         return Err(QuantError::ElementCount {
             ty,
             n_elements,

@@ -108,7 +108,7 @@ impl GgmlType {
         if self.is_per_tensor_packed() {
             return (n_elements / 4).checked_add(32);
         }
-        if info.block_size == 0 || row_len % info.block_size != 0 {
+        if info.block_size == 0 || !row_len.is_multiple_of(info.block_size) {
             return None;
         }
         (n_elements / info.block_size).checked_mul(info.type_size)

@@ -225,7 +225,7 @@ fn cases() -> Vec<Case> {
 
     // Tiny magnitudes: f16 scales go subnormal or flush to zero.
     let tiny = (0..512)
-        .map(|i| rng.random_range(-1.0f32..1.0) * 10f32.powi(-(i as i32 / 64) - 3))
+        .map(|i| rng.random_range(-1.0f32..1.0) * 10f32.powi(-(i / 64) - 3))
         .collect();
     cases.push(Case {
         name: "tiny",

@@ -29,13 +29,20 @@ const POW3: [u8; 5] = [1, 3, 9, 27, 81];
 
 /// Packs up to five trits (most significant first, each 0..=2) into one byte; fewer than five
 /// trits are padded with zero trits at the low end (the `qh` bytes hold four).
+///
+/// # Panics
+/// If more than five trits are given or one is above 2.
 pub fn encode_trits(trits: &[u8]) -> u8 {
-    assert!(trits.len() <= 5);
+    assert!(
+        trits.len() <= 5 && trits.iter().all(|&t| t <= 2),
+        "invalid trits {trits:?}"
+    );
     let mut q: u16 = 0;
     for n in 0..5 {
         q = q * 3 + trits.get(n).copied().unwrap_or(0) as u16;
     }
-    ((q * 256 + 242) / 243) as u8
+    // ceil(q * 256 / 243) = (q * 256 + 242) / 243, with q <= 242 so the byte fits.
+    (q * 256).div_ceil(243) as u8
 }
 
 /// Trit `n` (0 = most significant, `n < 5`) of an encoded byte, in 0..=2.
@@ -182,9 +189,9 @@ mod tests {
         let x: Vec<f32> = (0..256).map(|e| t(e) as f32 - 1.0).collect();
         let b = quantize(&x);
         assert_eq!(&b[52..], &[0x00, 0x3c], "d = 1");
-        for m in 0..32 {
+        for (m, &byte) in b[..32].iter().enumerate() {
             let want: Vec<u8> = (0..5).map(|n| t(32 * n + m)).collect();
-            let got: Vec<u8> = (0..5).map(|n| decode_trit(b[m], n)).collect();
+            let got: Vec<u8> = (0..5).map(|n| decode_trit(byte, n)).collect();
             assert_eq!(got, want, "qs[{m}]");
         }
         for m in 0..16 {
