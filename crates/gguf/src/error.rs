@@ -27,14 +27,19 @@ pub enum GgufError {
     Write(#[source] io::Error),
 
     /// The file does not start with the bytes `GGUF`.
-    #[error("not a GGUF file: it starts with {}, expected \"GGUF\" (47 47 55 46)", show_magic(found))]
+    #[error(
+        "not a GGUF file: it starts with {}, expected \"GGUF\" (47 47 55 46)",
+        show_magic(found)
+    )]
     BadMagic {
         /// The first four bytes of the file.
         found: [u8; 4],
     },
 
     /// The version field looks byte-swapped: a big-endian file.
-    #[error("big-endian GGUF not supported (the version field reads 0x{raw:08x} as little-endian)")]
+    #[error(
+        "big-endian GGUF not supported (the version field reads 0x{raw:08x} as little-endian)"
+    )]
     BigEndian {
         /// The version field as read little-endian.
         raw: u32,
@@ -265,7 +270,9 @@ pub enum GgufError {
     },
 
     /// The writer's data callback wrote another number of bytes than the tensor takes.
-    #[error("tensor `{tensor}`: the data callback wrote {written} bytes, expected exactly {expected}")]
+    #[error(
+        "tensor `{tensor}`: the data callback wrote {written} bytes, expected exactly {expected}"
+    )]
     DataSizeMismatch {
         /// The tensor.
         tensor: String,
@@ -291,7 +298,13 @@ fn show_magic(bytes: &[u8; 4]) -> String {
     let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let text: String = bytes
         .iter()
-        .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' })
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        })
         .collect();
     format!("{} ({text:?})", hex.join(" "))
 }

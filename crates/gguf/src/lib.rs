@@ -60,6 +60,8 @@
 //! # Ok::<(), gguf::GgufError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod error;
 mod metadata;
 mod reader;

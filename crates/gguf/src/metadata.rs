@@ -7,12 +7,13 @@
 //! number).
 
 use std::collections::HashMap;
+use std::fmt;
 
 use crate::error::GgufError;
 use crate::value::{Value, ValueType};
 
 /// Ordered key/value metadata (keeps file order; insert of an existing key replaces in place).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 pub struct Metadata {
     entries: Vec<(String, Value)>,
     index: HashMap<String, usize>,
@@ -82,7 +83,8 @@ impl Metadata {
 
     /// The value of `key` or a [`GgufError::MissingKey`].
     fn require(&self, key: &str) -> Result<&Value, GgufError> {
-        self.get(key).ok_or_else(|| GgufError::MissingKey(key.to_string()))
+        self.get(key)
+            .ok_or_else(|| GgufError::MissingKey(key.to_string()))
     }
 
     /// A string value.
@@ -125,7 +127,10 @@ impl Metadata {
         items
             .iter()
             .enumerate()
-            .map(|(i, item)| item.as_str().ok_or_else(|| wrong_type(&format!("{key}[{i}]"), item, "string")))
+            .map(|(i, item)| {
+                item.as_str()
+                    .ok_or_else(|| wrong_type(&format!("{key}[{i}]"), item, "string"))
+            })
             .collect()
     }
 
@@ -133,21 +138,33 @@ impl Metadata {
     pub fn get_f32_array(&self, key: &str) -> Result<Vec<f32>, GgufError> {
         let v = self.require(key)?;
         let items = array_of(key, v, &[ValueType::F32, ValueType::F64], "array<f32>")?;
-        items.iter().enumerate().map(|(i, item)| float(&format!("{key}[{i}]"), item)).collect()
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| float(&format!("{key}[{i}]"), item))
+            .collect()
     }
 
     /// An array of integers of any type whose values all fit in `i32`.
     pub fn get_i32_array(&self, key: &str) -> Result<Vec<i32>, GgufError> {
         let v = self.require(key)?;
         let items = array_of(key, v, INTEGER_TYPES, "array<i32>")?;
-        items.iter().enumerate().map(|(i, item)| int(&format!("{key}[{i}]"), item, "i32")).collect()
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| int(&format!("{key}[{i}]"), item, "i32"))
+            .collect()
     }
 
     /// An array of integers of any type whose values all fit in `u32`.
     pub fn get_u32_array(&self, key: &str) -> Result<Vec<u32>, GgufError> {
         let v = self.require(key)?;
         let items = array_of(key, v, INTEGER_TYPES, "array<u32>")?;
-        items.iter().enumerate().map(|(i, item)| int(&format!("{key}[{i}]"), item, "u32")).collect()
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| int(&format!("{key}[{i}]"), item, "u32"))
+            .collect()
     }
 
     /// Like [`get_str`](Self::get_str), but a missing key is `Ok(None)`.
@@ -181,6 +198,13 @@ impl Metadata {
     }
 }
 
+/// Shows the entries in order, as a map.
+impl fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
 impl<K: Into<String>> FromIterator<(K, Value)> for Metadata {
     /// Inserts in order; a repeated key replaces the earlier value in place.
     fn from_iter<I: IntoIterator<Item = (K, Value)>>(iter: I) -> Self {
@@ -203,7 +227,10 @@ const INTEGER_TYPES: &[ValueType] = &[
     ValueType::I64,
 ];
 
-fn optional<T>(present: bool, get: impl FnOnce() -> Result<T, GgufError>) -> Result<Option<T>, GgufError> {
+fn optional<T>(
+    present: bool,
+    get: impl FnOnce() -> Result<T, GgufError>,
+) -> Result<Option<T>, GgufError> {
     if present {
         get().map(Some)
     } else {
@@ -212,7 +239,11 @@ fn optional<T>(present: bool, get: impl FnOnce() -> Result<T, GgufError>) -> Res
 }
 
 fn wrong_type(key: &str, found: &Value, expected: &str) -> GgufError {
-    GgufError::WrongType { key: key.to_string(), found: found.type_name(), expected: expected.to_string() }
+    GgufError::WrongType {
+        key: key.to_string(),
+        found: found.type_name(),
+        expected: expected.to_string(),
+    }
 }
 
 /// An integer value converted to `T` (named `expected` in messages), if it fits.
@@ -235,7 +266,12 @@ fn float(key: &str, v: &Value) -> Result<f32, GgufError> {
 }
 
 /// The elements of an array whose element type is one of `allowed`.
-fn array_of<'a>(key: &str, v: &'a Value, allowed: &[ValueType], expected: &str) -> Result<&'a [Value], GgufError> {
+fn array_of<'a>(
+    key: &str,
+    v: &'a Value,
+    allowed: &[ValueType],
+    expected: &str,
+) -> Result<&'a [Value], GgufError> {
     match v {
         Value::Array(t, items) if allowed.contains(t) => Ok(items),
         _ => Err(wrong_type(key, v, expected)),
@@ -254,9 +290,21 @@ mod tests {
             ("neg", Value::I32(-3)),
             ("f", Value::F64(0.5)),
             ("flag", Value::Bool(true)),
-            ("toks", Value::Array(ValueType::String, vec![Value::String("a".into()), Value::String("b".into())])),
-            ("ids", Value::Array(ValueType::U64, vec![Value::U64(1), Value::U64(2)])),
-            ("types", Value::Array(ValueType::I32, vec![Value::I32(-1), Value::I32(3)])),
+            (
+                "toks",
+                Value::Array(
+                    ValueType::String,
+                    vec![Value::String("a".into()), Value::String("b".into())],
+                ),
+            ),
+            (
+                "ids",
+                Value::Array(ValueType::U64, vec![Value::U64(1), Value::U64(2)]),
+            ),
+            (
+                "types",
+                Value::Array(ValueType::I32, vec![Value::I32(-1), Value::I32(3)]),
+            ),
         ]
         .into_iter()
         .collect()
@@ -274,11 +322,23 @@ mod tests {
         let err = sample().get_str("x").unwrap_err();
         assert_eq!(err.to_string(), "key `x` is u64, expected string");
         let err = sample().get_str_array("ids").unwrap_err();
-        assert_eq!(err.to_string(), "key `ids` is array<u64>, expected array<string>");
+        assert_eq!(
+            err.to_string(),
+            "key `ids` is array<u64>, expected array<string>"
+        );
         let err = sample().get_u32("general.architecture").unwrap_err();
-        assert_eq!(err.to_string(), "key `general.architecture` is string, expected u32");
-        assert_eq!(sample().get_bool("x").unwrap_err().to_string(), "key `x` is u64, expected bool");
-        assert_eq!(sample().get_f32("x").unwrap_err().to_string(), "key `x` is u64, expected f32");
+        assert_eq!(
+            err.to_string(),
+            "key `general.architecture` is string, expected u32"
+        );
+        assert_eq!(
+            sample().get_bool("x").unwrap_err().to_string(),
+            "key `x` is u64, expected bool"
+        );
+        assert_eq!(
+            sample().get_f32("x").unwrap_err().to_string(),
+            "key `x` is u64, expected f32"
+        );
     }
 
     #[test]
@@ -288,8 +348,14 @@ mod tests {
         assert_eq!(md.get_u64("x").unwrap(), 7);
         assert_eq!(md.get_i64("neg").unwrap(), -3);
         assert_eq!(md.get_u64("big").unwrap(), 1 << 40);
-        assert_eq!(md.get_u32("big").unwrap_err().to_string(), "key `big` is u64 1099511627776, which does not fit in u32");
-        assert_eq!(md.get_u64("neg").unwrap_err().to_string(), "key `neg` is i32 -3, which does not fit in u64");
+        assert_eq!(
+            md.get_u32("big").unwrap_err().to_string(),
+            "key `big` is u64 1099511627776, which does not fit in u32"
+        );
+        assert_eq!(
+            md.get_u64("neg").unwrap_err().to_string(),
+            "key `neg` is i32 -3, which does not fit in u64"
+        );
         assert_eq!(md.get_f32("f").unwrap(), 0.5);
         assert!(md.get_bool("flag").unwrap());
     }
@@ -301,8 +367,14 @@ mod tests {
         assert_eq!(md.get_u32_array("ids").unwrap(), vec![1, 2]);
         assert_eq!(md.get_i32_array("ids").unwrap(), vec![1, 2]);
         assert_eq!(md.get_i32_array("types").unwrap(), vec![-1, 3]);
-        assert_eq!(md.get_u32_array("types").unwrap_err().to_string(), "key `types[0]` is i32 -1, which does not fit in u32");
-        assert_eq!(md.get_f32_array("toks").unwrap_err().to_string(), "key `toks` is array<string>, expected array<f32>");
+        assert_eq!(
+            md.get_u32_array("types").unwrap_err().to_string(),
+            "key `types[0]` is i32 -1, which does not fit in u32"
+        );
+        assert_eq!(
+            md.get_f32_array("toks").unwrap_err().to_string(),
+            "key `toks` is array<string>, expected array<f32>"
+        );
     }
 
     #[test]
@@ -315,7 +387,10 @@ mod tests {
         assert_eq!(md.opt_f32("f").unwrap(), Some(0.5));
         assert_eq!(md.opt_i64("neg").unwrap(), Some(-3));
         assert_eq!(md.opt_u64("x").unwrap(), Some(7));
-        assert_eq!(md.opt_str("x").unwrap_err().to_string(), "key `x` is u64, expected string");
+        assert_eq!(
+            md.opt_str("x").unwrap_err().to_string(),
+            "key `x` is u64, expected string"
+        );
     }
 
     #[test]
@@ -335,5 +410,9 @@ mod tests {
         assert_eq!(md.keys().last(), Some("x"));
         assert!(md.contains_key("x") && !md.is_empty());
         assert!(Metadata::new().is_empty());
+        let small: Metadata = [("a", Value::U8(1)), ("b", Value::Bool(true))]
+            .into_iter()
+            .collect();
+        assert_eq!(format!("{small:?}"), r#"{"a": U8(1), "b": Bool(true)}"#);
     }
 }

@@ -18,8 +18,8 @@ use crate::metadata::Metadata;
 use crate::tensor::{is_bitnet, tensor_size, TensorInfo};
 use crate::value::{Value, ValueType};
 use crate::{
-    GgmlType, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_LEN, MAX_DIMS, MAX_KV_COUNT, MAX_NAME_LEN, MAX_STRING_LEN,
-    MAX_TENSOR_COUNT,
+    GgmlType, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_LEN, MAX_DIMS, MAX_KV_COUNT, MAX_NAME_LEN,
+    MAX_STRING_LEN, MAX_TENSOR_COUNT,
 };
 
 /// Everything before the data section, parsed and validated against the file's size.
@@ -76,7 +76,13 @@ impl GgufFile {
     /// value lives (files written by [`GgufWriter::write_file`](crate::GgufWriter::write_file)
     /// are replaced by rename, which is safe).
     pub fn open(path: &Path) -> Result<GgufFile, GgufError> {
-        let io = |action| move |source| GgufError::Io { action, path: path.to_path_buf(), source };
+        let io = |action| {
+            move |source| GgufError::Io {
+                action,
+                path: path.to_path_buf(),
+                source,
+            }
+        };
         let file = File::open(path).map_err(io("open"))?;
         let len = file.metadata().map_err(io("stat"))?.len();
         let bytes = if len == 0 {
@@ -188,13 +194,21 @@ fn parse_header(bytes: &[u8]) -> Result<GgufHeader, GgufError> {
     let kv_count = cur.u64(|| "metadata key/value count".into())?;
     cur.check_count("metadata key/value", kv_count, MAX_KV_COUNT, MIN_KV_SIZE)?;
     // Tensor infos come after the metadata, so this bound is loose; it is tightened below.
-    cur.check_count("tensor info", tensor_count, MAX_TENSOR_COUNT, MIN_TENSOR_INFO_SIZE)?;
+    cur.check_count(
+        "tensor info",
+        tensor_count,
+        MAX_TENSOR_COUNT,
+        MIN_TENSOR_INFO_SIZE,
+    )?;
 
     let mut metadata = Metadata::new();
     for i in 0..kv_count {
         let key = cur.string(MAX_NAME_LEN, || format!("key #{i}"))?;
         let type_id = cur.u32(|| format!("value type of key `{key}`"))?;
-        let vtype = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType { key: key.clone(), id: type_id })?;
+        let vtype = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
+            key: key.clone(),
+            id: type_id,
+        })?;
         let value = cur.value(vtype, &key)?;
         if metadata.contains_key(&key) {
             return Err(GgufError::DuplicateKey(key));
@@ -206,7 +220,10 @@ fn parse_header(bytes: &[u8]) -> Result<GgufHeader, GgufError> {
         None => DEFAULT_ALIGNMENT,
         Some(&Value::U32(a)) if a.is_power_of_two() => u64::from(a),
         Some(&Value::U32(a)) => {
-            return Err(GgufError::BadAlignment { value: a.into(), reason: "general.alignment must be a power of two" })
+            return Err(GgufError::BadAlignment {
+                value: a.into(),
+                reason: "general.alignment must be a power of two",
+            })
         }
         Some(other) => {
             return Err(GgufError::WrongType {
@@ -217,13 +234,21 @@ fn parse_header(bytes: &[u8]) -> Result<GgufHeader, GgufError> {
         }
     };
 
-    cur.check_count("tensor info", tensor_count, MAX_TENSOR_COUNT, MIN_TENSOR_INFO_SIZE)?;
+    cur.check_count(
+        "tensor info",
+        tensor_count,
+        MAX_TENSOR_COUNT,
+        MIN_TENSOR_INFO_SIZE,
+    )?;
     let mut raw = Vec::with_capacity(tensor_count.min(4096) as usize);
     for i in 0..tensor_count {
         let name = cur.string(MAX_NAME_LEN, || format!("name of tensor #{i}"))?;
         let n_dims = cur.u32(|| format!("dimension count of tensor `{name}`"))?;
         if n_dims as usize > MAX_DIMS {
-            return Err(GgufError::TooManyDims { tensor: name, n_dims: n_dims.into() });
+            return Err(GgufError::TooManyDims {
+                tensor: name,
+                n_dims: n_dims.into(),
+            });
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         for d in 0..n_dims {
@@ -245,18 +270,40 @@ fn parse_header(bytes: &[u8]) -> Result<GgufHeader, GgufError> {
     for (name, dims, ggml_type, offset) in raw {
         let n_bytes = tensor_size(&name, &dims, ggml_type, bitnet)?;
         if !offset.is_multiple_of(alignment) {
-            return Err(GgufError::MisalignedOffset { tensor: name, offset, alignment });
+            return Err(GgufError::MisalignedOffset {
+                tensor: name,
+                offset,
+                alignment,
+            });
         }
         if offset.checked_add(n_bytes).is_none_or(|end| end > data_len) {
-            return Err(GgufError::TensorOutOfBounds { tensor: name, offset, size: n_bytes, data_offset, file_size });
+            return Err(GgufError::TensorOutOfBounds {
+                tensor: name,
+                offset,
+                size: n_bytes,
+                data_offset,
+                file_size,
+            });
         }
         if !names.insert(name.clone()) {
             return Err(GgufError::DuplicateTensor(name));
         }
-        tensors.push(TensorInfo { name, dims, ggml_type, offset, n_bytes });
+        tensors.push(TensorInfo {
+            name,
+            dims,
+            ggml_type,
+            offset,
+            n_bytes,
+        });
     }
 
-    Ok(GgufHeader { version, alignment, metadata, tensors, data_offset })
+    Ok(GgufHeader {
+        version,
+        alignment,
+        metadata,
+        tensors,
+        data_offset,
+    })
 }
 
 /// A read position in the file's bytes. Every read checks the bytes left first; `what` closures
@@ -272,7 +319,12 @@ impl<'a> Cursor<'a> {
     }
 
     fn truncated(&self, what: String, needed: u64) -> GgufError {
-        GgufError::Truncated { what, offset: self.pos as u64, needed, available: self.remaining() }
+        GgufError::Truncated {
+            what,
+            offset: self.pos as u64,
+            needed,
+            available: self.remaining(),
+        }
     }
 
     fn take(&mut self, n: u64, what: impl FnOnce() -> String) -> Result<&'a [u8], GgufError> {
@@ -284,7 +336,10 @@ impl<'a> Cursor<'a> {
         Ok(&self.buf[start..self.pos])
     }
 
-    fn array<const N: usize>(&mut self, what: impl FnOnce() -> String) -> Result<[u8; N], GgufError> {
+    fn array<const N: usize>(
+        &mut self,
+        what: impl FnOnce() -> String,
+    ) -> Result<[u8; N], GgufError> {
         let bytes = self.take(N as u64, what)?;
         let mut out = [0u8; N];
         out.copy_from_slice(bytes);
@@ -301,9 +356,19 @@ impl<'a> Cursor<'a> {
 
     /// Checks that `count` items (each a `noun`) of at least `min_size` bytes each can be in the
     /// bytes left, and that `count` is within `cap`, before anything is allocated for them.
-    fn check_count(&self, noun: &str, count: u64, cap: u64, min_size: u64) -> Result<(), GgufError> {
+    fn check_count(
+        &self,
+        noun: &str,
+        count: u64,
+        cap: u64,
+        min_size: u64,
+    ) -> Result<(), GgufError> {
         if count > cap {
-            return Err(GgufError::TooLarge { what: format!("{noun} count"), value: count, limit: cap });
+            return Err(GgufError::TooLarge {
+                what: format!("{noun} count"),
+                value: count,
+                limit: cap,
+            });
         }
         let needed = count * min_size; // count <= cap <= 2^32 and min_size <= 24: no overflow
         if needed > self.remaining() {
@@ -317,13 +382,20 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, cap: u64, what: impl Fn() -> String) -> Result<String, GgufError> {
         let len = self.u64(|| format!("length of {}", what()))?;
         if len > cap {
-            return Err(GgufError::TooLarge { what: format!("length of {}", what()), value: len, limit: cap });
+            return Err(GgufError::TooLarge {
+                what: format!("length of {}", what()),
+                value: len,
+                limit: cap,
+            });
         }
         let offset = self.pos as u64;
         let bytes = self.take(len, &what)?;
         match std::str::from_utf8(bytes) {
             Ok(s) => Ok(s.to_owned()),
-            Err(_) => Err(GgufError::InvalidUtf8 { what: what(), offset }),
+            Err(_) => Err(GgufError::InvalidUtf8 {
+                what: what(),
+                offset,
+            }),
         }
     }
 
@@ -349,19 +421,27 @@ impl<'a> Cursor<'a> {
 
     fn array_value(&mut self, key: &str) -> Result<Value, GgufError> {
         let type_id = self.u32(|| format!("element type of array `{key}`"))?;
-        let elem = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType { key: key.into(), id: type_id })?;
+        let elem = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
+            key: key.into(),
+            id: type_id,
+        })?;
         if elem == ValueType::Array {
             return Err(GgufError::NestedArray { key: key.into() });
         }
         let count = self.u64(|| format!("element count of array `{key}`"))?;
-        self.check_count(&format!("array `{key}` element"), count, MAX_ARRAY_LEN, elem.min_encoded_size())?;
+        self.check_count(
+            &format!("array `{key}` element"),
+            count,
+            MAX_ARRAY_LEN,
+            elem.min_encoded_size(),
+        )?;
         let count = count as usize; // <= MAX_ARRAY_LEN
         let mut items = Vec::with_capacity(count);
         for j in 0..count {
             items.push(match elem {
-                ValueType::String => {
-                    Value::String(self.string(MAX_STRING_LEN, || format!("element {j} of array `{key}`"))?)
-                }
+                ValueType::String => Value::String(
+                    self.string(MAX_STRING_LEN, || format!("element {j} of array `{key}`"))?,
+                ),
                 scalar => self.value(scalar, key)?,
             });
         }
@@ -373,6 +453,9 @@ fn bool_of(key: &str, byte: u8) -> Result<bool, GgufError> {
     match byte {
         0 => Ok(false),
         1 => Ok(true),
-        _ => Err(GgufError::InvalidBool { key: key.into(), byte }),
+        _ => Err(GgufError::InvalidBool {
+            key: key.into(),
+            byte,
+        }),
     }
 }

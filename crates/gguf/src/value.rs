@@ -275,8 +275,14 @@ mod tests {
     fn type_names() {
         assert_eq!(Value::U32(1).type_name(), "u32");
         assert_eq!(Value::String("a".into()).type_name(), "string");
-        assert_eq!(Value::Array(ValueType::String, vec![]).type_name(), "array<string>");
-        assert_eq!(Value::Array(ValueType::F32, vec![Value::F32(1.0)]).value_type(), ValueType::Array);
+        assert_eq!(
+            Value::Array(ValueType::String, vec![]).type_name(),
+            "array<string>"
+        );
+        assert_eq!(
+            Value::Array(ValueType::F32, vec![Value::F32(1.0)]).value_type(),
+            ValueType::Array
+        );
     }
 
     #[test]

@@ -79,11 +79,17 @@ impl GgufWriter {
     pub fn add(&mut self, key: impl Into<String>, value: Value) -> Result<(), GgufError> {
         let key = key.into();
         if key.is_empty() {
-            return Err(GgufError::InvalidKey { key, reason: "keys must not be empty" });
+            return Err(GgufError::InvalidKey {
+                key,
+                reason: "keys must not be empty",
+            });
         }
         if key.len() as u64 > MAX_NAME_LEN {
             let shown = format!("{}…", key.chars().take(40).collect::<String>());
-            return Err(GgufError::InvalidKey { key: shown, reason: "keys must be shorter than 65536 bytes" });
+            return Err(GgufError::InvalidKey {
+                key: shown,
+                reason: "keys must be shorter than 65536 bytes",
+            });
         }
         if self.metadata.contains_key(&key) {
             return Err(GgufError::DuplicateKey(key));
@@ -92,9 +98,18 @@ impl GgufWriter {
             if *elem == ValueType::Array {
                 return Err(GgufError::NestedArray { key });
             }
-            if let Some((index, item)) = items.iter().enumerate().find(|(_, v)| v.value_type() != *elem) {
+            if let Some((index, item)) = items
+                .iter()
+                .enumerate()
+                .find(|(_, v)| v.value_type() != *elem)
+            {
                 let found = item.value_type();
-                return Err(GgufError::ArrayElementMismatch { key, index, expected: *elem, found });
+                return Err(GgufError::ArrayElementMismatch {
+                    key,
+                    index,
+                    expected: *elem,
+                    found,
+                });
             }
         }
         if key == ALIGNMENT_KEY {
@@ -104,13 +119,19 @@ impl GgufWriter {
                     self.relayout(a)?;
                 }
                 ref other => {
-                    return Err(GgufError::WrongType { key, found: other.type_name(), expected: "u32".into() })
+                    return Err(GgufError::WrongType {
+                        key,
+                        found: other.type_name(),
+                        expected: "u32".into(),
+                    })
                 }
             }
         }
         if key == ARCHITECTURE_KEY && value.as_str().is_some_and(|a| a.starts_with("bitnet")) {
             if let Some(t) = self.tensors.iter().find(|t| t.ggml_type == GgmlType::MXFP4) {
-                return Err(GgufError::Tl2NotSupported { tensor: t.name.clone() });
+                return Err(GgufError::Tl2NotSupported {
+                    tensor: t.name.clone(),
+                });
             }
         }
         self.metadata.insert(key, value);
@@ -123,7 +144,10 @@ impl GgufWriter {
     /// type's blocks, an element count overflowing `i64`, and type 39 in a `bitnet*` file (TL2).
     pub fn add_tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType) -> Result<(), GgufError> {
         if name.is_empty() {
-            return Err(GgufError::InvalidTensorName { name: name.into(), reason: "names must not be empty" });
+            return Err(GgufError::InvalidTensorName {
+                name: name.into(),
+                reason: "names must not be empty",
+            });
         }
         if name.len() > MAX_TENSOR_NAME_LEN {
             return Err(GgufError::InvalidTensorName {
@@ -135,10 +159,15 @@ impl GgufWriter {
             return Err(GgufError::DuplicateTensor(name.into()));
         }
         if dims.is_empty() {
-            return Err(GgufError::NoDims { tensor: name.into() });
+            return Err(GgufError::NoDims {
+                tensor: name.into(),
+            });
         }
         if dims.len() > MAX_DIMS {
-            return Err(GgufError::TooManyDims { tensor: name.into(), n_dims: dims.len() as u64 });
+            return Err(GgufError::TooManyDims {
+                tensor: name.into(),
+                n_dims: dims.len() as u64,
+            });
         }
         let n_bytes = tensor_size(name, dims, ty, is_bitnet(&self.metadata))?;
         let align = u64::from(self.alignment);
@@ -148,7 +177,13 @@ impl GgufWriter {
         };
         end_of(offset, n_bytes, align, name)?;
         self.names.insert(name.to_string());
-        self.tensors.push(TensorInfo { name: name.into(), dims: dims.to_vec(), ggml_type: ty, offset, n_bytes });
+        self.tensors.push(TensorInfo {
+            name: name.into(),
+            dims: dims.to_vec(),
+            ggml_type: ty,
+            offset,
+            n_bytes,
+        });
         Ok(())
     }
 
@@ -166,22 +201,44 @@ impl GgufWriter {
         mut data: impl FnMut(usize, &TensorInfo, &mut dyn Write) -> io::Result<()>,
     ) -> Result<(), GgufError> {
         self.check_tl2()?;
-        let mut out = Counted { inner: BufWriter::with_capacity(1 << 20, out), pos: 0 };
+        let mut out = Counted {
+            inner: BufWriter::with_capacity(1 << 20, out),
+            pos: 0,
+        };
         self.write_header(&mut out).map_err(GgufError::Write)?;
         let data_start = out.pos;
         for (i, t) in self.tensors.iter().enumerate() {
             debug_assert_eq!(out.pos, data_start + t.offset);
-            let mut sink = Exact { inner: &mut out, left: t.n_bytes, written: 0, overrun: None, sink_failed: false };
+            let mut sink = Exact {
+                inner: &mut out,
+                left: t.n_bytes,
+                written: 0,
+                overrun: None,
+                sink_failed: false,
+            };
             let result = data(i, t, &mut sink);
             let (written, overrun, sink_failed) = (sink.written, sink.overrun, sink.sink_failed);
             if let Some(tried) = overrun {
-                return Err(GgufError::DataSizeMismatch { tensor: t.name.clone(), expected: t.n_bytes, written: tried });
+                return Err(GgufError::DataSizeMismatch {
+                    tensor: t.name.clone(),
+                    expected: t.n_bytes,
+                    written: tried,
+                });
             }
             match result {
                 Err(e) if sink_failed => return Err(GgufError::Write(e)),
-                Err(source) => return Err(GgufError::TensorData { tensor: t.name.clone(), source }),
+                Err(source) => {
+                    return Err(GgufError::TensorData {
+                        tensor: t.name.clone(),
+                        source,
+                    })
+                }
                 Ok(()) if written != t.n_bytes => {
-                    return Err(GgufError::DataSizeMismatch { tensor: t.name.clone(), expected: t.n_bytes, written })
+                    return Err(GgufError::DataSizeMismatch {
+                        tensor: t.name.clone(),
+                        expected: t.n_bytes,
+                        written,
+                    })
                 }
                 Ok(()) => {}
             }
@@ -214,12 +271,22 @@ impl GgufWriter {
             .map_err(io_err("create a temporary file in", dir))?;
         // Errors below drop `tmp`, which deletes the temporary file.
         self.write(tmp.as_file_mut(), data).map_err(|e| match e {
-            GgufError::Write(source) => GgufError::Io { action: "write", path: tmp.path().to_path_buf(), source },
+            GgufError::Write(source) => GgufError::Io {
+                action: "write",
+                path: tmp.path().to_path_buf(),
+                source,
+            },
             other => other,
         })?;
         set_permissions(tmp.as_file(), path).map_err(io_err("set permissions of", tmp.path()))?;
-        tmp.as_file().sync_all().map_err(io_err("sync", tmp.path()))?;
-        tmp.persist(path).map_err(|e| GgufError::Io { action: "rename a temporary file to", path: path.to_path_buf(), source: e.error })?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(io_err("sync", tmp.path()))?;
+        tmp.persist(path).map_err(|e| GgufError::Io {
+            action: "rename a temporary file to",
+            path: path.to_path_buf(),
+            source: e.error,
+        })?;
         // Make the rename durable; not every platform can sync a directory, so this is best effort.
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
@@ -283,7 +350,9 @@ impl GgufWriter {
     fn check_tl2(&self) -> Result<(), GgufError> {
         if is_bitnet(&self.metadata) {
             if let Some(t) = self.tensors.iter().find(|t| t.ggml_type == GgmlType::MXFP4) {
-                return Err(GgufError::Tl2NotSupported { tensor: t.name.clone() });
+                return Err(GgufError::Tl2NotSupported {
+                    tensor: t.name.clone(),
+                });
             }
         }
         Ok(())
@@ -292,15 +361,22 @@ impl GgufWriter {
 
 /// `offset + n_bytes` rounded up to `align`, or an error naming the tensor on overflow.
 fn end_of(offset: u64, n_bytes: u64, align: u64, name: &str) -> Result<u64, GgufError> {
-    offset.checked_add(n_bytes).and_then(|end| end.checked_next_multiple_of(align)).ok_or_else(|| GgufError::TooLarge {
-        what: format!("data section size at tensor `{name}`"),
-        value: u64::MAX,
-        limit: u64::MAX - align,
-    })
+    offset
+        .checked_add(n_bytes)
+        .and_then(|end| end.checked_next_multiple_of(align))
+        .ok_or_else(|| GgufError::TooLarge {
+            what: format!("data section size at tensor `{name}`"),
+            value: u64::MAX,
+            limit: u64::MAX - align,
+        })
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> GgufError + 'a {
-    move |source| GgufError::Io { action, path: path.to_path_buf(), source }
+    move |source| GgufError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn check_alignment(alignment: u32) -> Result<(), GgufError> {
@@ -393,9 +469,14 @@ impl<W: Write> Write for Exact<'_, W> {
         if buf.len() as u64 > self.left {
             let tried = self.written + buf.len() as u64;
             self.overrun = Some(self.overrun.map_or(tried, |t| t.max(tried)));
-            return Err(io::Error::other(format!("tensor data overrun: {tried} bytes written")));
+            return Err(io::Error::other(format!(
+                "tensor data overrun: {tried} bytes written"
+            )));
         }
-        let n = self.inner.write(buf).inspect_err(|_| self.sink_failed = true)?;
+        let n = self
+            .inner
+            .write(buf)
+            .inspect_err(|_| self.sink_failed = true)?;
         self.left -= n as u64;
         self.written += n as u64;
         Ok(n)

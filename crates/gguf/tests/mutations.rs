@@ -148,19 +148,29 @@ struct Target {
 impl Target {
     fn new(name: &'static str, bytes: Vec<u8>) -> Target {
         let (fields, header_end) = fields(&bytes);
-        Target { name, bytes, fields, header_end }
+        Target {
+            name,
+            bytes,
+            fields,
+            header_end,
+        }
     }
 
     /// Mutation `id`: deterministic from the id alone.
     fn mutate(&self, id: u64) -> (Vec<u8>, String) {
-        let mut rng = ChaCha8Rng::seed_from_u64(0x6767_7566 ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(0x6767_7566 ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let mut b = self.bytes.clone();
         let len = b.len();
         let kind = rng.random_range(0..100u32);
         let desc = if kind < 30 {
             // Bit flips, mostly in the header (where the structure is).
             let n = rng.random_range(1..=8);
-            let end = if rng.random_bool(0.9) { self.header_end } else { len };
+            let end = if rng.random_bool(0.9) {
+                self.header_end
+            } else {
+                len
+            };
             let mut at = Vec::new();
             for _ in 0..n {
                 let pos = rng.random_range(0..end);
@@ -169,12 +179,18 @@ impl Target {
             }
             format!("bit flips at {at:?}")
         } else if kind < 42 {
-            let end = if rng.random_bool(0.8) { self.header_end + 64 } else { len };
+            let end = if rng.random_bool(0.8) {
+                self.header_end + 64
+            } else {
+                len
+            };
             let cut = rng.random_range(0..end.min(len));
             b.truncate(cut);
             format!("truncated to {cut}")
         } else if kind < 72 {
-            let Field::U64(pos) = self.pick(&mut rng, true) else { unreachable!() };
+            let Field::U64(pos) = self.pick(&mut rng, true) else {
+                unreachable!()
+            };
             let old = u64::from_le_bytes(b[pos..pos + 8].try_into().unwrap());
             let v = match rng.random_range(0..12) {
                 0 => u64::MAX,
@@ -193,7 +209,9 @@ impl Target {
             b[pos..pos + 8].copy_from_slice(&v.to_le_bytes());
             format!("u64 at {pos}: {old} -> {v}")
         } else if kind < 87 {
-            let Field::U32(pos) = self.pick(&mut rng, false) else { unreachable!() };
+            let Field::U32(pos) = self.pick(&mut rng, false) else {
+                unreachable!()
+            };
             let old = u32::from_le_bytes(b[pos..pos + 4].try_into().unwrap());
             let v = match rng.random_range(0..8) {
                 0 => u32::MAX,
@@ -235,9 +253,10 @@ impl Target {
 
 /// Parses every mutation of `target`; panics listing the failures.
 fn run(target: &Target, count: u64) {
-    let only: Option<u64> = std::env::var("MUTATION")
-        .ok()
-        .and_then(|m| m.strip_prefix(&format!("{}:", target.name)).map(|id| id.parse().expect("MUTATION=<target>:<id>")));
+    let only: Option<u64> = std::env::var("MUTATION").ok().and_then(|m| {
+        m.strip_prefix(&format!("{}:", target.name))
+            .map(|id| id.parse().expect("MUTATION=<target>:<id>"))
+    });
     let verbose = std::env::var_os("MUTATION_VERBOSE").is_some();
     let mut failures = Vec::new();
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
@@ -258,15 +277,26 @@ fn run(target: &Target, count: u64) {
             Ok(outcome) => *outcomes.entry(outcome).or_default() += 1,
         }
         if peak > limit {
-            failures.push(format!("{}:{id} ({desc}): allocated {peak} bytes for a {input_len}-byte input", target.name));
+            failures.push(format!(
+                "{}:{id} ({desc}): allocated {peak} bytes for a {input_len}-byte input",
+                target.name
+            ));
         }
     }
     eprintln!("{}: {count} mutations: {outcomes:?}", target.name);
-    assert!(failures.is_empty(), "{} failures, first: {:#?}", failures.len(), &failures[..failures.len().min(10)]);
+    assert!(
+        failures.is_empty(),
+        "{} failures, first: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
     if only.is_none() {
         // The mutations reach both outcomes and many different errors.
         assert!(outcomes.get("Ok").copied().unwrap_or(0) > 0, "{outcomes:?}");
-        assert!(outcomes.len() >= 8, "too few distinct outcomes: {outcomes:?}");
+        assert!(
+            outcomes.len() >= 8,
+            "too few distinct outcomes: {outcomes:?}"
+        );
     }
 }
 

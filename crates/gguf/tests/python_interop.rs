@@ -19,16 +19,24 @@ fn python() -> String {
 }
 
 fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/py").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/py")
+        .join(name)
 }
 
 /// Whether python3 with `gguf` and `numpy` is usable; prints why not (or panics when required).
 fn python_ready() -> bool {
-    let probe = Command::new(python()).args(["-c", "import gguf, numpy"]).output();
+    let probe = Command::new(python())
+        .args(["-c", "import gguf, numpy"])
+        .output();
     let problem = match probe {
         Err(e) => format!("cannot run `{}`: {e}", python()),
         Ok(o) if !o.status.success() => {
-            format!("`{}` lacks the gguf/numpy modules: {}", python(), String::from_utf8_lossy(&o.stderr).trim())
+            format!(
+                "`{}` lacks the gguf/numpy modules: {}",
+                python(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            )
         }
         Ok(_) => return true,
     };
@@ -41,8 +49,16 @@ fn python_ready() -> bool {
 
 /// Runs a script and parses the JSON it prints.
 fn run_script(name: &str, arg: &Path) -> Json {
-    let out = Command::new(python()).arg(script(name)).arg(arg).output().expect("run python");
-    assert!(out.status.success(), "{name} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(python())
+        .arg(script(name))
+        .arg(arg)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{name} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{name} printed no JSON ({e})"))
 }
 
@@ -66,12 +82,20 @@ fn py_type_name(t: ValueType) -> &'static str {
 }
 
 fn type_from_py(name: &str) -> ValueType {
-    (0..=12).map(|id| ValueType::from_id(id).unwrap()).find(|t| py_type_name(*t) == name).unwrap_or_else(|| panic!("{name}"))
+    (0..=12)
+        .map(|id| ValueType::from_id(id).unwrap())
+        .find(|t| py_type_name(*t) == name)
+        .unwrap_or_else(|| panic!("{name}"))
 }
 
 /// The value JSON `j` of gguf-py type `ty` (arrays: element type `sub`), as one of ours.
 fn value_from_json(ty: ValueType, sub: Option<ValueType>, j: &Json) -> Value {
-    let int = || j.as_i64().map(i128::from).or(j.as_u64().map(i128::from)).unwrap_or_else(|| panic!("{j} not an integer"));
+    let int = || {
+        j.as_i64()
+            .map(i128::from)
+            .or(j.as_u64().map(i128::from))
+            .unwrap_or_else(|| panic!("{j} not an integer"))
+    };
     let float = || j.as_f64().unwrap_or_else(|| panic!("{j} not a number"));
     match ty {
         ValueType::U8 => Value::U8(int() as u8),
@@ -88,7 +112,14 @@ fn value_from_json(ty: ValueType, sub: Option<ValueType>, j: &Json) -> Value {
         ValueType::String => Value::String(j.as_str().unwrap().to_string()),
         ValueType::Array => {
             let sub = sub.expect("array without element type");
-            Value::Array(sub, j.as_array().unwrap().iter().map(|e| value_from_json(sub, None, e)).collect())
+            Value::Array(
+                sub,
+                j.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| value_from_json(sub, None, e))
+                    .collect(),
+            )
         }
     }
 }
@@ -103,7 +134,7 @@ fn q8_0_bytes(blocks: usize) -> (Vec<u8>, Vec<f32>) {
     for b in 0..blocks {
         bytes.extend_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
         for j in 0..32 {
-            let q = (j as i32 - 16 + b as i32).clamp(-127, 127) as i8;
+            let q = (j - 16 + b as i32).clamp(-127, 127) as i8;
             bytes.push(q as u8);
             values.push(f32::from(q) * 0.5);
         }
@@ -123,20 +154,25 @@ fn gguf_py_reads_what_we_write() {
     w.add_tensor("norm.weight", &[5], GgmlType::F32).unwrap();
     w.add_tensor("embd.weight", &[3, 7], GgmlType::F16).unwrap();
     w.add_tensor("q8.weight", &[64, 2], GgmlType::Q8_0).unwrap();
-    w.add_tensor("tq2.weight", &[256, 1, 2], GgmlType::TQ2_0).unwrap();
+    w.add_tensor("tq2.weight", &[256, 1, 2], GgmlType::TQ2_0)
+        .unwrap();
     let f32_values = [1.0f32, -2.5, 0.0, 1e-7, 65504.0];
     let f16_values: Vec<f32> = (0..21).map(|i| i as f32 * 0.25 - 2.0).collect();
     let (q8, q8_values) = q8_0_bytes(4);
     let tq2 = pattern(3, 132);
     let data: Vec<Vec<u8>> = vec![
         f32_values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        f16_values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+        f16_values
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect(),
         q8,
         tq2,
     ];
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ours.gguf");
-    w.write_file(&path, |i, _, out| out.write_all(&data[i])).unwrap();
+    w.write_file(&path, |i, _, out| out.write_all(&data[i]))
+        .unwrap();
 
     let py = run_script("gguf_read.py", &path);
     assert_eq!(py["version"], 3);
@@ -154,7 +190,11 @@ fn gguf_py_reads_what_we_write() {
         if let Value::Array(elem, items) = value {
             if items.is_empty() {
                 // gguf-py records an array's element type only from its first element.
-                assert_eq!((sub, &entry["value"]), (None, &serde_json::json!([])), "{key}");
+                assert_eq!(
+                    (sub, &entry["value"]),
+                    (None, &serde_json::json!([])),
+                    "{key}"
+                );
                 continue;
             }
             assert_eq!(sub, Some(*elem), "{key}");
@@ -174,11 +214,20 @@ fn gguf_py_reads_what_we_write() {
         assert_eq!(t["data_hex"], hex(&data[i]), "{}", mine.name);
     }
     let dequant = |i: usize| -> Vec<f32> {
-        tensors[i]["dequant"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
+        tensors[i]["dequant"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
     };
     assert_eq!(dequant(0), f32_values);
     assert_eq!(dequant(1), f16_values);
-    assert_eq!(dequant(2), q8_values, "gguf-py dequantizes our Q8_0 blocks to the intended values");
+    assert_eq!(
+        dequant(2),
+        q8_values,
+        "gguf-py dequantizes our Q8_0 blocks to the intended values"
+    );
     assert_eq!(dequant(3).len(), 512);
 }
 
@@ -218,11 +267,20 @@ fn we_read_what_gguf_py_writes() {
     assert_eq!(md.get("py.u64"), Some(&Value::U64(u64::MAX)));
     assert_eq!(md.get("py.i64"), Some(&Value::I64(i64::MIN)));
     assert_eq!(md.get_str("py.string").unwrap(), "grüße ✓ \0 nul inside");
-    assert_eq!(md.get_str_array("py.tokens").unwrap(), ["<unk>", "<s>", "</s>", "▁the", "|<MASK>|"]);
+    assert_eq!(
+        md.get_str_array("py.tokens").unwrap(),
+        ["<unk>", "<s>", "</s>", "▁the", "|<MASK>|"]
+    );
     assert_eq!(md.get_f32_array("py.scores").unwrap(), [0.0, -1.5, 3.25]);
     assert_eq!(md.get("py.token_type").unwrap().type_name(), "array<i32>");
     assert_eq!(md.get_u32_array("py.ids").unwrap(), [151645, 151643]);
-    assert_eq!(md.get("py.flags").unwrap(), &Value::Array(ValueType::Bool, vec![Value::Bool(true), Value::Bool(false), Value::Bool(true)]));
+    assert_eq!(
+        md.get("py.flags").unwrap(),
+        &Value::Array(
+            ValueType::Bool,
+            vec![Value::Bool(true), Value::Bool(false), Value::Bool(true)]
+        )
+    );
 
     // Tensors: names, ggml dims, types, offsets aligned to 64, bytes.
     let tensors = manifest["tensors"].as_array().unwrap();
@@ -237,7 +295,11 @@ fn we_read_what_gguf_py_writes() {
         assert_eq!(t.offset, expected_offset, "{}", t.name);
         expected_offset = (t.offset + t.n_bytes).next_multiple_of(64);
     }
-    let names: Vec<_> = f.tensors.iter().map(|t| (t.name.as_str(), t.ggml_type, t.dims.clone(), t.n_bytes)).collect();
+    let names: Vec<_> = f
+        .tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t.ggml_type, t.dims.clone(), t.n_bytes))
+        .collect();
     assert_eq!(
         names,
         [
@@ -248,11 +310,17 @@ fn we_read_what_gguf_py_writes() {
             ("tq2.weight", GgmlType::TQ2_0, vec![256, 1], 66),
         ]
     );
-    let f32s: Vec<f32> =
-        f.tensor_data(&f.tensors[0]).chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let f32s: Vec<f32> = f
+        .tensor_data(&f.tensors[0])
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     assert_eq!(f32s, [-2.5, -1.5, -0.5, 0.5, 1.5, 2.5]);
-    let f16s: Vec<f32> =
-        f.tensor_data(&f.tensors[1]).chunks(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+    let f16s: Vec<f32> = f
+        .tensor_data(&f.tensors[1])
+        .chunks(2)
+        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+        .collect();
     assert_eq!(f16s[..3], [-2.0, -1.875, -1.75]);
 
     // And our writer reproduces their file byte for byte from what we read.
@@ -264,6 +332,10 @@ fn we_read_what_gguf_py_writes() {
         w.add_tensor(&t.name, &t.dims, t.ggml_type).unwrap();
     }
     let mut out = Vec::new();
-    w.write(&mut out, |_, t, o| o.write_all(f.tensor_data(t))).unwrap();
-    assert!(out == std::fs::read(&path).unwrap(), "rewrite differs from gguf-py's file");
+    w.write(&mut out, |_, t, o| o.write_all(f.tensor_data(t)))
+        .unwrap();
+    assert!(
+        out == std::fs::read(&path).unwrap(),
+        "rewrite differs from gguf-py's file"
+    );
 }

@@ -37,8 +37,10 @@ pub fn sample_writer() -> GgufWriter {
     w.add_tensor("norm.weight", &[5], GgmlType::F32).unwrap();
     w.add_tensor("embd.weight", &[3, 7], GgmlType::F16).unwrap();
     w.add_tensor("q8.weight", &[64, 2], GgmlType::Q8_0).unwrap();
-    w.add_tensor("tq2.weight", &[256, 1, 2], GgmlType::TQ2_0).unwrap();
-    w.add_tensor("i2s.weight", &[128, 2, 1, 1], GgmlType::I2_S).unwrap();
+    w.add_tensor("tq2.weight", &[256, 1, 2], GgmlType::TQ2_0)
+        .unwrap();
+    w.add_tensor("i2s.weight", &[128, 2, 1, 1], GgmlType::I2_S)
+        .unwrap();
     w
 }
 
@@ -61,18 +63,57 @@ pub fn sample_metadata() -> Vec<(String, Value)> {
         ("t.u64".into(), Value::U64(u64::MAX)),
         ("t.i64".into(), Value::I64(i64::MIN)),
         ("t.f64".into(), Value::F64(std::f64::consts::PI)),
-        ("t.arr_str".into(), Value::Array(ValueType::String, vec![s("<s>"), s(""), s("▁the"), s("\n")])),
-        ("t.arr_u8".into(), Value::Array(ValueType::U8, vec![Value::U8(0), Value::U8(255)])),
-        ("t.arr_i8".into(), Value::Array(ValueType::I8, vec![Value::I8(-128), Value::I8(127)])),
-        ("t.arr_u16".into(), Value::Array(ValueType::U16, vec![Value::U16(1), Value::U16(65535)])),
-        ("t.arr_i16".into(), Value::Array(ValueType::I16, vec![Value::I16(-1)])),
-        ("t.arr_u32".into(), Value::Array(ValueType::U32, vec![Value::U32(151645), Value::U32(151643)])),
-        ("t.arr_i32".into(), Value::Array(ValueType::I32, vec![Value::I32(-7), Value::I32(1), Value::I32(3)])),
-        ("t.arr_f32".into(), Value::Array(ValueType::F32, vec![Value::F32(0.25), Value::F32(-1e30)])),
-        ("t.arr_bool".into(), Value::Array(ValueType::Bool, vec![Value::Bool(true), Value::Bool(false)])),
-        ("t.arr_u64".into(), Value::Array(ValueType::U64, vec![Value::U64(1 << 40)])),
-        ("t.arr_i64".into(), Value::Array(ValueType::I64, vec![Value::I64(-(1 << 40))])),
-        ("t.arr_f64".into(), Value::Array(ValueType::F64, vec![Value::F64(1e-300)])),
+        (
+            "t.arr_str".into(),
+            Value::Array(ValueType::String, vec![s("<s>"), s(""), s("▁the"), s("\n")]),
+        ),
+        (
+            "t.arr_u8".into(),
+            Value::Array(ValueType::U8, vec![Value::U8(0), Value::U8(255)]),
+        ),
+        (
+            "t.arr_i8".into(),
+            Value::Array(ValueType::I8, vec![Value::I8(-128), Value::I8(127)]),
+        ),
+        (
+            "t.arr_u16".into(),
+            Value::Array(ValueType::U16, vec![Value::U16(1), Value::U16(65535)]),
+        ),
+        (
+            "t.arr_i16".into(),
+            Value::Array(ValueType::I16, vec![Value::I16(-1)]),
+        ),
+        (
+            "t.arr_u32".into(),
+            Value::Array(ValueType::U32, vec![Value::U32(151645), Value::U32(151643)]),
+        ),
+        (
+            "t.arr_i32".into(),
+            Value::Array(
+                ValueType::I32,
+                vec![Value::I32(-7), Value::I32(1), Value::I32(3)],
+            ),
+        ),
+        (
+            "t.arr_f32".into(),
+            Value::Array(ValueType::F32, vec![Value::F32(0.25), Value::F32(-1e30)]),
+        ),
+        (
+            "t.arr_bool".into(),
+            Value::Array(ValueType::Bool, vec![Value::Bool(true), Value::Bool(false)]),
+        ),
+        (
+            "t.arr_u64".into(),
+            Value::Array(ValueType::U64, vec![Value::U64(1 << 40)]),
+        ),
+        (
+            "t.arr_i64".into(),
+            Value::Array(ValueType::I64, vec![Value::I64(-(1 << 40))]),
+        ),
+        (
+            "t.arr_f64".into(),
+            Value::Array(ValueType::F64, vec![Value::F64(1e-300)]),
+        ),
         ("t.arr_empty".into(), Value::Array(ValueType::U32, vec![])),
     ]
 }
@@ -80,7 +121,8 @@ pub fn sample_metadata() -> Vec<(String, Value)> {
 /// Writes `w` to memory with [`pattern`] data.
 pub fn write_to_vec(w: &GgufWriter) -> Vec<u8> {
     let mut out = Vec::new();
-    w.write(&mut out, |i, t, o| o.write_all(&pattern(i, t.n_bytes))).unwrap();
+    w.write(&mut out, |i, t, o| o.write_all(&pattern(i, t.n_bytes)))
+        .unwrap();
     out
 }
 
@@ -138,7 +180,7 @@ impl Raw {
     }
     /// Zeros up to a multiple of `align`, then `n` data bytes.
     pub fn data(&mut self, align: usize, n: usize) -> &mut Self {
-        while self.0.len() % align != 0 {
+        while !self.0.len().is_multiple_of(align) {
             self.0.push(0);
         }
         self.0.extend(std::iter::repeat_n(0xabu8, n));
