@@ -12,21 +12,35 @@ const MASK_SPELLINGS: &[&str] = &["|<MASK>|", "<|mask|>", "<|mdm_mask|>"];
 /// Builds the JSON description; the text form is rendered from it.
 pub fn describe(path: &Path, file: &GgufFile) -> Result<Json, GgufError> {
     let md = &file.metadata;
-    let arch = md.opt_str("general.architecture")?.unwrap_or("unknown").to_string();
+    let arch = md
+        .opt_str("general.architecture")?
+        .unwrap_or("unknown")
+        .to_string();
     let a = |k: &str| format!("{arch}.{k}");
     let tokens = md.get_str_array("tokenizer.ggml.tokens").ok();
-    let embd_rows = file.tensor("token_embd.weight").and_then(|t| t.dims.get(1).copied());
-    let vocab = md.opt_u64(&a("vocab_size"))?.or(tokens.as_ref().map(|t| t.len() as u64)).or(embd_rows);
+    let embd_rows = file
+        .tensor("token_embd.weight")
+        .and_then(|t| t.dims.get(1).copied());
+    let vocab = md
+        .opt_u64(&a("vocab_size"))?
+        .or(tokens.as_ref().map(|t| t.len() as u64))
+        .or(embd_rows);
     let heads = md.opt_u64(&a("attention.head_count"))?;
     let width = md.opt_u64(&a("embedding_length"))?;
-    let head_dim = md.opt_u64(&a("attention.key_length"))?.or(match (width, heads) {
-        (Some(w), Some(h)) if h > 0 => Some(w / h),
-        _ => None,
-    });
+    let head_dim = md
+        .opt_u64(&a("attention.key_length"))?
+        .or(match (width, heads) {
+            (Some(w), Some(h)) if h > 0 => Some(w / h),
+            _ => None,
+        });
 
     let mask_id = match md.opt_u32("tokenizer.ggml.mask_token_id")? {
         Some(id) => Some(id),
-        None => tokens.as_ref().and_then(|t| t.iter().position(|s| MASK_SPELLINGS.contains(s)).map(|p| p as u32)),
+        None => tokens.as_ref().and_then(|t| {
+            t.iter()
+                .position(|s| MASK_SPELLINGS.contains(s))
+                .map(|p| p as u32)
+        }),
     };
     let dlm = match mask_id {
         Some(id) => json!({
@@ -87,7 +101,10 @@ pub fn describe(path: &Path, file: &GgufFile) -> Result<Json, GgufError> {
 
 /// An f32 as the JSON number with the same shortest decimal form (1e-5, not 9.99999974e-6).
 fn shortest(x: f32) -> Json {
-    x.to_string().parse::<f64>().map(Json::from).unwrap_or(Json::Null)
+    x.to_string()
+        .parse::<f64>()
+        .map(Json::from)
+        .unwrap_or(Json::Null)
 }
 
 /// Runs the subcommand.
@@ -123,7 +140,11 @@ fn render_text(d: &Json) -> String {
         d["tensors"].as_array().map_or(0, Vec::len),
         d["alignment"]
     );
-    out += &format!("architecture  {} ({})\n", field(&d["architecture"]), field(&d["name"]));
+    out += &format!(
+        "architecture  {} ({})\n",
+        field(&d["architecture"]),
+        field(&d["name"])
+    );
     out += &format!(
         "shape         layers {} | width {} | ffn {} | heads {} (kv {}) | head dim {} | vocab {} | context {}\n",
         field(&h["block_count"]),
@@ -135,7 +156,11 @@ fn render_text(d: &Json) -> String {
         field(&h["vocab_size"]),
         field(&h["context_length"])
     );
-    out += &format!("rope / norm   freq base {} | rms eps {}\n", field(&h["rope_freq_base"]), field(&h["rms_norm_eps"]));
+    out += &format!(
+        "rope / norm   freq base {} | rms eps {}\n",
+        field(&h["rope_freq_base"]),
+        field(&h["rms_norm_eps"])
+    );
     let template = match t["chat_template_bytes"].as_u64() {
         Some(n) => format!("chat template ({n} bytes)"),
         None => "no chat template".into(),
@@ -149,7 +174,11 @@ fn render_text(d: &Json) -> String {
         field(&t["eos_token_id"]),
         field(&t["add_bos_token"]),
         template,
-        if t["huggingface_json"] == Json::Bool(true) { " | tokenizer.json embedded" } else { "" }
+        if t["huggingface_json"] == Json::Bool(true) {
+            " | tokenizer.json embedded"
+        } else {
+            ""
+        }
     );
     let dlm = &d["dlm"];
     if dlm.is_null() {
@@ -159,17 +188,33 @@ fn render_text(d: &Json) -> String {
             "dlm           mask token {} {:?}{} | block size {} | shift logits {}\n",
             dlm["mask_token_id"],
             dlm["mask_token"].as_str().unwrap_or("?"),
-            if dlm["mask_token_in_metadata"] == Json::Bool(true) { "" } else { " (found in vocabulary, not in metadata)" },
+            if dlm["mask_token_in_metadata"] == Json::Bool(true) {
+                ""
+            } else {
+                " (found in vocabulary, not in metadata)"
+            },
             field(&dlm["block_size"]),
             field(&dlm["shift_logits"])
         );
     }
     out += "\n";
     let tensors = d["tensors"].as_array().cloned().unwrap_or_default();
-    let width = tensors.iter().filter_map(|t| t["name"].as_str()).map(str::len).max().unwrap_or(4).max(4);
-    out += &format!("{:<width$}  {:<6}  {:<20}  {:>12}\n", "name", "type", "shape", "bytes");
+    let width = tensors
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .map(str::len)
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    out += &format!(
+        "{:<width$}  {:<6}  {:<20}  {:>12}\n",
+        "name", "type", "shape", "bytes"
+    );
     for t in &tensors {
-        let shape: Vec<String> = t["shape"].as_array().map(|s| s.iter().map(|x| x.to_string()).collect()).unwrap_or_default();
+        let shape: Vec<String> = t["shape"]
+            .as_array()
+            .map(|s| s.iter().map(|x| x.to_string()).collect())
+            .unwrap_or_default();
         out += &format!(
             "{:<width$}  {:<6}  {:<20}  {:>12}\n",
             field(&t["name"]),

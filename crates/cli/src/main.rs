@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use convert::{ConvertOptions, OutType};
 
 #[derive(Parser)]
-#[command(name = "dlm", version, about = "Block-diffusion language models on the CPU: convert, inspect, serve")]
+#[command(
+    name = "dlm",
+    version,
+    about = "Block-diffusion language models on the CPU: convert, inspect, serve"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,25 +61,41 @@ fn parse_outtype(s: &str) -> Result<OutType, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Convert { input, outfile, outtype, force_ternary, name, quiet } => {
-            let opts = ConvertOptions { input, output: outfile, outtype, force_ternary, name, progress: !quiet };
-            convert::convert(&opts).map_err(|e| e.to_string()).map(|report| {
-                for note in &report.fallbacks {
-                    eprintln!("warning: {note}");
-                }
-                let dlm = match (report.mask_token_id, report.block_size) {
-                    (Some(m), Some(b)) => format!(", DLM: mask token {m}, block size {b}"),
-                    (Some(m), None) => format!(", DLM: mask token {m}"),
-                    _ => String::new(),
-                };
-                eprintln!(
-                    "wrote {} ({}, {} tensors, {:.2} MiB{dlm})",
-                    report.output.display(),
-                    report.arch,
-                    report.n_tensors,
-                    report.file_bytes as f64 / (1024.0 * 1024.0)
-                );
-            })
+        Command::Convert {
+            input,
+            outfile,
+            outtype,
+            force_ternary,
+            name,
+            quiet,
+        } => {
+            let opts = ConvertOptions {
+                input,
+                output: outfile,
+                outtype,
+                force_ternary,
+                name,
+                progress: !quiet,
+            };
+            convert::convert(&opts)
+                .map_err(|e| e.to_string())
+                .map(|report| {
+                    for note in &report.fallbacks {
+                        eprintln!("warning: {note}");
+                    }
+                    let dlm = match (report.mask_token_id, report.block_size) {
+                        (Some(m), Some(b)) => format!(", DLM: mask token {m}, block size {b}"),
+                        (Some(m), None) => format!(", DLM: mask token {m}"),
+                        _ => String::new(),
+                    };
+                    eprintln!(
+                        "wrote {} ({}, {} tensors, {:.2} MiB{dlm})",
+                        report.output.display(),
+                        report.arch,
+                        report.n_tensors,
+                        report.file_bytes as f64 / (1024.0 * 1024.0)
+                    );
+                })
         }
         Command::Inspect { file, json } => inspect::run(&file, json).map_err(|e| e.to_string()),
     };

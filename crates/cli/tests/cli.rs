@@ -8,18 +8,30 @@ use convert::tiny::{TinyFamily, TinySpec};
 use serde_json::Value as Json;
 
 fn dlm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dlm")).args(args).output().expect("run dlm")
+    Command::new(env!("CARGO_BIN_EXE_dlm"))
+        .args(args)
+        .output()
+        .expect("run dlm")
 }
 
 fn ok(args: &[&str]) -> String {
     let out = dlm(args);
-    assert!(out.status.success(), "dlm {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "dlm {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn fails(args: &[&str]) -> String {
     let out = dlm(args);
-    assert_eq!(out.status.code(), Some(2), "dlm {args:?} should exit 2; stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "dlm {args:?} should exit 2; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stderr).unwrap()
 }
 
@@ -32,7 +44,12 @@ fn fixtures() -> PathBuf {
 }
 
 fn tensor<'a>(d: &'a Json, name: &str) -> &'a Json {
-    d["tensors"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap_or_else(|| panic!("no tensor {name}"))
+    d["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no tensor {name}"))
 }
 
 #[test]
@@ -44,11 +61,20 @@ fn the_seed_command_line_converts_a_bitnet_dlm_checkpoint_to_i2_s() {
         spec.dlm_block_size = Some(32);
         spec.write(&ckpt).unwrap();
         let config = ckpt.join("config.json");
-        let text = std::fs::read_to_string(&config).unwrap().replace("BitNetForCausalLM", class);
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("BitNetForCausalLM", class);
         std::fs::write(&config, text).unwrap();
         std::fs::create_dir_all(dir.path().join("models")).unwrap();
         let out = dir.path().join("models/dlm-model.gguf");
-        ok(&["convert", ckpt.to_str().unwrap(), "--outfile", out.to_str().unwrap(), "--outtype", "i2_s"]);
+        ok(&[
+            "convert",
+            ckpt.to_str().unwrap(),
+            "--outfile",
+            out.to_str().unwrap(),
+            "--outtype",
+            "i2_s",
+        ]);
 
         let d = inspect_json(&out);
         assert_eq!(d["architecture"], "bitnet-b1.58");
@@ -62,11 +88,17 @@ fn the_seed_command_line_converts_a_bitnet_dlm_checkpoint_to_i2_s() {
         assert_eq!(d["dlm"]["block_size"], 32);
         assert_eq!(d["dlm"]["shift_logits"], true);
         let q = tensor(&d, "blk.0.attn_q.weight");
-        assert_eq!((q["type"].as_str(), q["shape"].clone()), (Some("I2_S"), serde_json::json!([256, 256])));
+        assert_eq!(
+            (q["type"].as_str(), q["shape"].clone()),
+            (Some("I2_S"), serde_json::json!([256, 256]))
+        );
         assert_eq!(q["bytes"], 256 * 256 / 4 + 32);
         assert_eq!(tensor(&d, "token_embd.weight")["type"], "F16");
         assert_eq!(tensor(&d, "blk.1.ffn_sub_norm.weight")["type"], "F32");
-        assert_eq!(tensor(&d, "blk.1.ffn_down.weight")["shape"], serde_json::json!([512, 256]));
+        assert_eq!(
+            tensor(&d, "blk.1.ffn_down.weight")["shape"],
+            serde_json::json!([512, 256])
+        );
         let bpw = d["bits_per_weight"].as_f64().unwrap();
         assert!(bpw > 2.0 && bpw < 16.0, "{bpw}");
     }
@@ -83,7 +115,10 @@ fn inspect_reads_a_gguf_made_by_another_tool() {
     assert_eq!(d["hparams"]["vocab_size"], 32000);
     assert_eq!(d["tokenizer"]["model"], "llama");
     assert_eq!(d["dlm"], Json::Null);
-    assert_eq!(tensor(&d, "token_embd.weight")["shape"], serde_json::json!([8, 32000]));
+    assert_eq!(
+        tensor(&d, "token_embd.weight")["shape"],
+        serde_json::json!([8, 32000])
+    );
     assert_eq!(tensor(&d, "output.weight")["type"], "F16");
     let text = ok(&["inspect", path.to_str().unwrap()]);
     assert!(text.contains("not a DLM"), "{text}");
@@ -104,7 +139,10 @@ fn bad_input_exits_2_with_a_message_naming_the_problem() {
     let magic = dir.path().join("magic.gguf");
     std::fs::write(&magic, b"GGML\x03\x00\x00\x00").unwrap();
     let err = fails(&["inspect", magic.to_str().unwrap()]);
-    assert!(err.contains("not a GGUF file") && err.contains("GGML"), "{err}");
+    assert!(
+        err.contains("not a GGUF file") && err.contains("GGML"),
+        "{err}"
+    );
 
     let err = fails(&["inspect", dir.path().join("nope.gguf").to_str().unwrap()]);
     assert!(err.contains("nope.gguf"), "{err}");
@@ -112,11 +150,30 @@ fn bad_input_exits_2_with_a_message_naming_the_problem() {
     let ckpt = dir.path().join("llama");
     TinySpec::new(TinyFamily::Llama).write(&ckpt).unwrap();
     let out = dir.path().join("x.gguf");
-    let err = fails(&["convert", ckpt.to_str().unwrap(), "--outfile", out.to_str().unwrap(), "--outtype", "tq2_0"]);
+    let err = fails(&[
+        "convert",
+        ckpt.to_str().unwrap(),
+        "--outfile",
+        out.to_str().unwrap(),
+        "--outtype",
+        "tq2_0",
+    ]);
     assert!(err.contains("--force-ternary"), "{err}");
     assert!(!out.exists());
     let err = fails(&["convert", ckpt.to_str().unwrap(), "--outtype", "q3_k"]);
     assert!(err.contains("q3_k"), "{err}");
-    ok(&["convert", ckpt.to_str().unwrap(), "--outfile", out.to_str().unwrap(), "--outtype", "tq2_0", "--force-ternary", "-q"]);
-    assert_eq!(tensor(&inspect_json(&out), "blk.0.ffn_up.weight")["type"], "TQ2_0");
+    ok(&[
+        "convert",
+        ckpt.to_str().unwrap(),
+        "--outfile",
+        out.to_str().unwrap(),
+        "--outtype",
+        "tq2_0",
+        "--force-ternary",
+        "-q",
+    ]);
+    assert_eq!(
+        tensor(&inspect_json(&out), "blk.0.ffn_up.weight")["type"],
+        "TQ2_0"
+    );
 }

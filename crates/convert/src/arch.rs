@@ -88,7 +88,12 @@ impl ArchInfo {
         let hf_class = classes
             .first()
             .and_then(|v| v.as_str())
-            .ok_or_else(|| ConvertError::config("config.json", "`architectures` is empty or not a list of strings"))?
+            .ok_or_else(|| {
+                ConvertError::config(
+                    "config.json",
+                    "`architectures` is empty or not a list of strings",
+                )
+            })?
             .to_string();
         let mut family = SUPPORTED
             .iter()
@@ -98,14 +103,20 @@ impl ArchInfo {
         // The 1bitLLM models use the `BitnetForCausalLM` class with a plain LlamaConfig and SiLU;
         // BitNet b1.58 2B-4T style models say `relu2` (and carry sub-norms).
         let act = cfg.opt_str("hidden_act")?.unwrap_or("silu");
-        if family == Family::BitNet158 && act != "relu2" && cfg.opt_str("model_type")? != Some("bitnet") {
+        if family == Family::BitNet158
+            && act != "relu2"
+            && cfg.opt_str("model_type")? != Some("bitnet")
+        {
             family = Family::BitNetLlama;
         }
 
         let hidden = cfg.u64("hidden_size")?;
         let heads = cfg.u64("num_attention_heads")?;
         if heads == 0 || hidden == 0 {
-            return Err(ConvertError::config("config.json", "`hidden_size` and `num_attention_heads` must be positive"));
+            return Err(ConvertError::config(
+                "config.json",
+                "`hidden_size` and `num_attention_heads` must be positive",
+            ));
         }
         let kv_heads = cfg.opt_u64("num_key_value_heads")?.unwrap_or(heads);
         if kv_heads == 0 || heads % kv_heads != 0 {
@@ -125,7 +136,10 @@ impl ArchInfo {
             }
         };
         if head_dim == 0 || head_dim % 2 != 0 {
-            return Err(ConvertError::config("config.json", format!("head dimension {head_dim} must be even and positive (RoPE rotates pairs)")));
+            return Err(ConvertError::config(
+                "config.json",
+                format!("head dimension {head_dim} must be even and positive (RoPE rotates pairs)"),
+            ));
         }
         let tied_default = family == Family::BitNet158;
         let quantization_bitnet = cfg
@@ -154,9 +168,12 @@ impl ArchInfo {
         let arch = self.family.gguf_arch();
         let key = |k: &str| format!("{arch}.{k}");
         let u32v = |v: u64, what: &str| -> Result<Value> {
-            u32::try_from(v)
-                .map(Value::U32)
-                .map_err(|_| ConvertError::config("config.json", format!("`{what}` = {v} does not fit in 32 bits")))
+            u32::try_from(v).map(Value::U32).map_err(|_| {
+                ConvertError::config(
+                    "config.json",
+                    format!("`{what}` = {v} does not fit in 32 bits"),
+                )
+            })
         };
         let ctx = cfg.opt_u64("max_position_embeddings")?.unwrap_or(2048);
         let eps = cfg.opt_f64("rms_norm_eps")?.unwrap_or(1e-6);
@@ -171,16 +188,37 @@ impl ArchInfo {
             (key("context_length"), u32v(ctx, "max_position_embeddings")?),
             (key("embedding_length"), u32v(self.hidden, "hidden_size")?),
             (key("block_count"), u32v(self.layers, "num_hidden_layers")?),
-            (key("feed_forward_length"), u32v(self.ffn, "intermediate_size")?),
-            (key("attention.head_count"), u32v(self.heads, "num_attention_heads")?),
-            (key("attention.head_count_kv"), u32v(self.kv_heads, "num_key_value_heads")?),
-            (key("attention.layer_norm_rms_epsilon"), Value::F32(eps as f32)),
+            (
+                key("feed_forward_length"),
+                u32v(self.ffn, "intermediate_size")?,
+            ),
+            (
+                key("attention.head_count"),
+                u32v(self.heads, "num_attention_heads")?,
+            ),
+            (
+                key("attention.head_count_kv"),
+                u32v(self.kv_heads, "num_key_value_heads")?,
+            ),
+            (
+                key("attention.layer_norm_rms_epsilon"),
+                Value::F32(eps as f32),
+            ),
             (key("rope.freq_base"), Value::F32(theta as f32)),
-            (key("rope.dimension_count"), u32v(self.head_dim, "head_dim")?),
+            (
+                key("rope.dimension_count"),
+                u32v(self.head_dim, "head_dim")?,
+            ),
         ];
         if self.head_dim * self.heads != self.hidden || self.family == Family::Qwen3 {
-            kv.push((key("attention.key_length"), u32v(self.head_dim, "head_dim")?));
-            kv.push((key("attention.value_length"), u32v(self.head_dim, "head_dim")?));
+            kv.push((
+                key("attention.key_length"),
+                u32v(self.head_dim, "head_dim")?,
+            ));
+            kv.push((
+                key("attention.value_length"),
+                u32v(self.head_dim, "head_dim")?,
+            ));
         }
         if let Some(scaling) = cfg.get("rope_scaling").and_then(|v| v.as_object()) {
             let kind = scaling
@@ -215,21 +253,41 @@ impl ArchInfo {
     /// Maps a checkpoint tensor name to its GGUF name; `Ok(None)` for tensors that are not
     /// model weights (rotary caches) or that the GGUF leaves out (a tied LM head).
     pub fn gguf_name(&self, hf: &str) -> Result<Option<String>> {
-        let unknown = || ConvertError::tensor(hf, format!("is not part of a {} model; refusing to guess where it goes", self.hf_class));
+        let unknown = || {
+            ConvertError::tensor(
+                hf,
+                format!(
+                    "is not part of a {} model; refusing to guess where it goes",
+                    self.hf_class
+                ),
+            )
+        };
         if hf.ends_with("rotary_emb.inv_freq") {
             return Ok(None);
         }
         match hf {
             "model.embed_tokens.weight" => return Ok(Some("token_embd.weight".into())),
             "model.norm.weight" => return Ok(Some("output_norm.weight".into())),
-            "lm_head.weight" => return Ok(if self.tied { None } else { Some("output.weight".into()) }),
+            "lm_head.weight" => {
+                return Ok(if self.tied {
+                    None
+                } else {
+                    Some("output.weight".into())
+                })
+            }
             _ => {}
         }
         let rest = hf.strip_prefix("model.layers.").ok_or_else(unknown)?;
         let (layer, rest) = rest.split_once('.').ok_or_else(unknown)?;
         let layer: u64 = layer.parse().map_err(|_| unknown())?;
         if layer >= self.layers {
-            return Err(ConvertError::tensor(hf, format!("layer {layer} is beyond num_hidden_layers = {}", self.layers)));
+            return Err(ConvertError::tensor(
+                hf,
+                format!(
+                    "layer {layer} is beyond num_hidden_layers = {}",
+                    self.layers
+                ),
+            ));
         }
         let (module, suffix) = rest.rsplit_once('.').ok_or_else(unknown)?;
         if !matches!(suffix, "weight" | "bias" | "weight_scale") {
@@ -263,7 +321,10 @@ impl ArchInfo {
             (self.kv_heads * self.head_dim) as usize,
             self.vocab_size as usize,
         );
-        let base = gguf_name.rsplit_once('.').map(|(b, _)| b).unwrap_or(gguf_name);
+        let base = gguf_name
+            .rsplit_once('.')
+            .map(|(b, _)| b)
+            .unwrap_or(gguf_name);
         let is_bias = gguf_name.ends_with(".bias");
         let kind = base.rsplit('.').next().unwrap_or(base);
         let shape = match (kind, is_bias) {
@@ -287,9 +348,17 @@ impl ArchInfo {
     /// Whether a GGUF tensor is one of the seven projections a BitNet model runs as BitLinear.
     pub fn is_projection(gguf_name: &str) -> bool {
         gguf_name.ends_with(".weight")
-            && ["attn_q.", "attn_k.", "attn_v.", "attn_output.", "ffn_gate.", "ffn_up.", "ffn_down."]
-                .iter()
-                .any(|p| gguf_name.contains(p))
+            && [
+                "attn_q.",
+                "attn_k.",
+                "attn_v.",
+                "attn_output.",
+                "ffn_gate.",
+                "ffn_up.",
+                "ffn_down.",
+            ]
+            .iter()
+            .any(|p| gguf_name.contains(p))
     }
 
     /// Whether the q/k projections must be permuted from HF's rotate-half layout to llama.cpp's
@@ -332,6 +401,9 @@ mod tests {
         // Two heads of dim 4, 2 columns.
         let w: Vec<f32> = (0..16).map(|x| x as f32).collect();
         let p = permute_rope_rows(&w, 2, 2);
-        assert_eq!(p, vec![0., 1., 4., 5., 2., 3., 6., 7., 8., 9., 12., 13., 10., 11., 14., 15.]);
+        assert_eq!(
+            p,
+            vec![0., 1., 4., 5., 2., 3., 6., 7., 8., 9., 12., 13., 10., 11., 14., 15.]
+        );
     }
 }

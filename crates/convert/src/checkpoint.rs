@@ -15,11 +15,19 @@ use crate::error::{ConvertError, Result};
 /// Reads a JSON file, or `None` when it does not exist.
 pub fn read_json_opt(path: &Path) -> Result<Option<Json>> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| ConvertError::Json { path: path.to_path_buf(), source }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| ConvertError::Json {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ConvertError::Io { path: path.to_path_buf(), source }),
+        Err(source) => Err(ConvertError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -34,9 +42,15 @@ impl JsonConfig {
     /// Wraps a parsed JSON document; `file` is used in error messages.
     pub fn new(file: &str, value: Json) -> Result<Self> {
         if !value.is_object() {
-            return Err(ConvertError::config(file, "expected a JSON object at the top level"));
+            return Err(ConvertError::config(
+                file,
+                "expected a JSON object at the top level",
+            ));
         }
-        Ok(JsonConfig { file: file.to_string(), value })
+        Ok(JsonConfig {
+            file: file.to_string(),
+            value,
+        })
     }
 
     /// The raw value of `key`, if present and not `null`.
@@ -53,7 +67,10 @@ impl JsonConfig {
             Some(Json::Object(_)) => "an object",
             _ => "null",
         };
-        ConvertError::config(&self.file, format!("`{key}` is {found}, expected {expected}"))
+        ConvertError::config(
+            &self.file,
+            format!("`{key}` is {found}, expected {expected}"),
+        )
     }
 
     /// A required non-negative integer.
@@ -66,7 +83,10 @@ impl JsonConfig {
     pub fn opt_u64(&self, key: &str) -> Result<Option<u64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| self.wrong(key, "a non-negative integer")),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, "a non-negative integer")),
         }
     }
 
@@ -74,7 +94,10 @@ impl JsonConfig {
     pub fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.wrong(key, "a number")),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, "a number")),
         }
     }
 
@@ -82,7 +105,10 @@ impl JsonConfig {
     pub fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_bool().map(Some).ok_or_else(|| self.wrong(key, "true or false")),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, "true or false")),
         }
     }
 
@@ -90,7 +116,10 @@ impl JsonConfig {
     pub fn opt_str(&self, key: &str) -> Result<Option<&str>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_str().map(Some).ok_or_else(|| self.wrong(key, "a string")),
+            Some(v) => v
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, "a string")),
         }
     }
 
@@ -101,9 +130,15 @@ impl JsonConfig {
             None => Ok(Vec::new()),
             Some(Json::Array(items)) => items
                 .iter()
-                .map(|v| v.as_u64().ok_or_else(|| self.wrong(key, "a list of token ids")))
+                .map(|v| {
+                    v.as_u64()
+                        .ok_or_else(|| self.wrong(key, "a list of token ids"))
+                })
                 .collect(),
-            Some(v) => v.as_u64().map(|id| vec![id]).ok_or_else(|| self.wrong(key, "a token id")),
+            Some(v) => v
+                .as_u64()
+                .map(|id| vec![id])
+                .ok_or_else(|| self.wrong(key, "a token id")),
         }
     }
 }
@@ -153,9 +188,15 @@ impl Weights {
     pub fn open(dir: &Path) -> Result<Weights> {
         let index_path = dir.join("model.safetensors.index.json");
         let files: Vec<PathBuf> = if let Some(index) = read_json_opt(&index_path)? {
-            let map = index.get("weight_map").and_then(Json::as_object).ok_or_else(|| {
-                ConvertError::config("model.safetensors.index.json", "missing object `weight_map`")
-            })?;
+            let map = index
+                .get("weight_map")
+                .and_then(Json::as_object)
+                .ok_or_else(|| {
+                    ConvertError::config(
+                        "model.safetensors.index.json",
+                        "missing object `weight_map`",
+                    )
+                })?;
             let mut names: Vec<&str> = Vec::new();
             for (tensor, file) in map {
                 let file = file.as_str().ok_or_else(|| {
@@ -187,11 +228,20 @@ impl Weights {
         let mut shards = Vec::new();
         let mut tensors = BTreeMap::new();
         for (shard, path) in files.into_iter().enumerate() {
-            let file = File::open(&path).map_err(|source| ConvertError::Io { path: path.clone(), source })?;
+            let file = File::open(&path).map_err(|source| ConvertError::Io {
+                path: path.clone(),
+                source,
+            })?;
             // SAFETY: the file is opened read-only; like every mmap-based loader we assume it is
             // not truncated by another process while we read it.
-            let mmap = unsafe { Mmap::map(&file) }.map_err(|source| ConvertError::Io { path: path.clone(), source })?;
-            let bad = |problem: String| ConvertError::Safetensors { path: path.clone(), problem };
+            let mmap = unsafe { Mmap::map(&file) }.map_err(|source| ConvertError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let bad = |problem: String| ConvertError::Safetensors {
+                path: path.clone(),
+                problem,
+            };
             let (header_len, meta) =
                 safetensors::SafeTensors::read_metadata(&mmap).map_err(|e| bad(e.to_string()))?;
             let base = 8 + header_len;
@@ -209,9 +259,18 @@ impl Weights {
                     return Err(bad(format!("tensor `{name}` data lies outside the file")));
                 }
                 if tensors.contains_key(&name) {
-                    return Err(bad(format!("tensor `{name}` appears in more than one shard")));
+                    return Err(bad(format!(
+                        "tensor `{name}` appears in more than one shard"
+                    )));
                 }
-                let stored = StoredTensor { name: name.clone(), dtype, shape: info.shape.clone(), shard, start, end };
+                let stored = StoredTensor {
+                    name: name.clone(),
+                    dtype,
+                    shape: info.shape.clone(),
+                    shard,
+                    start,
+                    end,
+                };
                 tensors.insert(name, stored);
             }
             shards.push((path, mmap));
@@ -240,16 +299,29 @@ impl Weights {
         let elem = match t.dtype {
             StoredDtype::F32 => 4,
             StoredDtype::F16 | StoredDtype::BF16 => 2,
-            StoredDtype::U8 => return Err(ConvertError::tensor(&t.name, "is a packed U8 tensor, not a float tensor")),
+            StoredDtype::U8 => {
+                return Err(ConvertError::tensor(
+                    &t.name,
+                    "is a packed U8 tensor, not a float tensor",
+                ))
+            }
         };
         if bytes.len() != t.n_elements() * elem {
             return Err(ConvertError::tensor(
                 &t.name,
-                format!("holds {} bytes but shape {:?} needs {}", bytes.len(), t.shape, t.n_elements() * elem),
+                format!(
+                    "holds {} bytes but shape {:?} needs {}",
+                    bytes.len(),
+                    t.shape,
+                    t.n_elements() * elem
+                ),
             ));
         }
         Ok(match t.dtype {
-            StoredDtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            StoredDtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
             StoredDtype::F16 => bytes
                 .chunks_exact(2)
                 .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())

@@ -77,11 +77,17 @@ pub enum ConvertError {
 
 impl ConvertError {
     pub(crate) fn config(file: &str, problem: impl Into<String>) -> Self {
-        ConvertError::Config { file: file.to_string(), problem: problem.into() }
+        ConvertError::Config {
+            file: file.to_string(),
+            problem: problem.into(),
+        }
     }
 
     pub(crate) fn tensor(name: &str, problem: impl Into<String>) -> Self {
-        ConvertError::Tensor { name: name.to_string(), problem: problem.into() }
+        ConvertError::Tensor {
+            name: name.to_string(),
+            problem: problem.into(),
+        }
     }
 }
 

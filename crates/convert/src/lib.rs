@@ -78,8 +78,12 @@ fn file_type(outtype: OutType) -> u32 {
 /// Converts a checkpoint directory to GGUF. On any error nothing is left at the output path.
 pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
     let dir = opts.input.as_path();
-    let config_json = checkpoint::read_json_opt(&dir.join("config.json"))?
-        .ok_or_else(|| ConvertError::MissingFile { dir: dir.to_path_buf(), what: "config.json".into() })?;
+    let config_json = checkpoint::read_json_opt(&dir.join("config.json"))?.ok_or_else(|| {
+        ConvertError::MissingFile {
+            dir: dir.to_path_buf(),
+            what: "config.json".into(),
+        }
+    })?;
     let config = checkpoint::JsonConfig::new("config.json", config_json)?;
     let info = ArchInfo::from_config(&config)?;
     let weights = checkpoint::Weights::open(dir)?;
@@ -93,11 +97,17 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
         .unwrap_or_else(|| dir.join(format!("{name}-{}.gguf", opts.outtype.name())));
 
     let mut writer = GgufWriter::new();
-    writer.add("general.architecture", Value::String(info.family.gguf_arch().into()))?;
+    writer.add(
+        "general.architecture",
+        Value::String(info.family.gguf_arch().into()),
+    )?;
     writer.add("general.name", Value::String(name))?;
     writer.add("general.file_type", Value::U32(file_type(opts.outtype)))?;
     writer.add("general.quantization_version", Value::U32(2))?;
-    writer.add("general.source.architecture", Value::String(info.hf_class.clone()))?;
+    writer.add(
+        "general.source.architecture",
+        Value::String(info.hf_class.clone()),
+    )?;
     for (k, v) in info.metadata(&config)? {
         writer.add(k, v)?;
     }
@@ -108,7 +118,11 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
         writer.add_tensor(&t.gguf_name, &t.dims, t.ty)?;
     }
 
-    let bar = if opts.progress { ProgressBar::new(plan.tensors.len() as u64) } else { ProgressBar::hidden() };
+    let bar = if opts.progress {
+        ProgressBar::new(plan.tensors.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),

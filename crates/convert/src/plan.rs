@@ -37,8 +37,15 @@ pub enum OutType {
 
 impl OutType {
     /// Every choice, in `--help` order.
-    pub const ALL: [OutType; 7] =
-        [OutType::F32, OutType::F16, OutType::BF16, OutType::Q8_0, OutType::TQ1_0, OutType::TQ2_0, OutType::I2_S];
+    pub const ALL: [OutType; 7] = [
+        OutType::F32,
+        OutType::F16,
+        OutType::BF16,
+        OutType::Q8_0,
+        OutType::TQ1_0,
+        OutType::TQ2_0,
+        OutType::I2_S,
+    ];
 
     /// Lower-case name as used on the command line.
     pub fn name(self) -> &'static str {
@@ -55,7 +62,9 @@ impl OutType {
 
     /// Parses a command-line name (case-insensitive).
     pub fn parse(s: &str) -> Option<OutType> {
-        OutType::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(s))
+        OutType::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
     }
 
     /// The ggml type of the weight matrices.
@@ -119,10 +128,18 @@ fn sort_key(name: &str) -> (u8, u64, String) {
 }
 
 /// Decides type and transforms for every tensor, validating names and shapes against the config.
-pub fn plan(info: &ArchInfo, weights: &Weights, outtype: OutType, force_ternary: bool) -> Result<Plan> {
+pub fn plan(
+    info: &ArchInfo,
+    weights: &Weights,
+    outtype: OutType,
+    force_ternary: bool,
+) -> Result<Plan> {
     let ternary_source = info.family.is_ternary() || info.quantization_bitnet;
     if outtype.is_ternary() && !ternary_source && !force_ternary {
-        return Err(ConvertError::NotTernary { outtype: outtype.name().into(), arch: info.hf_class.clone() });
+        return Err(ConvertError::NotTernary {
+            outtype: outtype.name().into(),
+            arch: info.hf_class.clone(),
+        });
     }
     let mut tensors = Vec::new();
     let mut fallbacks = Vec::new();
@@ -130,12 +147,18 @@ pub fn plan(info: &ArchInfo, weights: &Weights, outtype: OutType, force_ternary:
         if stored.name.ends_with(".weight_scale") {
             let weight = stored.name.trim_end_matches("_scale");
             if weights.get(weight).is_none() {
-                return Err(ConvertError::tensor(&stored.name, format!("has no matching `{weight}`")));
+                return Err(ConvertError::tensor(
+                    &stored.name,
+                    format!("has no matching `{weight}`"),
+                ));
             }
             continue;
         }
-        let Some(gguf_name) = info.gguf_name(&stored.name)? else { continue };
-        let packed_scale = (stored.dtype == StoredDtype::U8).then(|| format!("{}_scale", stored.name));
+        let Some(gguf_name) = info.gguf_name(&stored.name)? else {
+            continue;
+        };
+        let packed_scale =
+            (stored.dtype == StoredDtype::U8).then(|| format!("{}_scale", stored.name));
         let shape = logical_shape(stored, packed_scale.as_deref(), weights)?;
         if let Some(expected) = info.expected_shape(&gguf_name) {
             if shape != expected {
@@ -170,13 +193,22 @@ pub fn plan(info: &ArchInfo, weights: &Weights, outtype: OutType, force_ternary:
                 GgmlType::F16
             }
         };
-        let ternarize = is_projection && (ternary_source || (force_ternary && outtype.is_ternary()));
+        let ternarize =
+            is_projection && (ternary_source || (force_ternary && outtype.is_ternary()));
         let permute_heads = match gguf_name.rsplit('.').nth(1) {
             Some("attn_q") if info.permutes_qk() => Some(info.heads as usize),
             Some("attn_k") if info.permutes_qk() => Some(info.kv_heads as usize),
             _ => None,
         };
-        tensors.push(TensorPlan { gguf_name, hf_name: stored.name.clone(), dims, ty, permute_heads, ternarize, packed_scale });
+        tensors.push(TensorPlan {
+            gguf_name,
+            hf_name: stored.name.clone(),
+            dims,
+            ty,
+            permute_heads,
+            ternarize,
+            packed_scale,
+        });
     }
     check_complete(info, &tensors)?;
     tensors.sort_by_key(|t| sort_key(&t.gguf_name));
@@ -184,14 +216,26 @@ pub fn plan(info: &ArchInfo, weights: &Weights, outtype: OutType, force_ternary:
 }
 
 /// The unpacked PyTorch shape of a stored tensor (packed BitNet weights hold 4 rows per byte row).
-fn logical_shape(stored: &StoredTensor, packed_scale: Option<&str>, weights: &Weights) -> Result<Vec<usize>> {
-    let Some(scale) = packed_scale else { return Ok(stored.shape.clone()) };
+fn logical_shape(
+    stored: &StoredTensor,
+    packed_scale: Option<&str>,
+    weights: &Weights,
+) -> Result<Vec<usize>> {
+    let Some(scale) = packed_scale else {
+        return Ok(stored.shape.clone());
+    };
     if weights.get(scale).is_none() {
-        return Err(ConvertError::tensor(&stored.name, format!("is packed U8 but `{scale}` is missing")));
+        return Err(ConvertError::tensor(
+            &stored.name,
+            format!("is packed U8 but `{scale}` is missing"),
+        ));
     }
     match stored.shape.as_slice() {
         [rows, cols] => Ok(vec![rows * 4, *cols]),
-        other => Err(ConvertError::tensor(&stored.name, format!("packed U8 weight must be 2-D, got {other:?}"))),
+        other => Err(ConvertError::tensor(
+            &stored.name,
+            format!("packed U8 weight must be 2-D, got {other:?}"),
+        )),
     }
 }
 
@@ -199,12 +243,25 @@ fn logical_shape(stored: &StoredTensor, packed_scale: Option<&str>, weights: &We
 fn check_complete(info: &ArchInfo, tensors: &[TensorPlan]) -> Result<()> {
     use crate::arch::Family;
     let have = |n: &str| tensors.iter().any(|t| t.gguf_name == n);
-    let mut required = vec!["token_embd.weight".to_string(), "output_norm.weight".to_string()];
+    let mut required = vec![
+        "token_embd.weight".to_string(),
+        "output_norm.weight".to_string(),
+    ];
     if !info.tied {
         required.push("output.weight".into());
     }
     for l in 0..info.layers {
-        let mut names = vec!["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"];
+        let mut names = vec![
+            "attn_norm",
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_norm",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+        ];
         match info.family {
             Family::Qwen3 => names.extend(["attn_q_norm", "attn_k_norm"]),
             Family::BitNet158 => names.extend(["attn_sub_norm", "ffn_sub_norm"]),
@@ -214,7 +271,10 @@ fn check_complete(info: &ArchInfo, tensors: &[TensorPlan]) -> Result<()> {
     }
     for r in required {
         if !have(&r) {
-            return Err(ConvertError::tensor(&r, "is required by the architecture but missing from the checkpoint"));
+            return Err(ConvertError::tensor(
+                &r,
+                "is required by the architecture but missing from the checkpoint",
+            ));
         }
     }
     Ok(())
@@ -222,25 +282,43 @@ fn check_complete(info: &ArchInfo, tensors: &[TensorPlan]) -> Result<()> {
 
 /// Produces the GGUF bytes of one planned tensor.
 pub fn encode(t: &TensorPlan, weights: &Weights) -> Result<Vec<u8>> {
-    let stored = weights.get(&t.hf_name).ok_or_else(|| ConvertError::tensor(&t.hf_name, "vanished from the checkpoint"))?;
+    let stored = weights
+        .get(&t.hf_name)
+        .ok_or_else(|| ConvertError::tensor(&t.hf_name, "vanished from the checkpoint"))?;
     let mut values = match &t.packed_scale {
         Some(scale_name) => {
-            let scale_t = weights.get(scale_name).ok_or_else(|| ConvertError::tensor(scale_name, "missing"))?;
+            let scale_t = weights
+                .get(scale_name)
+                .ok_or_else(|| ConvertError::tensor(scale_name, "missing"))?;
             let scale = weights.to_f32(scale_t)?;
             let &[scale] = scale.as_slice() else {
-                return Err(ConvertError::tensor(scale_name, format!("must hold one value, holds {}", scale.len())));
+                return Err(ConvertError::tensor(
+                    scale_name,
+                    format!("must hold one value, holds {}", scale.len()),
+                ));
             };
-            unpack_bitnet_u8(weights.bytes(stored), stored.shape[0], stored.shape[1], scale)
+            unpack_bitnet_u8(
+                weights.bytes(stored),
+                stored.shape[0],
+                stored.shape[1],
+                scale,
+            )
         }
         None => weights.to_f32(stored)?,
     };
     if values.iter().any(|v| !v.is_finite()) {
-        return Err(ConvertError::tensor(&t.hf_name, "contains NaN or infinite values"));
+        return Err(ConvertError::tensor(
+            &t.hf_name,
+            "contains NaN or infinite values",
+        ));
     }
     let row_len = t.dims[0] as usize;
     if let Some(heads) = t.permute_heads {
-        if (values.len() / row_len) % (heads * 2) != 0 {
-            return Err(ConvertError::tensor(&t.hf_name, format!("rows are not divisible into {heads} heads of even size")));
+        if !(values.len() / row_len).is_multiple_of(heads * 2) {
+            return Err(ConvertError::tensor(
+                &t.hf_name,
+                format!("rows are not divisible into {heads} heads of even size"),
+            ));
         }
         values = permute_rope_rows(&values, heads, row_len);
     }
@@ -274,9 +352,10 @@ mod tests {
 
     #[test]
     fn unpacks_four_rows_per_byte_row() {
-        // One packed row, 2 columns → 4 rows. Column 0: codes (k=0..3) = 2,1,0,1 → +1,0,-1,0.
-        let b0 = 2 | (1 << 2) | (0 << 4) | (1 << 6);
-        let b1 = 0 | (2 << 2) | (2 << 4) | (0 << 6);
+        // One packed row, 2 columns → 4 rows. Column 0: codes (k=0..3) = 2,1,0,1 → +1,0,-1,0;
+        // column 1: codes 0,2,2,0 → -1,+1,+1,-1.
+        let b0: u8 = 0b01_00_01_10;
+        let b1: u8 = 0b00_10_10_00;
         let out = unpack_bitnet_u8(&[b0, b1], 1, 2, 0.5);
         assert_eq!(out, vec![0.5, -0.5, 0.0, 0.5, -0.5, 0.5, 0.0, -0.5]);
     }

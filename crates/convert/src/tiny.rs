@@ -115,12 +115,18 @@ impl TinySpec {
         };
         let n_tokens = tokenizer.n_tokens;
         if n_tokens > self.vocab_size {
-            return Err(io::Error::other(format!("vocab_size {} < {n_tokens} tokens", self.vocab_size)));
+            return Err(io::Error::other(format!(
+                "vocab_size {} < {n_tokens} tokens",
+                self.vocab_size
+            )));
         }
         write_json(&dir.join("tokenizer.json"), &tokenizer.json)?;
         write_json(&dir.join("tokenizer_config.json"), &tokenizer.config)?;
         write_json(&dir.join("config.json"), &self.config_json(&tokenizer))?;
-        write_json(&dir.join("generation_config.json"), &json!({"bos_token_id": tokenizer.bos, "eos_token_id": tokenizer.eos}))?;
+        write_json(
+            &dir.join("generation_config.json"),
+            &json!({"bos_token_id": tokenizer.bos, "eos_token_id": tokenizer.eos}),
+        )?;
         if let (Some(bd), Some(mask)) = (self.dlm_block_size, tokenizer.mask) {
             write_json(
                 &dir.join("dlm_config.json"),
@@ -176,35 +182,125 @@ impl TinySpec {
         };
         let (h, f, hd) = (self.hidden, self.ffn, self.head_dim());
         let (qd, kvd) = (self.heads * hd, self.kv_heads * hd);
-        add("model.embed_tokens.weight".into(), vec![self.vocab_size, h], &mut rng, Init::Weight);
+        add(
+            "model.embed_tokens.weight".into(),
+            vec![self.vocab_size, h],
+            &mut rng,
+            Init::Weight,
+        );
         for l in 0..self.layers {
             let p = format!("model.layers.{l}");
-            add(format!("{p}.input_layernorm.weight"), vec![h], &mut rng, Init::Norm);
-            add(format!("{p}.self_attn.q_proj.weight"), vec![qd, h], &mut rng, Init::Weight);
-            add(format!("{p}.self_attn.k_proj.weight"), vec![kvd, h], &mut rng, Init::Weight);
-            add(format!("{p}.self_attn.v_proj.weight"), vec![kvd, h], &mut rng, Init::Weight);
-            add(format!("{p}.self_attn.o_proj.weight"), vec![h, qd], &mut rng, Init::Weight);
+            add(
+                format!("{p}.input_layernorm.weight"),
+                vec![h],
+                &mut rng,
+                Init::Norm,
+            );
+            add(
+                format!("{p}.self_attn.q_proj.weight"),
+                vec![qd, h],
+                &mut rng,
+                Init::Weight,
+            );
+            add(
+                format!("{p}.self_attn.k_proj.weight"),
+                vec![kvd, h],
+                &mut rng,
+                Init::Weight,
+            );
+            add(
+                format!("{p}.self_attn.v_proj.weight"),
+                vec![kvd, h],
+                &mut rng,
+                Init::Weight,
+            );
+            add(
+                format!("{p}.self_attn.o_proj.weight"),
+                vec![h, qd],
+                &mut rng,
+                Init::Weight,
+            );
             if self.family == TinyFamily::Qwen2 {
-                add(format!("{p}.self_attn.q_proj.bias"), vec![qd], &mut rng, Init::Bias);
-                add(format!("{p}.self_attn.k_proj.bias"), vec![kvd], &mut rng, Init::Bias);
-                add(format!("{p}.self_attn.v_proj.bias"), vec![kvd], &mut rng, Init::Bias);
+                add(
+                    format!("{p}.self_attn.q_proj.bias"),
+                    vec![qd],
+                    &mut rng,
+                    Init::Bias,
+                );
+                add(
+                    format!("{p}.self_attn.k_proj.bias"),
+                    vec![kvd],
+                    &mut rng,
+                    Init::Bias,
+                );
+                add(
+                    format!("{p}.self_attn.v_proj.bias"),
+                    vec![kvd],
+                    &mut rng,
+                    Init::Bias,
+                );
             }
             if self.family == TinyFamily::Qwen3 {
-                add(format!("{p}.self_attn.q_norm.weight"), vec![hd], &mut rng, Init::Norm);
-                add(format!("{p}.self_attn.k_norm.weight"), vec![hd], &mut rng, Init::Norm);
+                add(
+                    format!("{p}.self_attn.q_norm.weight"),
+                    vec![hd],
+                    &mut rng,
+                    Init::Norm,
+                );
+                add(
+                    format!("{p}.self_attn.k_norm.weight"),
+                    vec![hd],
+                    &mut rng,
+                    Init::Norm,
+                );
             }
             if self.family == TinyFamily::BitNet {
-                add(format!("{p}.self_attn.attn_sub_norm.weight"), vec![qd], &mut rng, Init::Norm);
-                add(format!("{p}.mlp.ffn_sub_norm.weight"), vec![f], &mut rng, Init::Norm);
+                add(
+                    format!("{p}.self_attn.attn_sub_norm.weight"),
+                    vec![qd],
+                    &mut rng,
+                    Init::Norm,
+                );
+                add(
+                    format!("{p}.mlp.ffn_sub_norm.weight"),
+                    vec![f],
+                    &mut rng,
+                    Init::Norm,
+                );
             }
-            add(format!("{p}.post_attention_layernorm.weight"), vec![h], &mut rng, Init::Norm);
-            add(format!("{p}.mlp.gate_proj.weight"), vec![f, h], &mut rng, Init::Weight);
-            add(format!("{p}.mlp.up_proj.weight"), vec![f, h], &mut rng, Init::Weight);
-            add(format!("{p}.mlp.down_proj.weight"), vec![h, f], &mut rng, Init::Weight);
+            add(
+                format!("{p}.post_attention_layernorm.weight"),
+                vec![h],
+                &mut rng,
+                Init::Norm,
+            );
+            add(
+                format!("{p}.mlp.gate_proj.weight"),
+                vec![f, h],
+                &mut rng,
+                Init::Weight,
+            );
+            add(
+                format!("{p}.mlp.up_proj.weight"),
+                vec![f, h],
+                &mut rng,
+                Init::Weight,
+            );
+            add(
+                format!("{p}.mlp.down_proj.weight"),
+                vec![h, f],
+                &mut rng,
+                Init::Weight,
+            );
         }
         add("model.norm.weight".into(), vec![h], &mut rng, Init::Norm);
         if !self.tied {
-            add("lm_head.weight".into(), vec![self.vocab_size, h], &mut rng, Init::Weight);
+            add(
+                "lm_head.weight".into(),
+                vec![self.vocab_size, h],
+                &mut rng,
+                Init::Weight,
+            );
         }
         t
     }
@@ -213,20 +309,48 @@ impl TinySpec {
         // (name, dtype, shape, bytes)
         let mut stored: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
         for (name, shape, values) in self.tensors() {
-            let is_proj = ["q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight", "up_proj.weight", "down_proj.weight"]
-                .iter()
-                .any(|s| name.ends_with(s));
+            let is_proj = [
+                "q_proj.weight",
+                "k_proj.weight",
+                "v_proj.weight",
+                "o_proj.weight",
+                "gate_proj.weight",
+                "up_proj.weight",
+                "down_proj.weight",
+            ]
+            .iter()
+            .any(|s| name.ends_with(s));
             if self.packed_ternary && self.family == TinyFamily::BitNet && is_proj {
                 let (packed, scale) = pack_bitnet(&values, shape[0], shape[1]);
-                stored.push((name.clone(), Dtype::U8, vec![shape[0] / 4, shape[1]], packed));
+                stored.push((
+                    name.clone(),
+                    Dtype::U8,
+                    vec![shape[0] / 4, shape[1]],
+                    packed,
+                ));
                 let scale_bytes = half::bf16::from_f32(scale).to_bits().to_le_bytes().to_vec();
                 stored.push((format!("{name}_scale"), Dtype::BF16, vec![1], scale_bytes));
                 continue;
             }
             let (dtype, bytes) = match self.dtype {
-                TinyDtype::F32 => (Dtype::F32, values.iter().flat_map(|v| v.to_le_bytes()).collect()),
-                TinyDtype::F16 => (Dtype::F16, values.iter().flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes()).collect()),
-                TinyDtype::BF16 => (Dtype::BF16, values.iter().flat_map(|v| half::bf16::from_f32(*v).to_bits().to_le_bytes()).collect()),
+                TinyDtype::F32 => (
+                    Dtype::F32,
+                    values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ),
+                TinyDtype::F16 => (
+                    Dtype::F16,
+                    values
+                        .iter()
+                        .flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes())
+                        .collect(),
+                ),
+                TinyDtype::BF16 => (
+                    Dtype::BF16,
+                    values
+                        .iter()
+                        .flat_map(|v| half::bf16::from_f32(*v).to_bits().to_le_bytes())
+                        .collect(),
+                ),
             };
             stored.push((name, dtype, shape, bytes));
         }
@@ -234,18 +358,30 @@ impl TinySpec {
         let per_shard = stored.len().div_ceil(shards);
         let mut weight_map = BTreeMap::new();
         for (i, chunk) in stored.chunks(per_shard).enumerate() {
-            let file = if shards == 1 { "model.safetensors".to_string() } else { format!("model-{:05}-of-{:05}.safetensors", i + 1, shards) };
+            let file = if shards == 1 {
+                "model.safetensors".to_string()
+            } else {
+                format!("model-{:05}-of-{:05}.safetensors", i + 1, shards)
+            };
             let views: Vec<(String, TensorView)> = chunk
                 .iter()
-                .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)).map_err(io::Error::other))
+                .map(|(n, d, s, b)| {
+                    TensorView::new(*d, s.clone(), b)
+                        .map(|v| (n.clone(), v))
+                        .map_err(io::Error::other)
+                })
                 .collect::<io::Result<_>>()?;
-            safetensors::serialize_to_file(views, None, &dir.join(&file)).map_err(io::Error::other)?;
+            safetensors::serialize_to_file(views, None, &dir.join(&file))
+                .map_err(io::Error::other)?;
             for (n, ..) in chunk {
                 weight_map.insert(n.clone(), file.clone());
             }
         }
         if shards > 1 {
-            write_json(&dir.join("model.safetensors.index.json"), &json!({"metadata": {}, "weight_map": weight_map}))?;
+            write_json(
+                &dir.join("model.safetensors.index.json"),
+                &json!({"metadata": {}, "weight_map": weight_map}),
+            )?;
         }
         Ok(())
     }
@@ -270,7 +406,9 @@ fn pack_bitnet(w: &[f32], rows: usize, cols: usize) -> (Vec<u8>, f32) {
         for c in 0..cols {
             let mut byte = 0u8;
             for k in 0..4 {
-                let t = (w[(r + k * r4) * cols + c] * s).round_ties_even().clamp(-1.0, 1.0) as i32;
+                let t = (w[(r + k * r4) * cols + c] * s)
+                    .round_ties_even()
+                    .clamp(-1.0, 1.0) as i32;
                 byte |= ((t + 1) as u8) << (2 * k);
             }
             packed[r * cols + c] = byte;
@@ -289,7 +427,10 @@ struct TinyTokenizer {
 }
 
 const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
-const WORDS: &[&str] = &["the", "and", "was", "she", "he", "to", "day", "cat", "dog", "happy", "said", "play", "once", "upon", "time"];
+const WORDS: &[&str] = &[
+    "the", "and", "was", "she", "he", "to", "day", "cat", "dog", "happy", "said", "play", "once",
+    "upon", "time",
+];
 
 fn added(id: usize, content: &str) -> Json {
     json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})
@@ -299,7 +440,9 @@ fn added(id: usize, content: &str) -> Json {
 fn merges_for(start: &str, vocab: &mut Vec<String>) -> Vec<[String; 2]> {
     let mut merges = Vec::new();
     for w in WORDS {
-        let chars: Vec<String> = std::iter::once(start.to_string()).chain(w.chars().map(String::from)).collect();
+        let chars: Vec<String> = std::iter::once(start.to_string())
+            .chain(w.chars().map(String::from))
+            .collect();
         let mut acc = chars[0].clone();
         for c in &chars[1..] {
             let merged = format!("{acc}{c}");
@@ -326,7 +469,11 @@ fn spm_tokenizer(with_mask: bool) -> TinyTokenizer {
         added_tokens.push(added(vocab.len() - 1, "|<MASK>|"));
         (vocab.len() - 1) as u32
     });
-    let vocab_map: serde_json::Map<String, Json> = vocab.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+    let vocab_map: serde_json::Map<String, Json> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
     let json = json!({
         "version": "1.0", "truncation": null, "padding": null,
         "added_tokens": added_tokens,
@@ -342,12 +489,20 @@ fn spm_tokenizer(with_mask: bool) -> TinyTokenizer {
     });
     let config = json!({"add_bos_token": true, "add_eos_token": false, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
                         "pad_token": null, "tokenizer_class": "LlamaTokenizerFast", "model_max_length": 512});
-    TinyTokenizer { json, config, n_tokens: vocab.len(), bos: 1, eos: 2, mask }
+    TinyTokenizer {
+        json,
+        config,
+        n_tokens: vocab.len(),
+        bos: 1,
+        eos: 2,
+        mask,
+    }
 }
 
 /// GPT-2's byte → printable character table (bytes_to_unicode).
 fn byte_to_char(b: u8) -> char {
-    let printable = |c: u32| (33..=126).contains(&c) || (161..=172).contains(&c) || (174..=255).contains(&c);
+    let printable =
+        |c: u32| (33..=126).contains(&c) || (161..=172).contains(&c) || (174..=255).contains(&c);
     if printable(b as u32) {
         return char::from(b);
     }
@@ -364,8 +519,16 @@ fn byte_level_tokenizer(with_mask: bool) -> TinyTokenizer {
         specials.push("|<MASK>|");
     }
     let base = vocab.len();
-    let added_tokens: Vec<Json> = specials.iter().enumerate().map(|(i, s)| added(base + i, s)).collect();
-    let vocab_map: serde_json::Map<String, Json> = vocab.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+    let added_tokens: Vec<Json> = specials
+        .iter()
+        .enumerate()
+        .map(|(i, s)| added(base + i, s))
+        .collect();
+    let vocab_map: serde_json::Map<String, Json> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
     let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false});
     let regex = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     let json = json!({
@@ -382,9 +545,19 @@ fn byte_level_tokenizer(with_mask: bool) -> TinyTokenizer {
     let config = json!({"add_bos_token": false, "bos_token": null, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
                         "tokenizer_class": "Qwen2Tokenizer", "chat_template": CHATML, "model_max_length": 512});
     let id = |s: &str| (base + specials.iter().position(|x| *x == s).unwrap_or(0)) as u32;
-    TinyTokenizer { json, config, n_tokens: base + specials.len(), bos: id("<|endoftext|>"), eos: id("<|im_end|>"), mask: with_mask.then(|| id("|<MASK>|")) }
+    TinyTokenizer {
+        json,
+        config,
+        n_tokens: base + specials.len(),
+        bos: id("<|endoftext|>"),
+        eos: id("<|im_end|>"),
+        mask: with_mask.then(|| id("|<MASK>|")),
+    }
 }
 
 fn write_json(path: &Path, value: &Json) -> io::Result<()> {
-    std::fs::write(path, serde_json::to_vec_pretty(value).map_err(io::Error::other)?)
+    std::fs::write(
+        path,
+        serde_json::to_vec_pretty(value).map_err(io::Error::other)?,
+    )
 }

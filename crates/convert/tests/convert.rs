@@ -7,10 +7,22 @@ use convert::tiny::{TinyDtype, TinyFamily, TinySpec};
 use convert::{ConvertError, ConvertOptions, OutType};
 use gguf::{GgmlType, GgufFile, Value};
 
-const FAMILIES: [TinyFamily; 4] = [TinyFamily::Llama, TinyFamily::Qwen2, TinyFamily::Qwen3, TinyFamily::BitNet];
+const FAMILIES: [TinyFamily; 4] = [
+    TinyFamily::Llama,
+    TinyFamily::Qwen2,
+    TinyFamily::Qwen3,
+    TinyFamily::BitNet,
+];
 
 fn opts(input: &Path, output: &Path, outtype: OutType) -> ConvertOptions {
-    ConvertOptions { input: input.into(), output: Some(output.into()), outtype, force_ternary: false, name: None, progress: false }
+    ConvertOptions {
+        input: input.into(),
+        output: Some(output.into()),
+        outtype,
+        force_ternary: false,
+        name: None,
+        progress: false,
+    }
 }
 
 /// Reads a checkpoint tensor as f32, independently of the converter (safetensors crate + half).
@@ -23,9 +35,18 @@ fn hf_tensor(dir: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
             if let Ok(t) = st.tensor(name) {
                 let data = t.data();
                 let values = match t.dtype() {
-                    safetensors::Dtype::F32 => data.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-                    safetensors::Dtype::F16 => data.chunks(2).map(|c| half::f16::from_le_bytes(c.try_into().unwrap()).to_f32()).collect(),
-                    safetensors::Dtype::BF16 => data.chunks(2).map(|c| half::bf16::from_le_bytes(c.try_into().unwrap()).to_f32()).collect(),
+                    safetensors::Dtype::F32 => data
+                        .chunks(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                    safetensors::Dtype::F16 => data
+                        .chunks(2)
+                        .map(|c| half::f16::from_le_bytes(c.try_into().unwrap()).to_f32())
+                        .collect(),
+                    safetensors::Dtype::BF16 => data
+                        .chunks(2)
+                        .map(|c| half::bf16::from_le_bytes(c.try_into().unwrap()).to_f32())
+                        .collect(),
                     d => panic!("unexpected dtype {d:?}"),
                 };
                 return (t.shape().to_vec(), values);
@@ -36,15 +57,26 @@ fn hf_tensor(dir: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
 }
 
 fn dequant(file: &GgufFile, name: &str) -> Vec<f32> {
-    let t = file.tensor(name).unwrap_or_else(|| panic!("missing {name}"));
-    quant::dequantize(t.ggml_type, file.tensor_data(t), t.dims[0] as usize, t.n_elements() as usize).unwrap()
+    let t = file
+        .tensor(name)
+        .unwrap_or_else(|| panic!("missing {name}"));
+    quant::dequantize(
+        t.ggml_type,
+        file.tensor_data(t),
+        t.dims[0] as usize,
+        t.n_elements() as usize,
+    )
+    .unwrap()
 }
 
 /// HF transformers `WeightQuant` written out independently:
 /// s = 1 / max(mean|W|, 1e-5); W_t = clamp(round_half_even(W * s), -1, 1) / s.
 fn absmean(w: &[f32]) -> Vec<f32> {
-    let s = 1.0 / ((w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len() as f64) as f32).max(1e-5);
-    w.iter().map(|v| (v * s).round_ties_even().clamp(-1.0, 1.0) / s).collect()
+    let s =
+        1.0 / ((w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len() as f64) as f32).max(1e-5);
+    w.iter()
+        .map(|v| (v * s).round_ties_even().clamp(-1.0, 1.0) / s)
+        .collect()
 }
 
 /// HF rotate-half → llama.cpp interleaved rows, written from the numpy definition.
@@ -72,8 +104,13 @@ fn every_family_converts_to_every_outtype_with_the_right_types() {
             let out = dir.path().join(format!("{}.gguf", outtype.name()));
             let mut o = opts(&ckpt, &out, outtype);
             o.force_ternary = outtype.is_ternary() && family != TinyFamily::BitNet;
-            let report = convert::convert(&o).unwrap_or_else(|e| panic!("{family:?} {outtype:?}: {e}"));
-            assert!(report.fallbacks.is_empty(), "{family:?} {outtype:?}: {:?}", report.fallbacks);
+            let report =
+                convert::convert(&o).unwrap_or_else(|e| panic!("{family:?} {outtype:?}: {e}"));
+            assert!(
+                report.fallbacks.is_empty(),
+                "{family:?} {outtype:?}: {:?}",
+                report.fallbacks
+            );
             let f = GgufFile::open(&out).unwrap();
             let arch = f.architecture().unwrap().to_string();
             let expected_arch = match family {
@@ -85,17 +122,34 @@ fn every_family_converts_to_every_outtype_with_the_right_types() {
             assert_eq!(arch, expected_arch);
             let md = &f.metadata;
             assert_eq!(md.get_u32(&format!("{arch}.block_count")).unwrap(), 2);
-            assert_eq!(md.get_u32(&format!("{arch}.embedding_length")).unwrap(), 256);
-            assert_eq!(md.get_u32(&format!("{arch}.attention.head_count_kv")).unwrap(), 2);
+            assert_eq!(
+                md.get_u32(&format!("{arch}.embedding_length")).unwrap(),
+                256
+            );
+            assert_eq!(
+                md.get_u32(&format!("{arch}.attention.head_count_kv"))
+                    .unwrap(),
+                2
+            );
             assert_eq!(md.get_u32("dlm.block_size").unwrap(), 32);
             assert!(md.get_bool("diffusion.shift_logits").unwrap());
             let mask = md.get_u32("tokenizer.ggml.mask_token_id").unwrap() as usize;
-            assert_eq!(md.get_str_array("tokenizer.ggml.tokens").unwrap()[mask], "|<MASK>|");
-            assert_eq!(md.get_str_array("tokenizer.ggml.tokens").unwrap().len(), 384);
+            assert_eq!(
+                md.get_str_array("tokenizer.ggml.tokens").unwrap()[mask],
+                "|<MASK>|"
+            );
+            assert_eq!(
+                md.get_str_array("tokenizer.ggml.tokens").unwrap().len(),
+                384
+            );
 
             let proj = f.tensor("blk.1.ffn_down.weight").unwrap();
             assert_eq!(proj.dims, vec![512, 256]);
-            assert_eq!(proj.ggml_type, outtype.ggml_type(), "{family:?} {outtype:?}");
+            assert_eq!(
+                proj.ggml_type,
+                outtype.ggml_type(),
+                "{family:?} {outtype:?}"
+            );
             let embd = f.tensor("token_embd.weight").unwrap();
             assert_eq!(embd.dims, vec![256, 384]);
             let embd_type = match outtype {
@@ -105,7 +159,10 @@ fn every_family_converts_to_every_outtype_with_the_right_types() {
                 _ => GgmlType::F16,
             };
             assert_eq!(embd.ggml_type, embd_type);
-            assert_eq!(f.tensor("blk.0.attn_norm.weight").unwrap().ggml_type, GgmlType::F32);
+            assert_eq!(
+                f.tensor("blk.0.attn_norm.weight").unwrap().ggml_type,
+                GgmlType::F32
+            );
             let n_per_layer = match family {
                 TinyFamily::Llama => 9,
                 TinyFamily::Qwen2 => 12,
@@ -131,10 +188,18 @@ fn f32_conversion_is_exact_and_permutes_llama_qk_only() {
         let got = dequant(&f, "blk.0.attn_k.weight");
         let cols = shape[1];
         for r in 0..shape[0] {
-            let src = if family == TinyFamily::Llama { permuted_row(r, 2, shape[0]) } else { r };
+            let src = if family == TinyFamily::Llama {
+                permuted_row(r, 2, shape[0])
+            } else {
+                r
+            };
             let bitnet = family == TinyFamily::BitNet;
             if !bitnet {
-                assert_eq!(&got[r * cols..(r + 1) * cols], &q[src * cols..(src + 1) * cols], "{family:?} row {r}");
+                assert_eq!(
+                    &got[r * cols..(r + 1) * cols],
+                    &q[src * cols..(src + 1) * cols],
+                    "{family:?} row {r}"
+                );
             }
         }
         let (_, norm) = hf_tensor(&ckpt, "model.layers.1.post_attention_layernorm.weight");
@@ -154,18 +219,33 @@ fn bitnet_projections_hold_the_absmean_ternary_weights_in_every_format() {
     let (_, w) = hf_tensor(&ckpt, "model.layers.0.mlp.gate_proj.weight");
     let expected = absmean(&w);
     let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-    for outtype in [OutType::F32, OutType::F16, OutType::Q8_0, OutType::TQ1_0, OutType::TQ2_0, OutType::I2_S] {
+    for outtype in [
+        OutType::F32,
+        OutType::F16,
+        OutType::Q8_0,
+        OutType::TQ1_0,
+        OutType::TQ2_0,
+        OutType::I2_S,
+    ] {
         let out = dir.path().join(format!("{}.gguf", outtype.name()));
         convert::convert(&opts(&ckpt, &out, outtype)).unwrap();
         let got = dequant(&GgufFile::open(&out).unwrap(), "blk.0.ffn_gate.weight");
         // I2_S keeps an f32 scale; F16/TQ store the scale as f16; Q8_0 quantizes m to 127 steps.
-        let tol = if matches!(outtype, OutType::F32 | OutType::I2_S) { 1e-7 } else { scale * 2e-3 };
+        let tol = if matches!(outtype, OutType::F32 | OutType::I2_S) {
+            1e-7
+        } else {
+            scale * 2e-3
+        };
         for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
             assert!((g - e).abs() <= tol, "{outtype:?} element {i}: {g} vs {e}");
         }
         // The sign pattern must be exactly ternary.
         let nonzero = got.iter().filter(|v| **v != 0.0).count();
-        assert_eq!(nonzero, expected.iter().filter(|v| **v != 0.0).count(), "{outtype:?}");
+        assert_eq!(
+            nonzero,
+            expected.iter().filter(|v| **v != 0.0).count(),
+            "{outtype:?}"
+        );
     }
 }
 
@@ -185,9 +265,17 @@ fn offline_packed_bitnet_checkpoints_unpack_to_the_same_ternary_weights() {
         let (x, y) = (dequant(&fa, name), dequant(&fb, name));
         let sign = |v: &f32| v.partial_cmp(&0.0).unwrap() as i8;
         let differing = x.iter().zip(&y).filter(|(a, b)| sign(a) != sign(b)).count();
-        assert_eq!(differing, 0, "{name}: {differing} of {} ternary values differ", x.len());
+        assert_eq!(
+            differing,
+            0,
+            "{name}: {differing} of {} ternary values differ",
+            x.len()
+        );
         // Scales agree up to the packed checkpoint's bf16 weight_scale.
-        let (mx, my) = (x.iter().fold(0f32, |m, v| m.max(v.abs())), y.iter().fold(0f32, |m, v| m.max(v.abs())));
+        let (mx, my) = (
+            x.iter().fold(0f32, |m, v| m.max(v.abs())),
+            y.iter().fold(0f32, |m, v| m.max(v.abs())),
+        );
         assert!((mx - my).abs() <= mx * 4e-3, "{name}: {mx} vs {my}");
     }
 }
@@ -224,15 +312,23 @@ fn ternary_outtypes_are_refused_for_ordinary_checkpoints() {
 }
 
 fn expect_error(dir: &Path, out: &Path, needle: &str) {
-    let err = convert::convert(&opts(dir, out, OutType::F16)).unwrap_err().to_string();
-    assert!(err.contains(needle), "error `{err}` should mention `{needle}`");
+    let err = convert::convert(&opts(dir, out, OutType::F16))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(needle),
+        "error `{err}` should mention `{needle}`"
+    );
     assert!(!out.exists(), "a failed conversion left {}", out.display());
     let leftovers: Vec<PathBuf> = std::fs::read_dir(out.parent().unwrap())
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.file_name().unwrap().to_string_lossy().contains(".tmp"))
         .collect();
-    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left behind: {leftovers:?}"
+    );
 }
 
 fn edit_json(path: &Path, f: impl FnOnce(&mut serde_json::Value)) {
@@ -254,12 +350,20 @@ fn bad_checkpoints_give_errors_that_name_the_problem() {
     let out = dir.path().join("out.gguf");
 
     let c = fresh("arch");
-    edit_json(&c.join("config.json"), |v| v["architectures"] = serde_json::json!(["GPTNeoXForCausalLM"]));
+    edit_json(&c.join("config.json"), |v| {
+        v["architectures"] = serde_json::json!(["GPTNeoXForCausalLM"])
+    });
     expect_error(&c, &out, "unsupported architecture `GPTNeoXForCausalLM`");
 
     let c = fresh("shape");
-    edit_json(&c.join("config.json"), |v| v["intermediate_size"] = serde_json::json!(640));
-    expect_error(&c, &out, "has shape [256, 512] but config.json implies [256, 640]");
+    edit_json(&c.join("config.json"), |v| {
+        v["intermediate_size"] = serde_json::json!(640)
+    });
+    expect_error(
+        &c,
+        &out,
+        "has shape [256, 512] but config.json implies [256, 640]",
+    );
 
     let c = fresh("missing");
     edit_json(&c.join("config.json"), |v| {
@@ -268,15 +372,21 @@ fn bad_checkpoints_give_errors_that_name_the_problem() {
     expect_error(&c, &out, "config.json: missing `hidden_size`");
 
     let c = fresh("vocab");
-    edit_json(&c.join("config.json"), |v| v["vocab_size"] = serde_json::json!(200));
+    edit_json(&c.join("config.json"), |v| {
+        v["vocab_size"] = serde_json::json!(200)
+    });
     expect_error(&c, &out, "embedding has only 200 rows");
 
     let c = fresh("mask");
-    edit_json(&c.join("dlm_config.json"), |v| v["mask_token_id"] = serde_json::json!(5));
+    edit_json(&c.join("dlm_config.json"), |v| {
+        v["mask_token_id"] = serde_json::json!(5)
+    });
     expect_error(&c, &out, "mask_token_id 5 is");
 
     let c = fresh("bd");
-    edit_json(&c.join("dlm_config.json"), |v| v["bd_size"] = serde_json::json!(16));
+    edit_json(&c.join("dlm_config.json"), |v| {
+        v["bd_size"] = serde_json::json!(16)
+    });
     expect_error(&c, &out, "bd_size 16 disagrees");
 
     let c = fresh("nojson");
@@ -292,8 +402,12 @@ fn bad_checkpoints_give_errors_that_name_the_problem() {
     // An existing output file survives a failed conversion untouched.
     std::fs::write(&out, b"precious").unwrap();
     let c = fresh("keep");
-    edit_json(&c.join("config.json"), |v| v["num_hidden_layers"] = serde_json::json!(3));
-    let err = convert::convert(&opts(&c, &out, OutType::F16)).unwrap_err().to_string();
+    edit_json(&c.join("config.json"), |v| {
+        v["num_hidden_layers"] = serde_json::json!(3)
+    });
+    let err = convert::convert(&opts(&c, &out, OutType::F16))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("blk.2.attn_norm.weight"), "{err}");
     assert_eq!(std::fs::read(&out).unwrap(), b"precious");
 }
@@ -320,15 +434,24 @@ fn stories260k_converts_to_f32_exactly_and_to_f16() {
         assert_eq!(md.get_str("tokenizer.ggml.model").unwrap(), "llama");
         let tokens = md.get_str_array("tokenizer.ggml.tokens").unwrap();
         assert_eq!(tokens.len(), 512);
-        assert_eq!((tokens[1], tokens[2], tokens[13]), ("<s>", "</s>", "<0x0A>"));
+        assert_eq!(
+            (tokens[1], tokens[2], tokens[13]),
+            ("<s>", "</s>", "<0x0A>")
+        );
         let types = md.get_i32_array("tokenizer.ggml.token_type").unwrap();
         assert_eq!((types[0], types[1], types[13], types[300]), (3, 3, 6, 1));
         assert_eq!(md.get_u32("tokenizer.ggml.bos_token_id").unwrap(), 1);
         assert_eq!(md.get_u32("tokenizer.ggml.eos_token_id").unwrap(), 2);
         assert!(md.get_bool("tokenizer.ggml.add_bos_token").unwrap());
-        assert!(md.get_str("tokenizer.huggingface.json").unwrap().contains("\"byte_fallback\": true"));
+        assert!(md
+            .get_str("tokenizer.huggingface.json")
+            .unwrap()
+            .contains("\"byte_fallback\": true"));
         assert!(!md.contains_key("tokenizer.ggml.mask_token_id"));
-        assert!(f.tensor("output.weight").is_none(), "tied embeddings need no output tensor");
+        assert!(
+            f.tensor("output.weight").is_none(),
+            "tied embeddings need no output tensor"
+        );
         assert_eq!(f.tensors.len(), 5 * 9 + 2);
 
         let (shape, q) = hf_tensor(&stories(), "model.layers.3.self_attn.q_proj.weight");
@@ -346,8 +469,14 @@ fn stories260k_converts_to_f32_exactly_and_to_f16() {
         }
         let (_, down) = hf_tensor(&stories(), "model.layers.4.mlp.down_proj.weight");
         let got = dequant(&f, "blk.4.ffn_down.weight");
-        assert_eq!(f.tensor("blk.4.ffn_down.weight").unwrap().dims, vec![172, 64]);
-        assert!(got.iter().zip(&down).all(|(g, e)| (g - e).abs() <= e.abs() * 1e-3 + 1e-7));
+        assert_eq!(
+            f.tensor("blk.4.ffn_down.weight").unwrap().dims,
+            vec![172, 64]
+        );
+        assert!(got
+            .iter()
+            .zip(&down)
+            .all(|(g, e)| (g - e).abs() <= e.abs() * 1e-3 + 1e-7));
     }
 }
 
@@ -360,14 +489,23 @@ fn q8_0_falls_back_to_f16_for_rows_it_cannot_encode() {
     assert_eq!(report.fallbacks.len(), 5, "{:?}", report.fallbacks);
     assert!(report.fallbacks[0].contains("ffn_down"));
     let f = GgufFile::open(&out).unwrap();
-    assert_eq!(f.tensor("blk.0.ffn_down.weight").unwrap().ggml_type, GgmlType::F16);
-    assert_eq!(f.tensor("blk.0.ffn_up.weight").unwrap().ggml_type, GgmlType::Q8_0);
+    assert_eq!(
+        f.tensor("blk.0.ffn_down.weight").unwrap().ggml_type,
+        GgmlType::F16
+    );
+    assert_eq!(
+        f.tensor("blk.0.ffn_up.weight").unwrap().ggml_type,
+        GgmlType::Q8_0
+    );
 }
 
 #[test]
 fn the_real_fast_dllm_v2_tokenizer_yields_its_mask_token_and_block_size() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/third-party/fast-dllm-v2-7b-tokenizer");
-    let config = convert::checkpoint::read_json_opt(&dir.join("config.json")).unwrap().unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/third-party/fast-dllm-v2-7b-tokenizer");
+    let config = convert::checkpoint::read_json_opt(&dir.join("config.json"))
+        .unwrap()
+        .unwrap();
     let config = convert::checkpoint::JsonConfig::new("config.json", config).unwrap();
     let info = convert::ArchInfo::from_config(&config).unwrap();
     assert_eq!(info.family, convert::Family::Qwen2);
@@ -376,19 +514,46 @@ fn the_real_fast_dllm_v2_tokenizer_yields_its_mask_token_and_block_size() {
     assert_eq!(vocab.mask_token_id, Some(151665));
     assert_eq!(vocab.block_size, Some(32));
     assert_eq!(vocab.n_tokens, 151666);
-    let get = |k: &str| vocab.metadata.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        vocab
+            .metadata
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
     assert_eq!(get("tokenizer.ggml.eos_token_id"), Some(Value::U32(151645)));
-    assert_eq!(get("tokenizer.ggml.padding_token_id"), Some(Value::U32(151643)));
-    assert_eq!(get("tokenizer.ggml.pre"), Some(Value::String("qwen2".into())));
-    assert_eq!(get("tokenizer.ggml.add_bos_token"), Some(Value::Bool(false)));
-    assert_eq!(get("dlm.eog_token_ids"), Some(Value::Array(gguf::ValueType::U32, vec![Value::U32(151645), Value::U32(151643)])));
-    let Some(Value::Array(_, tokens)) = get("tokenizer.ggml.tokens") else { panic!("no tokens") };
+    assert_eq!(
+        get("tokenizer.ggml.padding_token_id"),
+        Some(Value::U32(151643))
+    );
+    assert_eq!(
+        get("tokenizer.ggml.pre"),
+        Some(Value::String("qwen2".into()))
+    );
+    assert_eq!(
+        get("tokenizer.ggml.add_bos_token"),
+        Some(Value::Bool(false))
+    );
+    assert_eq!(
+        get("dlm.eog_token_ids"),
+        Some(Value::Array(
+            gguf::ValueType::U32,
+            vec![Value::U32(151645), Value::U32(151643)]
+        ))
+    );
+    let Some(Value::Array(_, tokens)) = get("tokenizer.ggml.tokens") else {
+        panic!("no tokens")
+    };
     assert_eq!(tokens.len(), 152064);
     assert_eq!(tokens[151665], Value::String("|<MASK>|".into()));
     assert_eq!(tokens[151666], Value::String("[PAD151666]".into()));
-    let Some(Value::String(t)) = get("tokenizer.chat_template") else { panic!("no template") };
+    let Some(Value::String(t)) = get("tokenizer.chat_template") else {
+        panic!("no template")
+    };
     assert!(t.contains("<|im_start|>"));
-    let Some(Value::Array(_, merges)) = get("tokenizer.ggml.merges") else { panic!("no merges") };
+    let Some(Value::Array(_, merges)) = get("tokenizer.ggml.merges") else {
+        panic!("no merges")
+    };
     assert_eq!(merges.len(), 151387);
 }
 

@@ -10,7 +10,10 @@ use gguf::GgufFile;
 
 /// Whether the Python reference is usable; panics instead when CI demands it.
 fn python_available() -> bool {
-    let ok = Command::new("python3").args(["-c", "import gguf, numpy"]).output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("python3")
+        .args(["-c", "import gguf, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ok {
         if std::env::var("DLM_REQUIRE_PYTHON").is_ok_and(|v| v == "1") {
             panic!("python3 with the `gguf` and `numpy` packages is required (pip install -r tests/py/requirements.txt)");
@@ -31,15 +34,39 @@ fn gguf_py_dequantizes_our_files_to_our_values() {
     let mut spec = TinySpec::new(TinyFamily::BitNet);
     spec.dlm_block_size = Some(32);
     spec.write(&ckpt).unwrap();
-    for outtype in [OutType::F32, OutType::F16, OutType::BF16, OutType::Q8_0, OutType::TQ1_0, OutType::TQ2_0] {
+    for outtype in [
+        OutType::F32,
+        OutType::F16,
+        OutType::BF16,
+        OutType::Q8_0,
+        OutType::TQ1_0,
+        OutType::TQ2_0,
+    ] {
         let out = dir.path().join(format!("{}.gguf", outtype.name()));
-        let opts = ConvertOptions { input: ckpt.clone(), output: Some(out.clone()), outtype, force_ternary: false, name: None, progress: false };
+        let opts = ConvertOptions {
+            input: ckpt.clone(),
+            output: Some(out.clone()),
+            outtype,
+            force_ternary: false,
+            name: None,
+            progress: false,
+        };
         convert::convert(&opts).unwrap();
         let dump = dir.path().join(format!("dump-{}", outtype.name()));
         std::fs::create_dir_all(&dump).unwrap();
-        let run = Command::new("python3").arg(&script).arg(&out).arg(&dump).output().unwrap();
-        assert!(run.status.success(), "gguf-py failed on {outtype:?}: {}", String::from_utf8_lossy(&run.stderr));
-        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dump.join("index.json")).unwrap()).unwrap();
+        let run = Command::new("python3")
+            .arg(&script)
+            .arg(&out)
+            .arg(&dump)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "gguf-py failed on {outtype:?}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dump.join("index.json")).unwrap()).unwrap();
         assert_eq!(index["__architecture__"], "bitnet-b1.58");
 
         let file = GgufFile::open(&out).unwrap();
@@ -51,10 +78,20 @@ fn gguf_py_dequantizes_our_files_to_our_values() {
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
                 .collect();
-            let ours = quant::dequantize(t.ggml_type, file.tensor_data(t), t.dims[0] as usize, t.n_elements() as usize).unwrap();
+            let ours = quant::dequantize(
+                t.ggml_type,
+                file.tensor_data(t),
+                t.dims[0] as usize,
+                t.n_elements() as usize,
+            )
+            .unwrap();
             assert_eq!(theirs.len(), ours.len(), "{}", t.name);
             for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-                assert!(a.to_bits() == b.to_bits() || a == b, "{outtype:?} {} element {i}: ours {a}, gguf-py {b}", t.name);
+                assert!(
+                    a.to_bits() == b.to_bits() || a == b,
+                    "{outtype:?} {} element {i}: ours {a}, gguf-py {b}",
+                    t.name
+                );
             }
         }
     }
