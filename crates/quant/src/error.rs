@@ -26,6 +26,15 @@ pub enum QuantError {
         /// The type of the stored data.
         ty: GgmlType,
     },
+    /// The type has no matmul kernel in [`crate::kernels`].
+    #[error(
+        "no matmul kernel for {ty} (supported: {})",
+        crate::type_list(crate::kernels::KERNEL_TYPES)
+    )]
+    NoKernel {
+        /// The type of the weight matrix.
+        ty: GgmlType,
+    },
     /// The row length (ggml `ne[0]`) is zero or not a multiple of the type's block size.
     #[error(
         "{ty} needs a row length that is a positive multiple of {block_size}, got row length {row_len}"

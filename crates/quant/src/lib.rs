@@ -24,9 +24,11 @@
 
 mod error;
 pub mod formats;
+pub mod kernels;
 mod types;
 
 pub use error::QuantError;
+pub use kernels::{matmul, QMatrix};
 pub use types::{GgmlType, TypeInfo};
 
 /// The types [`quantize`] can write.

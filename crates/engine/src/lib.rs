@@ -1,0 +1,93 @@
+//! Decoding on top of the model: sampling, stop rules, streamed text, and the autoregressive
+//! loop. (The Fast-dLLM v2 block-diffusion loop and the batching scheduler come next.)
+
+mod ar;
+pub mod sampling;
+pub mod stop;
+
+use serde::Serialize;
+
+pub use ar::{generate_ar, GenerateParams};
+pub use sampling::{Choice, Sampler, SamplingParams};
+
+/// Why generation ended (OpenAI `finish_reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// The token cap or the context was reached.
+    Length,
+}
+
+/// Measurements of one generation.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GenerationStats {
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Returned tokens.
+    pub generated_tokens: usize,
+    /// Model forward calls, prefill included.
+    pub forward_passes: usize,
+    /// Wall time of the prefill.
+    pub prefill_seconds: f64,
+    /// Wall time of decoding after the prefill.
+    pub decode_seconds: f64,
+}
+
+impl GenerationStats {
+    /// Prompt tokens per second of prefill.
+    pub fn prefill_tokens_per_second(&self) -> f64 {
+        rate(self.prompt_tokens, self.prefill_seconds)
+    }
+
+    /// Generated tokens per second of decoding.
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        rate(self.generated_tokens, self.decode_seconds)
+    }
+}
+
+fn rate(n: usize, s: f64) -> f64 {
+    if s > 0.0 {
+        n as f64 / s
+    } else {
+        0.0
+    }
+}
+
+/// A finished generation.
+#[derive(Clone, Debug, Serialize)]
+pub struct Generation {
+    /// Prompt token ids.
+    pub prompt: Vec<u32>,
+    /// Generated token ids (end-of-generation token excluded).
+    pub tokens: Vec<u32>,
+    /// Generated text (stop string excluded).
+    pub text: String,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Measurements.
+    pub stats: GenerationStats,
+}
+
+/// Decoding errors.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The model failed.
+    #[error(transparent)]
+    Model(#[from] model::ModelError),
+    /// Tokenizing or detokenizing failed.
+    #[error(transparent)]
+    Tokenizer(#[from] tokenizer::TokenizerError),
+    /// A parameter is out of range.
+    #[error("{0}")]
+    Params(String),
+    /// The prompt does not fit the context.
+    #[error("the prompt has {prompt} tokens but the model's context is {context}")]
+    PromptTooLong {
+        /// Prompt tokens.
+        prompt: usize,
+        /// Context length.
+        context: usize,
+    },
+}

@@ -1,0 +1,128 @@
+//! The architecture of a GGUF model as one config struct: the llama block plus flags.
+
+use gguf::Metadata;
+
+use crate::error::{ModelError, Result};
+
+/// How rotary position embedding pairs dimensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// llama.cpp "normal": pairs `(2i, 2i+1)`. Llama GGUFs store q/k permuted for this.
+    Interleaved,
+    /// GPT-NeoX: pairs `(i, i + d/2)` (HF rotate-half). Qwen and BitNet use it.
+    Neox,
+}
+
+/// The gated FFN's activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `silu(gate) * up`.
+    Silu,
+    /// `relu(gate)^2 * up` (BitNet b1.58).
+    Relu2,
+}
+
+/// Everything the forward needs to know about the architecture.
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    /// `general.architecture`.
+    pub arch: String,
+    /// Decoder layers.
+    pub n_layers: usize,
+    /// Model width.
+    pub hidden: usize,
+    /// FFN width.
+    pub ffn: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Rows of the embedding / LM head.
+    pub vocab: usize,
+    /// Trained context length.
+    pub context_length: usize,
+    /// RoPE base frequency.
+    pub rope_base: f32,
+    /// Rotary dimensions (≤ head_dim).
+    pub rope_dims: usize,
+    /// RoPE pairing.
+    pub rope_style: RopeStyle,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+    /// FFN activation.
+    pub activation: Activation,
+    /// Per-head RMSNorm of q and k (Qwen3).
+    pub qk_norm: bool,
+    /// BitNet sub-norms before the output and down projections.
+    pub sub_norm: bool,
+    /// Projections are BitLinear: inputs quantized per token to int8 (BitNet).
+    pub bitlinear: bool,
+}
+
+/// Architecture names this engine runs.
+pub const SUPPORTED_ARCHS: &[&str] = &["llama", "qwen2", "qwen3", "bitnet-b1.58", "bitnet-25", "bitnet-1.58", "bitnet"];
+
+impl ModelConfig {
+    /// Reads the config from GGUF metadata; `has_tensor` tells which optional tensors exist.
+    pub fn from_metadata(md: &Metadata, has_tensor: impl Fn(&str) -> bool) -> Result<ModelConfig> {
+        let arch = md.get_str("general.architecture")?.to_string();
+        if !SUPPORTED_ARCHS.contains(&arch.as_str()) {
+            return Err(ModelError::UnsupportedArch(arch));
+        }
+        let k = |s: &str| format!("{arch}.{s}");
+        let usize_key = |s: &str| -> Result<usize> { Ok(md.get_u64(&k(s))? as usize) };
+        let hidden = usize_key("embedding_length")?;
+        let n_heads = usize_key("attention.head_count")?;
+        let n_kv_heads = md.opt_u64(&k("attention.head_count_kv"))?.map(|v| v as usize).unwrap_or(n_heads);
+        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
+            return Err(ModelError::Config(format!("{n_heads} attention heads are not a multiple of {n_kv_heads} KV heads")));
+        }
+        let head_dim = match md.opt_u64(&k("attention.key_length"))? {
+            Some(d) => d as usize,
+            None if hidden % n_heads == 0 => hidden / n_heads,
+            None => return Err(ModelError::Config(format!("width {hidden} is not divisible by {n_heads} heads"))),
+        };
+        let rope_dims = md.opt_u64(&k("rope.dimension_count"))?.map(|v| v as usize).unwrap_or(head_dim);
+        if rope_dims > head_dim || rope_dims % 2 != 0 {
+            return Err(ModelError::Config(format!("rope.dimension_count {rope_dims} must be even and ≤ head dim {head_dim}")));
+        }
+        let bitnet = arch.starts_with("bitnet");
+        let b158 = bitnet && arch != "bitnet";
+        let relu2 = b158 || md.opt_str(&k("hidden_act"))? == Some("relu2");
+        let vocab = match md.opt_u64(&k("vocab_size"))? {
+            Some(v) => v as usize,
+            None => md.get_str_array("tokenizer.ggml.tokens").map(|t| t.len()).unwrap_or(0),
+        };
+        Ok(ModelConfig {
+            n_layers: usize_key("block_count")?,
+            hidden,
+            ffn: usize_key("feed_forward_length")?,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            vocab,
+            context_length: md.opt_u64(&k("context_length"))?.map(|v| v as usize).unwrap_or(2048),
+            rope_base: md.opt_f32(&k("rope.freq_base"))?.unwrap_or(10000.0),
+            rope_dims,
+            rope_style: if arch == "llama" { RopeStyle::Interleaved } else { RopeStyle::Neox },
+            eps: md.opt_f32(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-6),
+            activation: if relu2 { Activation::Relu2 } else { Activation::Silu },
+            qk_norm: has_tensor("blk.0.attn_q_norm.weight"),
+            sub_norm: has_tensor("blk.0.attn_sub_norm.weight"),
+            bitlinear: bitnet,
+            arch,
+        })
+    }
+
+    /// Query heads per KV head.
+    pub fn group(&self) -> usize {
+        self.n_heads / self.n_kv_heads
+    }
+
+    /// Width of all KV heads of one position.
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+}

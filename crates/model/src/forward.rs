@@ -1,0 +1,292 @@
+//! The decoder forward over a run of new tokens, with causal or block-causal attention.
+//!
+//! A call processes `tokens` at positions `cache.len() ..`; every query sees all cached positions
+//! plus the new positions its [`Attention`] rule allows. The new keys/values are appended to the
+//! cache only when the batch says `commit` — Fast-dLLM v2 runs a block of masks against the exact
+//! prefix cache many times and appends the block once it is decoded.
+
+use quant::kernels::{bitlinear_fake_quant, matmul};
+use rayon::prelude::*;
+
+use crate::cache::KvCache;
+use crate::config::{Activation, RopeStyle};
+use crate::error::{ModelError, Result};
+use crate::weights::Linear;
+use crate::Model;
+
+/// Which new keys a new query may attend to (cached keys are always visible).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attention {
+    /// Query at position p sees keys at positions ≤ p.
+    Causal,
+    /// Query in block `p / block_size` sees every key in blocks ≤ its own: bidirectional inside
+    /// its block, causal across blocks.
+    BlockCausal {
+        /// Positions per block.
+        block_size: usize,
+    },
+}
+
+impl Attention {
+    /// Whether a query at absolute position `q` may see a key at absolute position `k`.
+    pub fn allows(self, q: usize, k: usize) -> bool {
+        match self {
+            Attention::Causal => k <= q,
+            Attention::BlockCausal { block_size } => k / block_size <= q / block_size,
+        }
+    }
+}
+
+/// Which of the new positions need logits (the LM head is the largest matmul: skip unread rows).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// No logits (prefill of a prefix).
+    None,
+    /// Only the last new position.
+    Last,
+    /// Every new position.
+    All,
+    /// These indices into the batch's tokens.
+    Rows(Vec<usize>),
+}
+
+/// One forward call.
+#[derive(Clone, Debug)]
+pub struct Batch<'a> {
+    /// New tokens, at positions `cache.len() ..`.
+    pub tokens: &'a [u32],
+    /// Attention rule among the new tokens.
+    pub attention: Attention,
+    /// Append the new keys/values to the cache.
+    pub commit: bool,
+    /// Which rows of logits to return.
+    pub logits: Logits,
+}
+
+fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let ss: f32 = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let inv = 1.0 / (ss + eps).sqrt();
+        for ((o, v), w) in o.iter_mut().zip(row).zip(w) {
+            *o = v * inv * w;
+        }
+    }
+}
+
+fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
+    let d = w.len();
+    for row in x.chunks_exact_mut(d) {
+        let ss: f32 = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let inv = 1.0 / (ss + eps).sqrt();
+        for (v, w) in row.iter_mut().zip(w) {
+            *v = *v * inv * w;
+        }
+    }
+}
+
+fn add_bias(x: &mut [f32], bias: &Option<Vec<f32>>) {
+    if let Some(b) = bias {
+        for row in x.chunks_exact_mut(b.len()) {
+            for (v, b) in row.iter_mut().zip(b) {
+                *v += b;
+            }
+        }
+    }
+}
+
+impl Model {
+    /// `y = W x` for `n` rows, applying BitLinear input quantization where the model needs it
+    /// (the I2_S kernel quantizes its input itself, with the same rule).
+    fn linear(&self, w: &Linear, x: &[f32], n: usize) -> Vec<f32> {
+        let mut out = vec![0.0; n * w.rows];
+        if self.config.bitlinear && w.info.ggml_type != gguf::GgmlType::I2_S {
+            let mut xq = x.to_vec();
+            bitlinear_fake_quant(&mut xq, w.cols);
+            matmul(&w.matrix(&self.file), &xq, n, &mut out);
+        } else {
+            matmul(&w.matrix(&self.file), x, n, &mut out);
+        }
+        out
+    }
+
+    /// Embedding rows for the tokens.
+    fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let e = &self.weights.token_embd;
+        let h = self.config.hidden;
+        let ty = e.info.ggml_type;
+        let row_bytes = ty.nbytes(h as u64, h as u64).unwrap_or(0) as usize;
+        let data = self.file.tensor_data(&e.info);
+        let mut x = vec![0.0; tokens.len() * h];
+        for (t, out) in tokens.iter().zip(x.chunks_exact_mut(h)) {
+            let t = *t as usize;
+            if t >= self.config.vocab {
+                return Err(ModelError::Request(format!("token id {t} is outside the vocabulary of {}", self.config.vocab)));
+            }
+            let row = &data[t * row_bytes..(t + 1) * row_bytes];
+            out.copy_from_slice(&quant::dequantize(ty, row, h, h)?);
+        }
+        Ok(x)
+    }
+
+    /// Rotates pairs of dimensions of every head of `x` (`n` rows of `heads × head_dim`).
+    fn rope(&self, x: &mut [f32], heads: usize, start: usize) {
+        let hd = self.config.head_dim;
+        let half = self.config.rope_dims / 2;
+        for (i, row) in x.chunks_exact_mut(heads * hd).enumerate() {
+            let pos = (start + i) as f32;
+            for head in row.chunks_exact_mut(hd) {
+                for (j, inv_freq) in self.inv_freq.iter().enumerate() {
+                    let (sin, cos) = (pos * inv_freq).sin_cos();
+                    let (a, b) = match self.config.rope_style {
+                        RopeStyle::Interleaved => (2 * j, 2 * j + 1),
+                        RopeStyle::Neox => (j, j + half),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * cos - x1 * sin;
+                    head[b] = x0 * sin + x1 * cos;
+                }
+            }
+        }
+    }
+
+    /// Runs the decoder over `batch.tokens` and returns the selected logits rows
+    /// (`rows × vocab`, row-major, in the order requested).
+    pub fn forward(&self, cache: &mut KvCache, batch: &Batch) -> Result<Vec<f32>> {
+        let cfg = &self.config;
+        let n = batch.tokens.len();
+        let start = cache.len();
+        if n == 0 {
+            return Err(ModelError::Request("a forward needs at least one token".into()));
+        }
+        if start + n > cache.capacity() {
+            return Err(ModelError::Request(format!(
+                "{} positions exceed the context of {} tokens",
+                start + n,
+                cache.capacity()
+            )));
+        }
+        if let Attention::BlockCausal { block_size: 0 } = batch.attention {
+            return Err(ModelError::Request("block size must be positive".into()));
+        }
+        let (h, hd, nh, nkv) = (cfg.hidden, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads);
+        let (qd, kvd, group) = (nh * hd, cfg.kv_dim(), cfg.group());
+        let scale = 1.0 / (hd as f32).sqrt();
+
+        let mut x = self.embed(batch.tokens)?;
+        let mut a = vec![0.0; n * h];
+        for (li, layer) in self.weights.layers.iter().enumerate() {
+            rms_norm_rows(&x, &layer.attn_norm, cfg.eps, &mut a);
+            let mut q = self.linear(&layer.wq, &a, n);
+            let mut k = self.linear(&layer.wk, &a, n);
+            let mut v = self.linear(&layer.wv, &a, n);
+            add_bias(&mut q, &layer.bq);
+            add_bias(&mut k, &layer.bk);
+            add_bias(&mut v, &layer.bv);
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                rms_norm_in_place(&mut q, qn, cfg.eps);
+                rms_norm_in_place(&mut k, kn, cfg.eps);
+            }
+            self.rope(&mut q, nh, start);
+            self.rope(&mut k, nkv, start);
+
+            // Attention: each query row over cached keys then the allowed new keys.
+            let (ck, cv) = cache.layer(li);
+            let mut o = vec![0.0; n * qd];
+            o.par_chunks_mut(qd).enumerate().for_each(|(i, orow)| {
+                let qpos = start + i;
+                let visible: Vec<usize> = (0..n).filter(|&j| batch.attention.allows(qpos, start + j)).collect();
+                let mut scores = vec![0.0f32; start + visible.len()];
+                for hq in 0..nh {
+                    let kh = hq / group;
+                    let qv = &q[i * qd + hq * hd..i * qd + (hq + 1) * hd];
+                    let key = |p: usize| -> &[f32] {
+                        if p < start {
+                            &ck[p * kvd + kh * hd..p * kvd + (kh + 1) * hd]
+                        } else {
+                            let j = visible[p - start];
+                            &k[j * kvd + kh * hd..j * kvd + (kh + 1) * hd]
+                        }
+                    };
+                    let mut max = f32::NEG_INFINITY;
+                    for (p, s) in scores.iter_mut().enumerate() {
+                        *s = qv.iter().zip(key(p)).map(|(a, b)| a * b).sum::<f32>() * scale;
+                        max = max.max(*s);
+                    }
+                    let mut total = 0.0;
+                    for s in scores.iter_mut() {
+                        *s = (*s - max).exp();
+                        total += *s;
+                    }
+                    let out = &mut orow[hq * hd..(hq + 1) * hd];
+                    out.fill(0.0);
+                    for (p, s) in scores.iter().enumerate() {
+                        let w = s / total;
+                        let val = if p < start {
+                            &cv[p * kvd + kh * hd..p * kvd + (kh + 1) * hd]
+                        } else {
+                            let j = visible[p - start];
+                            &v[j * kvd + kh * hd..j * kvd + (kh + 1) * hd]
+                        };
+                        for (o, v) in out.iter_mut().zip(val) {
+                            *o += w * v;
+                        }
+                    }
+                }
+            });
+            if batch.commit {
+                cache.append(li, &k, &v);
+            }
+            if let Some(sub) = &layer.attn_sub_norm {
+                rms_norm_in_place(&mut o, sub, cfg.eps);
+            }
+            let attn = self.linear(&layer.wo, &o, n);
+            for (x, a) in x.iter_mut().zip(&attn) {
+                *x += a;
+            }
+
+            rms_norm_rows(&x, &layer.ffn_norm, cfg.eps, &mut a);
+            let mut g = self.linear(&layer.w_gate, &a, n);
+            let u = self.linear(&layer.w_up, &a, n);
+            for (g, u) in g.iter_mut().zip(&u) {
+                *g = match cfg.activation {
+                    Activation::Silu => *g / (1.0 + (-*g).exp()) * u,
+                    Activation::Relu2 => {
+                        let r = g.max(0.0);
+                        r * r * u
+                    }
+                };
+            }
+            if let Some(sub) = &layer.ffn_sub_norm {
+                rms_norm_in_place(&mut g, sub, cfg.eps);
+            }
+            let down = self.linear(&layer.w_down, &g, n);
+            for (x, d) in x.iter_mut().zip(&down) {
+                *x += d;
+            }
+        }
+        if batch.commit {
+            cache.advance(n);
+        }
+
+        let rows: Vec<usize> = match &batch.logits {
+            Logits::None => return Ok(Vec::new()),
+            Logits::Last => vec![n - 1],
+            Logits::All => (0..n).collect(),
+            Logits::Rows(r) => {
+                if let Some(bad) = r.iter().find(|i| **i >= n) {
+                    return Err(ModelError::Request(format!("logits row {bad} is outside the batch of {n}")));
+                }
+                r.clone()
+            }
+        };
+        let mut sel = vec![0.0; rows.len() * h];
+        for (dst, &r) in sel.chunks_exact_mut(h).zip(&rows) {
+            dst.copy_from_slice(&x[r * h..(r + 1) * h]);
+        }
+        rms_norm_in_place(&mut sel, &self.weights.output_norm, cfg.eps);
+        let mut logits = vec![0.0; rows.len() * cfg.vocab];
+        matmul(&self.weights.output.matrix(&self.file), &sel, rows.len(), &mut logits);
+        Ok(logits)
+    }
+}

@@ -1,0 +1,353 @@
+//! AVX2 kernels (+ FMA, F16C): `maddubs` on unsigned codes × int8 activations.
+//!
+//! Every kernel walks a row chunk once per tile of up to 8 tokens; per weight block it unpacks
+//! the codes once into registers and multiplies them with each token of the tile.
+//!
+//! `maddubs` sums pairs into i16 lanes, so the integer kernels bound how long they stay in i16:
+//! a code is at most 3 (I2_S/TQ2_0 2-bit fields, even the never-written 3) or 15 (Q4_0) and an
+//! activation at most 128 in magnitude, so one `maddubs` lane is within ±768 for 2-bit codes
+//! and four of them (one 32-byte I2_S chunk) within ±3072. I2_S widens to i32 every 8 chunks
+//! (±24576 < 32767), the block formats after every block.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::{
+    block_tile, float_weight, hsum_i32, load, top_trit, tq1_0_shifted, BF16_W, F16_W, F32_W,
+};
+use crate::kernels::scalar::i2s_epilogue;
+use crate::kernels::{for_token_tiles, token_rows, Acts, BlockActs, I8Acts, KernelFn, Out, QMatrix};
+use crate::GgmlType;
+
+pub(in crate::kernels) fn kernel(ty: GgmlType) -> KernelFn {
+    match ty {
+        GgmlType::I2_S => i2s,
+        GgmlType::TQ2_0 => tq2_0,
+        GgmlType::TQ1_0 => tq1_0,
+        GgmlType::Q8_0 => q8_0,
+        GgmlType::Q4_0 => q4_0,
+        GgmlType::F32 => f32_weights,
+        GgmlType::F16 => f16_weights,
+        GgmlType::BF16 => bf16_weights,
+        _ => unreachable!("no kernel for {ty}: QMatrix::validate admits only KERNEL_TYPES"),
+    }
+}
+
+// The safe entry points. SAFETY (for every `unsafe` call below): `kernel` is only called by
+// `kernels::kernel_fn` for `SimdLevel::Avx2`, after `matmul_with` checked that the CPU has AVX2,
+// FMA and F16C.
+
+fn i2s(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
+    // SAFETY: see above: the CPU has AVX2.
+    unsafe { i2s_avx2(w, acts.i8(), rows, out) }
+}
+fn tq2_0(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
+    // SAFETY: see above.
+    unsafe { tq2_0_avx2(w, acts.blocks(), rows, out) }
+}
+fn tq1_0(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
+    // SAFETY: see above.
+    unsafe { tq1_0_avx2(w, acts.blocks(), rows, out) }
+}
+fn q8_0(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
+    // SAFETY: see above.
+    unsafe { q8_0_avx2(w, acts.blocks(), rows, out) }
+}
+fn q4_0(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
+    // SAFETY: see above.
+    unsafe { q4_0_avx2(w, acts.blocks(), rows, out) }
+}
+fn f32_weights(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
+    // SAFETY: see above.
+    unsafe { float_avx2::<F32_W>(w, acts.f32(), rows, out) }
+}
+fn f16_weights(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
+    // SAFETY: see above.
+    unsafe { float_avx2::<F16_W>(w, acts.f32(), rows, out) }
+}
+fn bf16_weights(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
+    // SAFETY: see above.
+    unsafe { float_avx2::<BF16_W>(w, acts.f32(), rows, out) }
+}
+
+/// `Σ_j maddubs(codes[j], q[32j..32j + 32])` in i16 lanes.
+///
+/// # Safety
+/// `q..q + 128` must be readable.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn dot4(codes: &[__m256i; 4], q: *const i8) -> __m256i {
+    // SAFETY: the four 32-byte loads stay inside `q..q + 128`.
+    unsafe {
+        let p0 = _mm256_maddubs_epi16(codes[0], load(q.cast()));
+        let p1 = _mm256_maddubs_epi16(codes[1], load(q.add(32).cast()));
+        let p2 = _mm256_maddubs_epi16(codes[2], load(q.add(64).cast()));
+        let p3 = _mm256_maddubs_epi16(codes[3], load(q.add(96).cast()));
+        _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// I2_S: 32 bytes hold 128 weights; byte g has elements g, g+32, g+64, g+96 in bits 7:6 … 1:0.
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn i2s_avx2(w: &QMatrix, a: &I8Acts, rows: Range<usize>, out: &Out) {
+    for_token_tiles!(8, a.scale.len(), i2s_tile(w, a, rows.clone(), out));
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn i2s_tile<const T: usize>(t0: usize, w: &QMatrix, a: &I8Acts, rows: Range<usize>, out: &Out) {
+    let q: [&[i8]; T] = token_rows(|t| a.row(t), t0);
+    let w_scale = w.i2s_scale();
+    for r in rows {
+        let s = i2s_dot::<T>(w.row(r), &q);
+        for (i, &s) in s.iter().enumerate() {
+            let t = t0 + i;
+            // SAFETY: this task owns rows `rows` (see `matmul_with`).
+            unsafe { out.set(t, r, i2s_epilogue(s, a.sum[t], a.scale[t], w_scale)) };
+        }
+    }
+}
+
+/// `Σ code·q` of one I2_S row against `T` tokens.
+#[target_feature(enable = "avx2")]
+fn i2s_dot<const T: usize>(w: &[u8], q: &[&[i8]; T]) -> [i32; T] {
+    let chunks = w.len() / 32;
+    for q in q {
+        assert!(q.len() >= 128 * chunks);
+    }
+    let mask = _mm256_set1_epi8(3);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc32 = [_mm256_setzero_si256(); T];
+    let mut c0 = 0;
+    while c0 < chunks {
+        let c1 = chunks.min(c0 + 8);
+        let mut acc16 = [_mm256_setzero_si256(); T];
+        for c in c0..c1 {
+            // SAFETY: c < chunks, so bytes 32c..32c + 32 are inside `w`.
+            let x = unsafe { load(w.as_ptr().add(32 * c)) };
+            let codes = [
+                _mm256_and_si256(_mm256_srli_epi16::<6>(x), mask),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(x), mask),
+                _mm256_and_si256(x, mask),
+            ];
+            for t in 0..T {
+                // SAFETY: every token row holds at least 128·chunks codes (asserted above).
+                let d = unsafe { dot4(&codes, q[t].as_ptr().add(128 * c)) };
+                acc16[t] = _mm256_add_epi16(acc16[t], d);
+            }
+        }
+        for t in 0..T {
+            acc32[t] = _mm256_add_epi32(acc32[t], _mm256_madd_epi16(acc16[t], ones));
+        }
+        c0 = c1;
+    }
+    let mut s = [0i32; T];
+    for t in 0..T {
+        s[t] = hsum_i32(acc32[t]);
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Block formats: per block an exact i32 dot for each token, then `finish_block`.
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tq2_0_avx2(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    for_token_tiles!(8, a.n_tokens, tq2_0_tile(w, a, rows.clone(), out));
+}
+
+/// TQ2_0: element `128h + 32n + l` is bits `2n+1:2n` of byte `32h + l`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tq2_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    let mask = _mm256_set1_epi8(3);
+    let ones = _mm256_set1_epi16(1);
+    block_tile::<T>(t0, w, a, rows, out, (256, 66, 64, 1), |blk, b, q, acc| {
+        let mut acc16 = [_mm256_setzero_si256(); T];
+        for h in 0..2 {
+            // SAFETY: a block is 66 bytes, so bytes 32h..32h + 32 (h < 2) are inside `blk`.
+            let x = unsafe { load(blk.as_ptr().add(32 * h)) };
+            let codes = [
+                _mm256_and_si256(x, mask),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(x), mask),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask),
+                _mm256_and_si256(_mm256_srli_epi16::<6>(x), mask),
+            ];
+            for t in 0..T {
+                // SAFETY: token rows hold 256·nb codes (asserted in block_tile), b < nb.
+                let d = unsafe { dot4(&codes, q[t].as_ptr().add(256 * b + 128 * h)) };
+                acc16[t] = _mm256_add_epi16(acc16[t], d);
+            }
+        }
+        for t in 0..T {
+            acc[t] = _mm256_madd_epi16(acc16[t], ones);
+        }
+    });
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tq1_0_avx2(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    for_token_tiles!(8, a.n_tokens, tq1_0_tile(w, a, rows.clone(), out));
+}
+
+/// TQ1_0: the 8 code vectors of [`tq1_0_shifted`] match the activations' 32-element groups.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tq1_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    let ones = _mm256_set1_epi16(1);
+    block_tile::<T>(t0, w, a, rows, out, (256, 54, 52, 1), |blk, b, q, acc| {
+        // SAFETY: a block is 54 bytes.
+        let v = unsafe { tq1_0_shifted(blk.as_ptr()) };
+        let mut acc16 = [_mm256_setzero_si256(); T];
+        for (k, &v) in v.iter().enumerate() {
+            let codes = top_trit(v);
+            for t in 0..T {
+                // SAFETY: token rows hold 256·nb codes, b < nb, k < 8.
+                let x = unsafe { load(q[t].as_ptr().add(256 * b + 32 * k).cast()) };
+                acc16[t] = _mm256_add_epi16(acc16[t], _mm256_maddubs_epi16(codes, x));
+            }
+        }
+        for t in 0..T {
+            acc[t] = _mm256_madd_epi16(acc16[t], ones);
+        }
+    });
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q8_0_avx2(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    for_token_tiles!(8, a.n_tokens, q8_0_tile(w, a, rows.clone(), out));
+}
+
+/// Q8_0: `|w| · sign(q, w)` turns signed × signed into `maddubs`' unsigned × signed. The
+/// activations are in -127..=127, so negating them never overflows; `|−128|` read as the
+/// unsigned byte 128 is exact too.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q8_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    let ones = _mm256_set1_epi16(1);
+    block_tile::<T>(t0, w, a, rows, out, (32, 34, 0, 0), |blk, b, q, acc| {
+        // SAFETY: a block is 34 bytes: the codes are bytes 2..34.
+        let wq = unsafe { load(blk.as_ptr().add(2)) };
+        let aw = _mm256_abs_epi8(wq);
+        for t in 0..T {
+            // SAFETY: token rows hold 32·nb codes, b < nb.
+            let x = unsafe { load(q[t].as_ptr().add(32 * b).cast()) };
+            let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, wq));
+            acc[t] = _mm256_madd_epi16(p, ones);
+        }
+    });
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_0_avx2(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    for_token_tiles!(8, a.n_tokens, q4_0_tile(w, a, rows.clone(), out));
+}
+
+/// Q4_0: nibbles 0..=15 as unsigned codes; the −8 comes off with `8·Σq`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    let ones = _mm256_set1_epi16(1);
+    let low = _mm_set1_epi8(15);
+    block_tile::<T>(t0, w, a, rows, out, (32, 18, 0, 8), |blk, b, q, acc| {
+        // SAFETY: a block is 18 bytes: the nibbles are bytes 2..18.
+        let x = unsafe { _mm_loadu_si128(blk.as_ptr().add(2).cast()) };
+        let codes = _mm256_set_m128i(
+            _mm_and_si128(_mm_srli_epi16::<4>(x), low),
+            _mm_and_si128(x, low),
+        );
+        for t in 0..T {
+            // SAFETY: token rows hold 32·nb codes, b < nb.
+            let x = unsafe { load(q[t].as_ptr().add(32 * b).cast()) };
+            acc[t] = _mm256_madd_epi16(_mm256_maddubs_epi16(codes, x), ones);
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// F32 / F16 / BF16: widen 8 weights at a time once, FMA them into up to 4 tokens.
+
+/// 8 weights from element `i` of a row, widened to f32.
+///
+/// # Safety
+/// The row must hold elements `i..i + 8`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn load_w8<const K: u8>(row: *const u8, i: usize) -> __m256 {
+    // SAFETY: per the contract, the 8 elements (32 or 16 bytes) are readable.
+    unsafe {
+        match K {
+            F32_W => _mm256_loadu_ps(row.add(4 * i).cast()),
+            F16_W => _mm256_cvtph_ps(_mm_loadu_si128(row.add(2 * i).cast())),
+            _ => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+                _mm_loadu_si128(row.add(2 * i).cast()),
+            ))),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn float_avx2<const K: u8>(w: &QMatrix, x: &[f32], rows: Range<usize>, out: &Out) {
+    for_token_tiles!(4, x.len() / w.cols, float_tile[K,](w, x, rows.clone(), out));
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn float_tile<const K: u8, const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    x: &[f32],
+    rows: Range<usize>,
+    out: &Out,
+) {
+    let cols = w.cols;
+    let xs: [&[f32]; T] = token_rows(|t| &x[t * cols..(t + 1) * cols], t0);
+    let n16 = cols / 16 * 16;
+    let n8 = cols / 8 * 8;
+    for r in rows {
+        let wr = w.row(r);
+        let p = wr.as_ptr();
+        // Two accumulators per token: independent FMA chains.
+        let mut acc = [[_mm256_setzero_ps(); 2]; T];
+        let mut i = 0;
+        while i < n16 {
+            // SAFETY: i + 16 ≤ cols, and the row holds `cols` elements.
+            let (w0, w1) = unsafe { (load_w8::<K>(p, i), load_w8::<K>(p, i + 8)) };
+            for t in 0..T {
+                // SAFETY: token rows hold `cols` values.
+                let (x0, x1) = unsafe {
+                    (
+                        _mm256_loadu_ps(xs[t].as_ptr().add(i)),
+                        _mm256_loadu_ps(xs[t].as_ptr().add(i + 8)),
+                    )
+                };
+                acc[t][0] = _mm256_fmadd_ps(w0, x0, acc[t][0]);
+                acc[t][1] = _mm256_fmadd_ps(w1, x1, acc[t][1]);
+            }
+            i += 16;
+        }
+        if i < n8 {
+            // SAFETY: i + 8 ≤ cols.
+            let w0 = unsafe { load_w8::<K>(p, i) };
+            for t in 0..T {
+                // SAFETY: token rows hold `cols` values.
+                let x0 = unsafe { _mm256_loadu_ps(xs[t].as_ptr().add(i)) };
+                acc[t][0] = _mm256_fmadd_ps(w0, x0, acc[t][0]);
+            }
+        }
+        for t in 0..T {
+            let mut s = hsum_ps(_mm256_add_ps(acc[t][0], acc[t][1]));
+            for j in n8..cols {
+                s += float_weight::<K>(wr, j) * xs[t][j];
+            }
+            // SAFETY: this task owns rows `rows`.
+            unsafe { out.set(t0 + t, r, s) };
+        }
+    }
+}

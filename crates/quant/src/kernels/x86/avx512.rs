@@ -1,0 +1,382 @@
+//! AVX-512 VNNI kernels: `vpdpbusd` multiplies unsigned codes by int8 activations and adds
+//! groups of four straight into i32 lanes, so there is no i16 stage to bound.
+//!
+//! The 2-bit formats load one 32-byte group (128 weights), broadcast it to both halves of a
+//! zmm register and shift each half by its own amount (`vpsrlvw`): the low half gets the
+//! field of elements `0..32`, the high half that of `32..64`, so each register of codes lines
+//! up with 64 *consecutive* activations and the activations keep their natural layout.
+//! TQ1_0 builds its eight 32-trit vectors with the AVX2 code and pairs them. Q8_0 and Q4_0
+//! (32-element blocks) use 256-bit VNNI; Q8_0's signed weights become unsigned by `w + 128`
+//! (`xor 0x80`), taken back off with `128·Σq`.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::{block_tile, load, tq1_0_shifted, BF16_W, F16_W, F32_W};
+use crate::kernels::scalar::i2s_epilogue;
+use crate::kernels::{for_token_tiles, token_rows, Acts, BlockActs, I8Acts, KernelFn, Out, QMatrix};
+use crate::GgmlType;
+
+pub(in crate::kernels) fn kernel(ty: GgmlType) -> KernelFn {
+    match ty {
+        GgmlType::I2_S => i2s,
+        GgmlType::TQ2_0 => tq2_0,
+        GgmlType::TQ1_0 => tq1_0,
+        GgmlType::Q8_0 => q8_0,
+        GgmlType::Q4_0 => q4_0,
+        GgmlType::F32 => f32_weights,
+        GgmlType::F16 => f16_weights,
+        GgmlType::BF16 => bf16_weights,
+        _ => unreachable!("no kernel for {ty}: QMatrix::validate admits only KERNEL_TYPES"),
+    }
+}
+
+// The safe entry points. SAFETY (for every `unsafe` call below): `kernel` is only called by
+// `kernels::kernel_fn` for `SimdLevel::Avx512Vnni`, after `matmul_with` checked that the CPU has
+// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
+
+fn i2s(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
+    // SAFETY: see above: the CPU has the features.
+    unsafe { i2s_512(w, acts.i8(), rows, out) }
+}
+fn tq2_0(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
+    // SAFETY: see above.
+    unsafe { tq2_0_512(w, acts.blocks(), rows, out) }
+}
+fn tq1_0(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
+    // SAFETY: see above.
+    unsafe { tq1_0_512(w, acts.blocks(), rows, out) }
+}
+fn q8_0(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
+    // SAFETY: see above.
+    unsafe { q8_0_512(w, acts.blocks(), rows, out) }
+}
+fn q4_0(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
+    // SAFETY: see above.
+    unsafe { q4_0_512(w, acts.blocks(), rows, out) }
+}
+fn f32_weights(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
+    // SAFETY: see above.
+    unsafe { float_512::<F32_W>(w, acts.f32(), rows, out) }
+}
+fn f16_weights(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
+    // SAFETY: see above.
+    unsafe { float_512::<F16_W>(w, acts.f32(), rows, out) }
+}
+fn bf16_weights(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
+    // SAFETY: see above.
+    unsafe { float_512::<BF16_W>(w, acts.f32(), rows, out) }
+}
+
+/// Unaligned 64-byte load.
+///
+/// # Safety
+/// `p..p + 64` must be readable.
+#[inline(always)]
+unsafe fn load512(p: *const i8) -> __m512i {
+    // SAFETY: per the caller's contract; `loadu` has no alignment requirement.
+    unsafe { _mm512_loadu_si512(p.cast()) }
+}
+
+/// Per-16-bit-lane shift counts: `lo` for the low 256 bits, `hi` for the high 256 bits.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+fn shifts(lo: i16, hi: i16) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_set1_epi16(lo), _mm256_set1_epi16(hi))
+}
+
+/// The 32 bytes at `p` in both halves, each half shifted right by its count, masked to 2 bits.
+///
+/// # Safety
+/// `p..p + 32` must be readable.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+unsafe fn fields(p: *const u8, counts: __m512i) -> __m512i {
+    // SAFETY: per the contract.
+    let x = _mm512_broadcast_i64x4(unsafe { load(p) });
+    _mm512_and_si512(_mm512_srlv_epi16(x, counts), _mm512_set1_epi8(3))
+}
+
+/// A zmm's 16 i32 lanes folded to 8 (for the AVX2 block epilogue).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn fold(v: __m512i) -> __m256i {
+    _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
+}
+
+// ---------------------------------------------------------------------------------------------
+// I2_S: group j of a 32-byte chunk is bits 7-2j:6-2j; [g0 | g1] = shifts (6, 4), [g2 | g3] =
+// shifts (2, 0) line up with activations 128c + 0..64 and 128c + 64..128.
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn i2s_512(w: &QMatrix, a: &I8Acts, rows: Range<usize>, out: &Out) {
+    for_token_tiles!(8, a.scale.len(), i2s_tile(w, a, rows.clone(), out));
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn i2s_tile<const T: usize>(t0: usize, w: &QMatrix, a: &I8Acts, rows: Range<usize>, out: &Out) {
+    let q: [&[i8]; T] = token_rows(|t| a.row(t), t0);
+    let w_scale = w.i2s_scale();
+    for r in rows {
+        let s = i2s_dot::<T>(w.row(r), &q);
+        for (i, &s) in s.iter().enumerate() {
+            let t = t0 + i;
+            // SAFETY: this task owns rows `rows` (see `matmul_with`).
+            unsafe { out.set(t, r, i2s_epilogue(s, a.sum[t], a.scale[t], w_scale)) };
+        }
+    }
+}
+
+/// `Σ code·q` of one I2_S row against `T` tokens. Two accumulators per token (the two halves
+/// of a chunk); with 1 or 2 tokens, odd chunks use a second pair to hide `vpdpbusd` latency.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn i2s_dot<const T: usize>(w: &[u8], q: &[&[i8]; T]) -> [i32; T] {
+    let chunks = w.len() / 32;
+    for q in q {
+        assert!(q.len() >= 128 * chunks);
+    }
+    let (sh01, sh23) = (shifts(6, 4), shifts(2, 0));
+    let mut acc = [[_mm512_setzero_si512(); 4]; T];
+    // The accumulator pair of odd chunks (a constant per T).
+    let odd = if T <= 2 { 2 } else { 0 };
+    let mut c = 0;
+    while c < chunks {
+        for (k, pair) in [(c, 0), (c + 1, odd)] {
+            if k >= chunks {
+                break;
+            }
+            // SAFETY: k < chunks, so bytes 32k..32k + 32 are inside `w`.
+            let (c01, c23) = unsafe {
+                let p = w.as_ptr().add(32 * k);
+                (fields(p, sh01), fields(p, sh23))
+            };
+            for t in 0..T {
+                // SAFETY: token rows hold at least 128·chunks codes (asserted above).
+                let (x01, x23) = unsafe {
+                    let p = q[t].as_ptr().add(128 * k);
+                    (load512(p), load512(p.add(64)))
+                };
+                acc[t][pair] = _mm512_dpbusd_epi32(acc[t][pair], c01, x01);
+                acc[t][pair + 1] = _mm512_dpbusd_epi32(acc[t][pair + 1], c23, x23);
+            }
+        }
+        c += 2;
+    }
+    let mut s = [0i32; T];
+    for t in 0..T {
+        let v = _mm512_add_epi32(
+            _mm512_add_epi32(acc[t][0], acc[t][1]),
+            _mm512_add_epi32(acc[t][2], acc[t][3]),
+        );
+        s[t] = _mm512_reduce_add_epi32(v);
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Block formats (shared driver `block_tile`: exact per-block dot, then the scalar epilogue order).
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn tq2_0_512(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    for_token_tiles!(8, a.n_tokens, tq2_0_tile(w, a, rows.clone(), out));
+}
+
+/// TQ2_0: element `128h + 32n + l` is bits `2n+1:2n` of byte `32h + l`: shifts (0, 2) give
+/// elements `128h + 0..64`, shifts (4, 6) elements `128h + 64..128`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn tq2_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    let (sh01, sh23) = (shifts(0, 2), shifts(4, 6));
+    block_tile::<T>(t0, w, a, rows, out, (256, 66, 64, 1), |blk, b, q, acc| {
+        let mut acc2 = [[_mm512_setzero_si512(); 2]; T];
+        for h in 0..2 {
+            // SAFETY: a block is 66 bytes; bytes 32h..32h + 32 (h < 2) are inside it.
+            let (c01, c23) = unsafe {
+                let p = blk.as_ptr().add(32 * h);
+                (fields(p, sh01), fields(p, sh23))
+            };
+            for t in 0..T {
+                // SAFETY: token rows hold 256·nb codes (asserted in block_tile), b < nb.
+                let (x01, x23) = unsafe {
+                    let p = q[t].as_ptr().add(256 * b + 128 * h);
+                    (load512(p), load512(p.add(64)))
+                };
+                acc2[t][0] = _mm512_dpbusd_epi32(acc2[t][0], c01, x01);
+                acc2[t][1] = _mm512_dpbusd_epi32(acc2[t][1], c23, x23);
+            }
+        }
+        for t in 0..T {
+            acc[t] = fold(_mm512_add_epi32(acc2[t][0], acc2[t][1]));
+        }
+    });
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn tq1_0_512(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    for_token_tiles!(8, a.n_tokens, tq1_0_tile(w, a, rows.clone(), out));
+}
+
+/// The top trit of every byte: `[v ≥ 86] + [v ≥ 171]` with mask compares.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+fn top_trit512(v: __m512i) -> __m512i {
+    let one = _mm512_set1_epi8(1);
+    let ge86 = _mm512_cmpge_epu8_mask(v, _mm512_set1_epi8(86));
+    let ge171 = _mm512_cmpge_epu8_mask(v, _mm512_set1_epi8(171u8 as i8));
+    let t = _mm512_maskz_mov_epi8(ge86, one);
+    _mm512_mask_add_epi8(t, ge171, t, one)
+}
+
+/// TQ1_0: the AVX2 shifted-byte vectors, paired into zmm registers (elements `64k..64k + 64`).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn tq1_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    block_tile::<T>(t0, w, a, rows, out, (256, 54, 52, 1), |blk, b, q, acc| {
+        // SAFETY: a block is 54 bytes.
+        let v = unsafe { tq1_0_shifted(blk.as_ptr()) };
+        let mut acc2 = [[_mm512_setzero_si512(); 2]; T];
+        for k in 0..4 {
+            let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v[2 * k]), v[2 * k + 1]);
+            let codes = top_trit512(z);
+            for t in 0..T {
+                // SAFETY: token rows hold 256·nb codes, b < nb, k < 4.
+                let x = unsafe { load512(q[t].as_ptr().add(256 * b + 64 * k)) };
+                acc2[t][k % 2] = _mm512_dpbusd_epi32(acc2[t][k % 2], codes, x);
+            }
+        }
+        for t in 0..T {
+            acc[t] = fold(_mm512_add_epi32(acc2[t][0], acc2[t][1]));
+        }
+    });
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q8_0_512(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    for_token_tiles!(8, a.n_tokens, q8_0_tile(w, a, rows.clone(), out));
+}
+
+/// Q8_0: `Σ (w + 128)·q − 128·Σq`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q8_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    let bias = _mm256_set1_epi8(0x80u8 as i8);
+    block_tile::<T>(t0, w, a, rows, out, (32, 34, 0, 128), |blk, b, q, acc| {
+        // SAFETY: a block is 34 bytes: the codes are bytes 2..34.
+        let u = _mm256_xor_si256(unsafe { load(blk.as_ptr().add(2)) }, bias);
+        for t in 0..T {
+            // SAFETY: token rows hold 32·nb codes, b < nb.
+            let x = unsafe { load(q[t].as_ptr().add(32 * b).cast()) };
+            acc[t] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x);
+        }
+    });
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_0_512(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    for_token_tiles!(8, a.n_tokens, q4_0_tile(w, a, rows.clone(), out));
+}
+
+/// Q4_0: nibbles as unsigned codes, `− 8·Σq`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    let low = _mm_set1_epi8(15);
+    block_tile::<T>(t0, w, a, rows, out, (32, 18, 0, 8), |blk, b, q, acc| {
+        // SAFETY: a block is 18 bytes: the nibbles are bytes 2..18.
+        let x = unsafe { _mm_loadu_si128(blk.as_ptr().add(2).cast()) };
+        let codes = _mm256_set_m128i(
+            _mm_and_si128(_mm_srli_epi16::<4>(x), low),
+            _mm_and_si128(x, low),
+        );
+        for t in 0..T {
+            // SAFETY: token rows hold 32·nb codes, b < nb.
+            let x = unsafe { load(q[t].as_ptr().add(32 * b).cast()) };
+            acc[t] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), codes, x);
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// F32 / F16 / BF16: 16 weights at a time, widened once and FMA'd into up to 8 tokens; the row's
+// tail uses masked loads (masked-off elements are not read).
+
+/// Up to 16 weights from element `i` (lanes at or beyond `n` are zero), widened to f32.
+///
+/// # Safety
+/// The row must hold elements `i..i + n` (`n ≤ 16`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+unsafe fn load_w16<const K: u8>(row: *const u8, i: usize, n: usize) -> __m512 {
+    let m = if n >= 16 { u16::MAX } else { (1u16 << n) - 1 };
+    // SAFETY: masked-off lanes are never accessed; the others are in the row per the contract.
+    unsafe {
+        match K {
+            F32_W => _mm512_maskz_loadu_ps(m, row.add(4 * i).cast()),
+            F16_W => _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row.add(2 * i).cast())),
+            _ => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                _mm256_maskz_loadu_epi16(m, row.add(2 * i).cast()),
+            ))),
+        }
+    }
+}
+
+/// Up to 16 activations (zero beyond `n`).
+///
+/// # Safety
+/// `p..p + n` must be readable (`n ≤ 16`).
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn load_x16(p: *const f32, n: usize) -> __m512 {
+    let m = if n >= 16 { u16::MAX } else { (1u16 << n) - 1 };
+    // SAFETY: masked-off lanes are never accessed.
+    unsafe { _mm512_maskz_loadu_ps(m, p) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn float_512<const K: u8>(w: &QMatrix, x: &[f32], rows: Range<usize>, out: &Out) {
+    for_token_tiles!(8, x.len() / w.cols, float_tile[K,](w, x, rows.clone(), out));
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn float_tile<const K: u8, const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    x: &[f32],
+    rows: Range<usize>,
+    out: &Out,
+) {
+    let cols = w.cols;
+    let xs: [&[f32]; T] = token_rows(|t| &x[t * cols..(t + 1) * cols], t0);
+    for r in rows {
+        let wr = w.row(r);
+        assert_eq!(wr.len(), cols * if K == F32_W { 4 } else { 2 });
+        let p = wr.as_ptr();
+        let mut acc = [[_mm512_setzero_ps(); 2]; T];
+        let mut i = 0;
+        while i + 32 <= cols {
+            // SAFETY: i + 32 ≤ cols, and the row and the token rows hold `cols` elements.
+            unsafe {
+                let (w0, w1) = (load_w16::<K>(p, i, 16), load_w16::<K>(p, i + 16, 16));
+                for t in 0..T {
+                    let xp = xs[t].as_ptr().add(i);
+                    acc[t][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xp), acc[t][0]);
+                    acc[t][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xp.add(16)), acc[t][1]);
+                }
+            }
+            i += 32;
+        }
+        while i < cols {
+            let n = (cols - i).min(16);
+            // SAFETY: elements i..i + n are inside the row and the token rows.
+            unsafe {
+                let w0 = load_w16::<K>(p, i, n);
+                for t in 0..T {
+                    let x0 = load_x16(xs[t].as_ptr().add(i), n);
+                    acc[t][0] = _mm512_fmadd_ps(w0, x0, acc[t][0]);
+                }
+            }
+            i += n;
+        }
+        for t in 0..T {
+            let s = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]));
+            // SAFETY: this task owns rows `rows`.
+            unsafe { out.set(t0 + t, r, s) };
+        }
+    }
+}
