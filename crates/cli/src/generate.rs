@@ -77,7 +77,7 @@ pub fn generate(path: &Path, args: GenerateArgs) -> Result<(), String> {
                 "prompt_tokens": s.prompt_tokens,
                 "generated_tokens": s.generated_tokens,
                 "forward_passes": s.forward_passes,
-                "tokens_per_forward": if s.forward_passes > 1 { s.generated_tokens as f64 / (s.forward_passes - 1) as f64 } else { 0.0 },
+                "tokens_per_forward": if s.forward_passes > 0 { s.generated_tokens as f64 / s.forward_passes as f64 } else { 0.0 },
                 "prefill_seconds": s.prefill_seconds,
                 "decode_seconds": s.decode_seconds,
                 "prefill_tokens_per_second": s.prefill_tokens_per_second(),

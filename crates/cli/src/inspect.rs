@@ -61,6 +61,14 @@ pub fn describe(path: &Path, file: &GgufFile) -> Result<Json, GgufError> {
         tensors.push(json!({"name": t.name, "type": t.ggml_type.name(), "shape": t.dims, "bytes": t.n_bytes}));
     }
     let template = md.opt_str("tokenizer.chat_template")?;
+    // Which template `dlm generate --chat` and the server would use (the file's, or a fallback).
+    let template_in_use = match tokenizer::Tokenizer::from_gguf(md) {
+        Ok(tok) => match tokenizer::ChatTemplate::from_gguf(md, &tok) {
+            Ok(t) => t.source().to_string(),
+            Err(e) => format!("unusable: {e}"),
+        },
+        Err(e) => format!("no tokenizer: {e}"),
+    };
     Ok(json!({
         "file": path.display().to_string(),
         "file_bytes": file.file_size(),
@@ -90,6 +98,7 @@ pub fn describe(path: &Path, file: &GgufFile) -> Result<Json, GgufError> {
             "add_bos_token": md.opt_bool("tokenizer.ggml.add_bos_token")?,
             "huggingface_json": md.contains_key("tokenizer.huggingface.json"),
             "chat_template_bytes": template.map(str::len),
+            "chat_template_in_use": template_in_use,
         },
         "dlm": dlm,
         "tensors": tensors,
@@ -163,7 +172,7 @@ fn render_text(d: &Json) -> String {
     );
     let template = match t["chat_template_bytes"].as_u64() {
         Some(n) => format!("chat template ({n} bytes)"),
-        None => "no chat template".into(),
+        None => format!("no chat template, using the {}", field(&t["chat_template_in_use"])),
     };
     out += &format!(
         "tokenizer     {} (pre {}) | {} tokens | bos {} | eos {} | add_bos {} | {}{}\n",

@@ -13,11 +13,21 @@ use convert::{ConvertOptions, OutType};
 #[command(
     name = "dlm",
     version,
-    about = "Block-diffusion language models on the CPU: convert, inspect, serve"
+    about = "Block-diffusion language models on the CPU: convert, inspect, generate"
 )]
 struct Cli {
+    /// Worker threads for the kernels [default: all cores].
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Decoding modes.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Mode {
+    /// Autoregressive: one token per forward.
+    Ar,
 }
 
 #[derive(Subcommand)]

@@ -393,6 +393,42 @@ mod tests {
         assert!(!is_pad_placeholder("[PAD]", 3));
     }
 
+    /// A tiny byte-level vocabulary: the digits 1-5, `Ġ`, and merges building `123` and `45`.
+    fn digits_vocab(pre: &str) -> Metadata {
+        use gguf::{Value, ValueType};
+        let strings = |items: &[&str]| {
+            Value::Array(
+                ValueType::String,
+                items.iter().map(|s| Value::String(s.to_string())).collect(),
+            )
+        };
+        [
+            ("tokenizer.ggml.model", Value::String("gpt2".into())),
+            ("tokenizer.ggml.pre", Value::String(pre.into())),
+            (
+                "tokenizer.ggml.tokens",
+                strings(&["1", "2", "3", "4", "5", "Ġ", "12", "123", "45"]),
+            ),
+            ("tokenizer.ggml.merges", strings(&["1 2", "12 3", "4 5"])),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    #[test]
+    fn pre_tokenizers_split_digits_as_their_models_do() {
+        let ids = |pre: &str| {
+            let tk = build(&digits_vocab(pre)).unwrap();
+            tk.encode_fast("12345 1", false).unwrap().get_ids().to_vec()
+        };
+        // Llama 3: digits in groups of three; GPT-2: digit runs; Qwen2, SmolLM: single digits.
+        assert_eq!(ids("llama-bpe"), [7, 8, 5, 0]);
+        assert_eq!(ids("gpt-2"), [7, 8, 5, 0]);
+        assert_eq!(ids("default"), [7, 8, 5, 0]);
+        assert_eq!(ids("qwen2"), [0, 1, 2, 3, 4, 5, 0]);
+        assert_eq!(ids("smollm"), [0, 1, 2, 3, 4, 5, 0]);
+    }
+
     #[test]
     fn unknown_pre_tokenizer_is_an_error() {
         let err = pre_tokenizer("deepseek-llm").unwrap_err();

@@ -63,11 +63,17 @@ pub struct Tokenizer {
     texts: Vec<String>,
     /// Per id: whether it is a special added token (skipped by `decode(.., true)`).
     special: Vec<bool>,
+    /// BOS id.
     bos: Option<u32>,
+    /// EOS id.
     eos: Option<u32>,
+    /// Whether prompts start with BOS.
     add_bos: bool,
+    /// `tokenizer.ggml.add_eos_token`.
     add_eos: bool,
+    /// End-of-generation ids, EOS first, no duplicates.
     eog: Vec<u32>,
+    /// The block-diffusion mask id.
     mask: Option<u32>,
 }
 
@@ -165,15 +171,14 @@ impl Tokenizer {
             Some(md) => md.opt_str("tokenizer.ggml.model")?,
             None => None,
         };
-        let add_bos = match md
-            .map(|md| md.opt_bool("tokenizer.ggml.add_bos_token"))
-            .transpose()?
-        {
-            Some(Some(b)) => b,
-            // llama.cpp adds BOS by default for SentencePiece vocabularies.
-            _ if processor_bos.is_some() => true,
-            _ => model == Some("llama"),
-        } && bos.is_some();
+        // add_bos_token: the GGUF key, else whether the HF post-processor adds BOS, else
+        // llama.cpp's default (true for SentencePiece vocabularies).
+        let key = match md {
+            Some(md) => md.opt_bool("tokenizer.ggml.add_bos_token")?,
+            None => None,
+        };
+        let add_bos =
+            key.unwrap_or(processor_bos.is_some() || model == Some("llama")) && bos.is_some();
         let add_eos = match md {
             Some(md) => md
                 .opt_bool("tokenizer.ggml.add_eos_token")?
@@ -336,4 +341,16 @@ fn post_processor_bos(inner: &tokenizers::Tokenizer) -> Result<Option<u32>, Toke
         }
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// The server shares one tokenizer and template between request threads.
+    #[test]
+    fn tokenizer_and_template_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<super::Tokenizer>();
+        assert_send_sync::<super::ChatTemplate>();
+        assert_send_sync::<super::DecodeStream<'static>>();
+    }
 }
