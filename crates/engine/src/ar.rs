@@ -49,7 +49,7 @@ pub fn generate_ar(
     let mut sampler = Sampler::new(params.sampling.clone());
     let suppress: Vec<u32> = tok.mask_id().into_iter().collect();
     let eog = tok.eog_ids();
-    let mut stream = DecodeStream::new(tok, true);
+    let mut stream = DecodeStream::with_context(tok, true, prompt)?;
     let mut stop = StopText::new(&params.stop);
     let mut stats = GenerationStats { prompt_tokens: prompt.len(), ..Default::default() };
 

@@ -1,13 +1,15 @@
 //! Decoding on top of the model: sampling, stop rules, streamed text, and the autoregressive
-//! loop. (The Fast-dLLM v2 block-diffusion loop and the batching scheduler come next.)
+//! loop, and the Fast-dLLM v2 block-diffusion loop ([`dlm`]).
 
 mod ar;
+pub mod dlm;
 pub mod sampling;
 pub mod stop;
 
 use serde::Serialize;
 
 pub use ar::{generate_ar, GenerateParams};
+pub use dlm::{generate_dlm, resolve_mask_id, BlockState, DlmParams};
 pub use sampling::{Choice, Sampler, SamplingParams};
 
 /// Why generation ended (OpenAI `finish_reason`).
@@ -82,6 +84,9 @@ pub enum EngineError {
     /// A parameter is out of range.
     #[error("{0}")]
     Params(String),
+    /// The mask token is missing or unusable for block diffusion.
+    #[error("{0}")]
+    Mask(String),
     /// The prompt does not fit the context.
     #[error("the prompt has {prompt} tokens but the model's context is {context}")]
     PromptTooLong {

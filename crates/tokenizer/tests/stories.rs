@@ -205,3 +205,24 @@ fn base_model_gets_the_plain_template() {
         "User: Tell me a story.\n"
     );
 }
+
+#[test]
+fn a_stream_after_a_prompt_keeps_the_continuations_leading_space() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/stories260K.gguf");
+    let file = gguf::GgufFile::open(&path).unwrap();
+    let tok = tokenizer::Tokenizer::from_gguf(&file.metadata).unwrap();
+    let prompt = tok.encode("Once upon a time", true).unwrap();
+    let cont = tok.encode("there was a dog", false).unwrap(); // SentencePiece prepends ▁
+    let full: Vec<u32> = prompt.iter().chain(&cont).copied().collect();
+    let whole = tok.decode(&full, true).unwrap();
+    let head = tok.decode(&prompt, true).unwrap();
+    let mut stream = tokenizer::DecodeStream::with_context(&tok, true, &prompt).unwrap();
+    let mut text: String = cont.iter().map(|id| stream.push(*id).unwrap()).collect();
+    text.push_str(&stream.finish().unwrap());
+    assert_eq!(format!("{head}{text}"), whole);
+    assert!(text.starts_with(" there"), "{text:?}");
+    // After BOS alone the first word loses its space, as at the start of a text.
+    let mut stream = tokenizer::DecodeStream::with_context(&tok, true, &[1]).unwrap();
+    let first: String = prompt[1..].iter().map(|id| stream.push(*id).unwrap()).collect();
+    assert!(first.starts_with("Once"), "{first:?}");
+}

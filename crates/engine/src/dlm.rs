@@ -1,0 +1,292 @@
+//! Fast-dLLM v2 block-diffusion decoding (arXiv:2509.26328; NVlabs/Fast-dLLM `v2`, HF `modeling.py`
+//! `generate`), with the reference's bugs fixed as documented in docs/fast-dllm-v2.md.
+//!
+//! The sequence is decoded in blocks of `block_size` positions aligned to multiples of the block
+//! size. The prompt's whole blocks are prefilled with block-causal attention; its tail shares the
+//! first generation block with mask tokens. Inside a block, sub-blocks of `small_block_size` are
+//! decoded strictly left to right: each step runs the whole block against the exact prefix cache
+//! (nothing committed), takes for position `j` the logits of position `j − 1` (token shift), and
+//! commits every masked position of the current sub-block whose confidence exceeds `threshold`,
+//! plus always the single most confident one. A block without masks is run once more to append
+//! its keys/values to the cache; its last position's prediction is the next block's first token.
+
+use std::time::Instant;
+
+use model::{Attention, Batch, KvCache, Logits, Model};
+use tokenizer::{DecodeStream, Tokenizer};
+
+use crate::sampling::{argmax, softmax_prob, Sampler, SamplingParams};
+use crate::stop::StopText;
+use crate::{EngineError, FinishReason, Generation, GenerationStats};
+
+/// Block-diffusion settings (the seed's `--block-size 32 --threshold 0.95`).
+#[derive(Clone, Debug)]
+pub struct DlmParams {
+    /// Positions per block (the model was trained with its `bd_size`).
+    pub block_size: usize,
+    /// Positions per sub-block, decoded left to right.
+    pub small_block_size: usize,
+    /// Commit every masked position whose confidence is strictly above this.
+    pub threshold: f32,
+    /// Hard cap on returned tokens.
+    pub max_tokens: usize,
+    /// Stop strings.
+    pub stop: Vec<String>,
+    /// Temperature / top-p (temperature 0 = greedy, the reference default).
+    pub sampling: SamplingParams,
+}
+
+impl Default for DlmParams {
+    fn default() -> Self {
+        DlmParams {
+            block_size: 32,
+            small_block_size: 8,
+            threshold: 0.95,
+            max_tokens: 256,
+            stop: Vec::new(),
+            sampling: SamplingParams::default(),
+        }
+    }
+}
+
+impl DlmParams {
+    /// Checks the settings; the message names the parameter.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.block_size == 0 {
+            return Err("block_size must be positive".into());
+        }
+        if self.small_block_size == 0 || self.block_size % self.small_block_size != 0 {
+            return Err(format!(
+                "small_block_size ({}) must be positive and divide block_size ({})",
+                self.small_block_size, self.block_size
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return Err(format!("threshold must be in [0, 1], got {}", self.threshold));
+        }
+        self.sampling.validate()
+    }
+}
+
+/// The state of the block being decoded, after a step (for `--visual`).
+#[derive(Clone, Debug)]
+pub struct BlockState<'a> {
+    /// The block's tokens; masked positions hold the mask id.
+    pub tokens: &'a [u32],
+    /// The mask id.
+    pub mask_id: u32,
+    /// Index of the block in the sequence.
+    pub block_index: usize,
+    /// Forward passes so far.
+    pub forward_passes: usize,
+}
+
+/// Picks the mask token: an explicit id, else the tokenizer's (metadata or vocabulary spelling).
+/// Refuses ids outside the vocabulary and ordinary text tokens, with what to do instead.
+pub fn resolve_mask_id(tok: &Tokenizer, explicit: Option<u32>) -> Result<u32, EngineError> {
+    let advice = "train the model with the DLM objective (dlm train) so it has a mask token, pass --mask-token-id, or use --mode ar";
+    match explicit {
+        Some(id) => {
+            if id as usize >= tok.vocab_size() {
+                return Err(EngineError::Mask(format!("--mask-token-id {id} is outside the vocabulary of {} tokens; {advice}", tok.vocab_size())));
+            }
+            if !tok.is_special(id) {
+                return Err(EngineError::Mask(format!(
+                    "--mask-token-id {id} is the ordinary text token {:?}: decoding with it would produce garbage; {advice}",
+                    tok.token_text(id).unwrap_or("?")
+                )));
+            }
+            Ok(id)
+        }
+        None => tok.mask_id().ok_or_else(|| EngineError::Mask(format!("this model has no mask token, so it cannot decode by block diffusion; {advice}"))),
+    }
+}
+
+/// Runs the model over `tokens` after the cache with block-causal attention.
+fn forward(model: &Model, cache: &mut KvCache, tokens: &[u32], block_size: usize, commit: bool, logits: Logits, stats: &mut GenerationStats) -> Result<Vec<f32>, EngineError> {
+    stats.forward_passes += 1;
+    Ok(model.forward(cache, &Batch { tokens, attention: Attention::BlockCausal { block_size }, commit, logits })?)
+}
+
+/// Tracks the generated tokens that are final (no mask before them) and streams their text.
+struct Output<'a> {
+    stream: DecodeStream<'a>,
+    stop: StopText,
+    emitted: usize,
+}
+
+/// Generates with block diffusion, calling `on_text` as soon as a prefix of the output is final
+/// (never text that can still change) and `on_step` with the block after every step.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_dlm(
+    model: &Model,
+    tok: &Tokenizer,
+    prompt: &[u32],
+    mask_id: u32,
+    params: &DlmParams,
+    on_text: &mut dyn FnMut(&str),
+    on_step: &mut dyn FnMut(&BlockState),
+) -> Result<Generation, EngineError> {
+    params.validate().map_err(EngineError::Params)?;
+    if prompt.is_empty() {
+        return Err(EngineError::Params("the prompt is empty: it needs at least one token".into()));
+    }
+    let (b, s, threshold) = (params.block_size, params.small_block_size, params.threshold);
+    let l0 = prompt.len();
+    let ctx = model.config.context_length;
+    // Whole blocks: the last block may extend past the cap.
+    let needed = (l0 + params.max_tokens).div_ceil(b) * b + 1;
+    if l0 >= ctx {
+        return Err(EngineError::PromptTooLong { prompt: l0, context: ctx });
+    }
+    let capacity = needed.min(ctx.div_ceil(b) * b);
+    let mut cache = model.new_cache(capacity);
+    let mut sampler = Sampler::new(params.sampling.clone());
+    let suppress = [mask_id];
+    let eog = tok.eog_ids().to_vec();
+    let mut stats = GenerationStats { prompt_tokens: l0, ..Default::default() };
+    let mut out = Output { stream: DecodeStream::with_context(tok, true, prompt)?, stop: StopText::new(&params.stop), emitted: 0 };
+    let cap = l0 + params.max_tokens;
+
+    let t0 = Instant::now();
+    let mut seq: Vec<u32> = prompt.to_vec();
+    let prefix = l0 / b * b;
+    if prefix > 0 {
+        // Block-causal prefill of the prompt's whole blocks (the reference skips it when the prompt
+        // is exactly one block long and then never sees the prompt: fixed by using >=).
+        let want = if l0 == prefix { Logits::Last } else { Logits::None };
+        let mut logits = forward(model, &mut cache, &prompt[..prefix], b, true, want, &mut stats)?;
+        if l0 == prefix && params.max_tokens > 0 {
+            // The prompt ends on a block boundary: the first token is an autoregressive step.
+            suppress_ids(&mut logits, &suppress);
+            seq.push(argmax(&logits).0);
+        }
+    }
+    stats.prefill_seconds = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+
+    let mut block_index = prefix / b;
+    'blocks: loop {
+        if done(&seq, l0, cap, mask_id, &eog) {
+            break;
+        }
+        let lp = seq.len();
+        let fill = b - lp % b;
+        seq.extend(std::iter::repeat_n(mask_id, fill));
+        let start = seq.len() - b;
+        debug_assert_eq!(start, cache.len());
+        loop {
+            if done(&seq, l0, cap, mask_id, &eog) {
+                break 'blocks;
+            }
+            if !seq[start..].contains(&mask_id) {
+                // Finalize: append the block's K/V; its last logit gives the next block's first token.
+                let mut logits = forward(model, &mut cache, &seq[start..], b, true, Logits::Last, &mut stats)?;
+                suppress_ids(&mut logits, &suppress);
+                seq.push(argmax(&logits).0);
+                emit(&mut out, &seq, l0, cap, mask_id, &eog, on_text)?;
+                block_index += 1;
+                break;
+            }
+            for lo in (0..b).step_by(s) {
+                let hi = lo + s;
+                loop {
+                    let masked: Vec<usize> = (lo..hi).filter(|&j| seq[start + j] == mask_id).collect();
+                    if masked.is_empty() || done(&seq, l0, cap, mask_id, &eog) {
+                        break;
+                    }
+                    // Token shift: position j is predicted by the logits of position j − 1
+                    // (position 0 of a block by its own, as in the reference).
+                    let rows: Vec<usize> = masked.iter().map(|&j| j.saturating_sub(1)).collect();
+                    let logits = forward(model, &mut cache, &seq[start..], b, false, Logits::Rows(rows), &mut stats)?;
+                    let vocab = logits.len() / masked.len();
+                    let mut choices = Vec::with_capacity(masked.len());
+                    for (r, &j) in masked.iter().enumerate() {
+                        let row = &mut logits[r * vocab..(r + 1) * vocab].to_vec();
+                        let choice = sampler.sample(row, &[], &suppress);
+                        // Confidence = the plain softmax probability of the chosen token.
+                        let conf = softmax_prob(row, choice.token, 1.0);
+                        choices.push((j, choice.token, conf));
+                    }
+                    let best = choices.iter().enumerate().fold(0, |bi, (i, c)| if c.2 > choices[bi].2 { i } else { bi });
+                    for (i, &(j, token, conf)) in choices.iter().enumerate() {
+                        if conf > threshold || i == best {
+                            seq[start + j] = token;
+                        }
+                    }
+                    on_step(&BlockState { tokens: &seq[start..], mask_id, block_index, forward_passes: stats.forward_passes });
+                    emit(&mut out, &seq, l0, cap, mask_id, &eog, on_text)?;
+                }
+            }
+        }
+    }
+
+    // The output: generated positions up to the first end-of-generation token, at most `max_tokens`.
+    let mut tokens: Vec<u32> = seq[l0..seq.len().min(cap)].to_vec();
+    let mut finish = FinishReason::Length;
+    if let Some(stop_at) = tokens.iter().position(|t| eog.contains(t)) {
+        tokens.truncate(stop_at);
+        finish = FinishReason::Stop;
+    }
+    if let Some(m) = tokens.iter().position(|t| *t == mask_id) {
+        tokens.truncate(m); // unreachable unless the context ran out mid-block
+    }
+    emit(&mut out, &seq, l0, cap, mask_id, &eog, on_text)?;
+    if out.stop.stopped() {
+        finish = FinishReason::Stop;
+    } else {
+        let rest = out.stream.finish()?;
+        let mut shown = out.stop.push(&rest);
+        shown.push_str(&out.stop.finish());
+        if !shown.is_empty() {
+            on_text(&shown);
+        }
+    }
+    if out.stop.stopped() {
+        // Tokens after the stop string are not returned either.
+        tokens.truncate(out.emitted);
+    }
+    stats.decode_seconds = t1.elapsed().as_secs_f64();
+    stats.generated_tokens = tokens.len();
+    Ok(Generation { prompt: prompt.to_vec(), tokens, text: out.stop.text().to_string(), finish_reason: finish, stats })
+}
+
+fn suppress_ids(logits: &mut [f32], ids: &[u32]) {
+    for &i in ids {
+        if let Some(l) = logits.get_mut(i as usize) {
+            *l = f32::NEG_INFINITY;
+        }
+    }
+}
+
+/// Generation is over when every position up to the cap is final, or an end-of-generation token
+/// is committed with no mask before it.
+fn done(seq: &[u32], l0: usize, cap: usize, mask: u32, eog: &[u32]) -> bool {
+    let gen = &seq[l0..seq.len().min(cap)];
+    let final_len = gen.iter().position(|t| *t == mask).unwrap_or(gen.len());
+    if gen[..final_len].iter().any(|t| eog.contains(t)) {
+        return true;
+    }
+    final_len == gen.len() && seq.len() >= cap
+}
+
+/// Streams the newly final prefix of the output (up to the first mask, end of generation, or cap).
+fn emit(out: &mut Output, seq: &[u32], l0: usize, cap: usize, mask: u32, eog: &[u32], on_text: &mut dyn FnMut(&str)) -> Result<(), EngineError> {
+    if out.stop.stopped() {
+        return Ok(());
+    }
+    let gen = &seq[l0..seq.len().min(cap)];
+    let final_len = gen.iter().position(|t| *t == mask || eog.contains(t)).unwrap_or(gen.len());
+    while out.emitted < final_len {
+        let piece = out.stream.push(gen[out.emitted])?;
+        out.emitted += 1;
+        let shown = out.stop.push(&piece);
+        if !shown.is_empty() {
+            on_text(&shown);
+        }
+        if out.stop.stopped() {
+            break;
+        }
+    }
+    Ok(())
+}
