@@ -67,6 +67,9 @@ pub struct TinySpec {
     pub packed_ternary: bool,
     /// Tie the LM head to the embedding.
     pub tied: bool,
+    /// Multiplies the final norm's weights, scaling every logit: > 1 makes the output
+    /// distribution peaked, so block-diffusion thresholds matter in tests.
+    pub logit_scale: f32,
     /// RNG seed.
     pub seed: u64,
 }
@@ -88,6 +91,7 @@ impl TinySpec {
             shards: 1,
             packed_ternary: false,
             tied: matches!(family, TinyFamily::BitNet | TinyFamily::Qwen3),
+            logit_scale: 1.0,
             seed: 42,
         }
     }
@@ -171,7 +175,7 @@ impl TinySpec {
         let mut t = Vec::new();
         let mut add = |name: String, shape: Vec<usize>, rng: &mut ChaCha8Rng, kind: Init| {
             let n: usize = shape.iter().product();
-            let values = (0..n)
+            let values: Vec<f32> = (0..n)
                 .map(|_| match kind {
                     Init::Weight => rng.random_range(-0.12f32..0.12),
                     Init::Norm => rng.random_range(0.8f32..1.2),
@@ -301,6 +305,9 @@ impl TinySpec {
                 &mut rng,
                 Init::Weight,
             );
+        }
+        if let Some((_, _, norm)) = t.iter_mut().find(|(n, ..)| n == "model.norm.weight") {
+            norm.iter_mut().for_each(|w| *w *= self.logit_scale);
         }
         t
     }
