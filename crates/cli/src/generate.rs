@@ -3,23 +3,123 @@
 use std::io::Write;
 use std::path::Path;
 
-use engine::{GenerateParams, SamplingParams};
+use std::path::PathBuf;
+
+use engine::{BlockState, DlmParams, GenerateParams, SamplingParams};
 use model::Model;
 use serde_json::json;
 use tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 
-/// What `dlm generate` was asked to do.
-pub struct GenerateArgs {
-    /// Raw text prompt (`-p`).
+/// Decoding modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Fast-dLLM v2 block diffusion: many tokens per forward (needs a mask token).
+    Dlm,
+    /// Autoregressive: one token per forward.
+    Ar,
+}
+
+/// Block-diffusion and mode flags, shared by every command that decodes.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DecodeFlags {
+    /// Decoding mode [default: dlm when the model has a mask token, else ar].
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Block size for block diffusion [default: the model's dlm.block_size, else 32].
+    #[arg(long)]
+    pub block_size: Option<usize>,
+    /// Sub-block size, decoded left to right inside a block.
+    #[arg(long, default_value_t = 8)]
+    pub small_block_size: usize,
+    /// Commit every masked token whose probability exceeds this.
+    #[arg(long, default_value_t = 0.95)]
+    pub threshold: f32,
+    /// The mask token id [default: tokenizer.ggml.mask_token_id, or a |<MASK>| token].
+    #[arg(long)]
+    pub mask_token_id: Option<u32>,
+}
+
+/// `dlm generate`.
+#[derive(clap::Args, Debug)]
+pub struct GenerateCmd {
+    /// The GGUF model.
+    #[arg(short, long, default_value = "models/stories260K.gguf")]
+    pub model: PathBuf,
+    /// Raw text prompt (only the model's own BOS rule is applied). Without -p or --chat the
+    /// prompt is the BOS token alone.
+    #[arg(short, long)]
     pub prompt: Option<String>,
-    /// A user message rendered with the chat template (`--chat`).
+    /// A user message, rendered with the model's chat template.
+    #[arg(long)]
     pub chat: Option<String>,
-    /// Optional system message for `--chat`.
+    /// A system message for --chat.
+    #[arg(long)]
     pub system: Option<String>,
-    /// Decoding settings.
-    pub params: GenerateParams,
-    /// Print JSON instead of streaming text.
+    /// Maximum new tokens (a hard cap, also in block diffusion).
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Top-k (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Top-p (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Min-p (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// RNG seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop strings (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Mode and block-diffusion settings.
+    #[command(flatten)]
+    pub decode: DecodeFlags,
+    /// Print the block after every diffusion step on stderr (masks as ▒).
+    #[arg(long)]
+    pub visual: bool,
+    /// Print prompt ids, generated ids, text and statistics as JSON.
+    #[arg(long)]
     pub json: bool,
+}
+
+/// The decoding plan resolved against a model: mode, mask id and DLM settings.
+pub enum Plan {
+    /// Autoregressive.
+    Ar,
+    /// Block diffusion with this mask id and settings.
+    Dlm { mask_id: u32, block_size: usize },
+}
+
+/// Resolves `--mode`/`--mask-token-id`/`--block-size` against the model, with the checks and
+/// warnings users need: no silent garbage.
+pub fn plan(model: &Model, tok: &Tokenizer, flags: &DecodeFlags) -> Result<Plan, String> {
+    let mode = match flags.mode {
+        Some(m) => m,
+        None if flags.mask_token_id.is_some() || tok.mask_id().is_some() => Mode::Dlm,
+        None => Mode::Ar,
+    };
+    if mode == Mode::Ar {
+        return Ok(Plan::Ar);
+    }
+    let mask_id = engine::resolve_mask_id(tok, flags.mask_token_id).map_err(|e| e.to_string())?;
+    let trained = model.file().metadata.opt_u32("dlm.block_size").ok().flatten().map(|b| b as usize);
+    let block_size = flags.block_size.or(trained).unwrap_or(32);
+    if let Some(t) = trained {
+        if t != block_size {
+            eprintln!(
+                "warning: the model was trained with block size {t} but --block-size is {block_size}; quality drops when they differ (the Fast-dLLM v2 paper measured it): change --small-block-size instead"
+            );
+        }
+    }
+    Ok(Plan::Dlm { mask_id, block_size })
 }
 
 fn load(path: &Path) -> Result<(Model, Tokenizer), String> {
@@ -37,15 +137,16 @@ fn load(path: &Path) -> Result<(Model, Tokenizer), String> {
 }
 
 /// Runs `dlm generate`.
-pub fn generate(path: &Path, args: GenerateArgs) -> Result<(), String> {
-    let (model, tok) = load(path)?;
-    let prompt: Vec<u32> = match (&args.prompt, &args.chat) {
+pub fn generate(cmd: GenerateCmd) -> Result<(), String> {
+    let (model, tok) = load(&cmd.model)?;
+    let plan = plan(&model, &tok, &cmd.decode)?;
+    let prompt: Vec<u32> = match (&cmd.prompt, &cmd.chat) {
         (Some(_), Some(_)) => return Err("give either -p/--prompt or --chat, not both".into()),
         (Some(text), None) => tok.encode(text, tok.add_bos_token()).map_err(|e| e.to_string())?,
         (None, Some(message)) => {
             let template = ChatTemplate::from_gguf(&model.file().metadata, &tok).map_err(|e| e.to_string())?;
             let mut messages = Vec::new();
-            if let Some(system) = &args.system {
+            if let Some(system) = &cmd.system {
                 messages.push(ChatMessage { role: "system".into(), content: system.clone() });
             }
             messages.push(ChatMessage { role: "user".into(), content: message.clone() });
@@ -57,18 +158,51 @@ pub fn generate(path: &Path, args: GenerateArgs) -> Result<(), String> {
             None => return Err("this model has no BOS token: give a prompt with -p or --chat".into()),
         },
     };
+    let sampling = SamplingParams {
+        temperature: cmd.temperature,
+        top_k: cmd.top_k,
+        top_p: cmd.top_p,
+        min_p: cmd.min_p,
+        repetition_penalty: cmd.repeat_penalty,
+        seed: cmd.seed,
+    };
     let stdout = std::io::stdout();
+    let json_out = cmd.json;
     let mut on_text = |piece: &str| {
-        if !args.json {
+        if !json_out {
             let mut out = stdout.lock();
             let _ = out.write_all(piece.as_bytes());
             let _ = out.flush();
         }
     };
-    let generation = engine::generate_ar(&model, &tok, &prompt, &args.params, &mut on_text).map_err(|e| e.to_string())?;
+    let (generation, mode) = match plan {
+        Plan::Ar => {
+            let params = GenerateParams { max_tokens: cmd.max_tokens, stop: cmd.stop.clone(), sampling };
+            (engine::generate_ar(&model, &tok, &prompt, &params, &mut on_text).map_err(|e| e.to_string())?, "ar")
+        }
+        Plan::Dlm { mask_id, block_size } => {
+            let params = DlmParams {
+                block_size,
+                small_block_size: cmd.decode.small_block_size,
+                threshold: cmd.decode.threshold,
+                max_tokens: cmd.max_tokens,
+                stop: cmd.stop.clone(),
+                sampling,
+            };
+            let visual = cmd.visual;
+            let mut on_step = |state: &BlockState| {
+                if visual {
+                    eprintln!("[block {} | forward {}] {}", state.block_index, state.forward_passes, render_block(&tok, state));
+                }
+            };
+            (engine::generate_dlm(&model, &tok, &prompt, mask_id, &params, &mut on_text, &mut on_step).map_err(|e| e.to_string())?, "dlm")
+        }
+    };
     let s = &generation.stats;
-    if args.json {
+    let per_forward = if s.forward_passes > 0 { s.generated_tokens as f64 / s.forward_passes as f64 } else { 0.0 };
+    if cmd.json {
         let value = json!({
+            "mode": mode,
             "prompt_tokens": generation.prompt,
             "tokens": generation.tokens,
             "text": generation.text,
@@ -77,7 +211,7 @@ pub fn generate(path: &Path, args: GenerateArgs) -> Result<(), String> {
                 "prompt_tokens": s.prompt_tokens,
                 "generated_tokens": s.generated_tokens,
                 "forward_passes": s.forward_passes,
-                "tokens_per_forward": if s.forward_passes > 0 { s.generated_tokens as f64 / s.forward_passes as f64 } else { 0.0 },
+                "tokens_per_forward": per_forward,
                 "prefill_seconds": s.prefill_seconds,
                 "decode_seconds": s.decode_seconds,
                 "prefill_tokens_per_second": s.prefill_tokens_per_second(),
@@ -89,15 +223,29 @@ pub fn generate(path: &Path, args: GenerateArgs) -> Result<(), String> {
         println!();
     }
     eprintln!(
-        "prefill: {} tokens, {:.1} tokens/s | decode: {} tokens, {:.1} tokens/s, {} forward passes | finish: {:?}",
+        "{mode}: prefill {} tokens, {:.1} tokens/s | decode {} tokens, {:.1} tokens/s | {} forward passes, {:.2} tokens/forward | finish: {:?}",
         s.prompt_tokens,
         s.prefill_tokens_per_second(),
         s.generated_tokens,
         s.decode_tokens_per_second(),
         s.forward_passes,
+        per_forward,
         generation.finish_reason
     );
     Ok(())
+}
+
+/// One block as text, masks as ▒.
+fn render_block(tok: &Tokenizer, state: &BlockState) -> String {
+    state
+        .tokens
+        .iter()
+        .map(|&t| match tok.token_text(t) {
+            _ if t == state.mask_id => "▒".to_string(),
+            Some(text) => text.replace(['▁', 'Ġ'], " ").replace('Ċ', "⏎").replace("<0x0A>", "⏎"),
+            None => "?".to_string(),
+        })
+        .collect()
 }
 
 /// Runs `dlm tokenize`.
@@ -113,9 +261,4 @@ pub fn tokenize(path: &Path, text: &str, bos: bool, as_json: bool) -> Result<(),
         println!("{}", ids.join(" "));
     }
     Ok(())
-}
-
-/// Default sampling values for the CLI.
-pub fn sampling(temperature: f32, top_k: usize, top_p: f32, min_p: f32, repeat_penalty: f32, seed: Option<u64>) -> SamplingParams {
-    SamplingParams { temperature, top_k, top_p, min_p, repetition_penalty: repeat_penalty, seed }
 }

@@ -23,13 +23,6 @@ struct Cli {
     command: Command,
 }
 
-/// Decoding modes.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum Mode {
-    /// Autoregressive: one token per forward.
-    Ar,
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Convert a Hugging Face checkpoint directory (safetensors) to one GGUF file.
@@ -45,6 +38,10 @@ enum Command {
         /// Ternarize a checkpoint that was not trained ternary (absmean rule; ruins an ordinary model).
         #[arg(long)]
         force_ternary: bool,
+        /// Append an (untrained) |<MASK>| token when the checkpoint has none, to exercise block
+        /// diffusion on an ordinary model; it does not make the model a trained DLM.
+        #[arg(long)]
+        add_mask_token: bool,
         /// general.name [default: the directory name].
         #[arg(long)]
         name: Option<String>,
@@ -53,51 +50,7 @@ enum Command {
         quiet: bool,
     },
     /// Generate text with a GGUF model; streams to stdout, speeds to stderr.
-    Generate {
-        /// The GGUF model.
-        #[arg(short, long, default_value = "models/stories260K.gguf")]
-        model: PathBuf,
-        /// Raw text prompt (only the model's own BOS rule is applied). Without -p or --chat the
-        /// prompt is the BOS token alone.
-        #[arg(short, long)]
-        prompt: Option<String>,
-        /// A user message, rendered with the model's chat template.
-        #[arg(long)]
-        chat: Option<String>,
-        /// A system message for --chat.
-        #[arg(long)]
-        system: Option<String>,
-        /// Maximum new tokens.
-        #[arg(long, default_value_t = 128)]
-        max_tokens: usize,
-        /// Sampling temperature; 0 = greedy.
-        #[arg(long, default_value_t = 0.0)]
-        temperature: f32,
-        /// Top-k (0 = off).
-        #[arg(long, default_value_t = 0)]
-        top_k: usize,
-        /// Top-p (1 = off).
-        #[arg(long, default_value_t = 1.0)]
-        top_p: f32,
-        /// Min-p (0 = off).
-        #[arg(long, default_value_t = 0.0)]
-        min_p: f32,
-        /// Repetition penalty (1 = off).
-        #[arg(long, default_value_t = 1.0)]
-        repeat_penalty: f32,
-        /// RNG seed.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Stop strings (repeatable).
-        #[arg(long)]
-        stop: Vec<String>,
-        /// Decoding mode.
-        #[arg(long, value_enum, default_value = "ar")]
-        mode: Mode,
-        /// Print prompt ids, generated ids, text and statistics as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Generate(generate::GenerateCmd),
     /// Print the token ids of a text (no BOS unless --bos).
     Tokenize {
         /// The GGUF model.
@@ -143,6 +96,7 @@ fn main() -> ExitCode {
             outfile,
             outtype,
             force_ternary,
+            add_mask_token,
             name,
             quiet,
         } => {
@@ -151,6 +105,7 @@ fn main() -> ExitCode {
                 output: outfile,
                 outtype,
                 force_ternary,
+                add_mask_token,
                 name,
                 progress: !quiet,
             };
@@ -174,26 +129,7 @@ fn main() -> ExitCode {
                     );
                 })
         }
-        Command::Generate {
-            model,
-            prompt,
-            chat,
-            system,
-            max_tokens,
-            temperature,
-            top_k,
-            top_p,
-            min_p,
-            repeat_penalty,
-            seed,
-            stop,
-            mode: Mode::Ar,
-            json,
-        } => {
-            let sampling = generate::sampling(temperature, top_k, top_p, min_p, repeat_penalty, seed);
-            let params = engine::GenerateParams { max_tokens, stop, sampling };
-            generate::generate(&model, generate::GenerateArgs { prompt, chat, system, params, json })
-        }
+        Command::Generate(cmd) => generate::generate(cmd),
         Command::Tokenize { model, text, bos, json } => generate::tokenize(&model, &text, bos, json),
         Command::Inspect { file, json } => inspect::run(&file, json).map_err(|e| e.to_string()),
     };

@@ -37,6 +37,9 @@ pub struct ConvertOptions {
     pub outtype: OutType,
     /// Ternarize a checkpoint that was not trained ternary (destroys an ordinary model's quality).
     pub force_ternary: bool,
+    /// Append a `|<MASK>|` token (and a mean embedding row) when the checkpoint has none. The
+    /// model is not trained for it: only for exercising the block-diffusion path.
+    pub add_mask_token: bool,
     /// `general.name`; defaults to the directory name.
     pub name: Option<String>,
     /// Show a progress bar on stderr.
@@ -85,10 +88,16 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
         }
     })?;
     let config = checkpoint::JsonConfig::new("config.json", config_json)?;
-    let info = ArchInfo::from_config(&config)?;
+    let mut info = ArchInfo::from_config(&config)?;
     let weights = checkpoint::Weights::open(dir)?;
-    let vocab = vocab::load(dir, info.vocab_size as usize, &config)?;
-    let plan = plan::plan(&info, &weights, opts.outtype, opts.force_ternary)?;
+    let mut vocab = vocab::load(dir, info.vocab_size as usize, &config, false)?;
+    let mut added_tokens = 0;
+    if opts.add_mask_token && vocab.mask_token_id.is_none() {
+        info.vocab_size += 1;
+        added_tokens = 1;
+        vocab = vocab::load(dir, info.vocab_size as usize, &config, true)?;
+    }
+    let plan = plan::plan(&info, &weights, opts.outtype, opts.force_ternary, added_tokens)?;
 
     let name = opts.name.clone().unwrap_or_else(|| default_name(dir));
     let output = opts

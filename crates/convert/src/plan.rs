@@ -103,6 +103,9 @@ pub struct TensorPlan {
     pub ternarize: bool,
     /// Name of the `weight_scale` tensor of an offline-packed BitNet weight.
     pub packed_scale: Option<String>,
+    /// Rows appended to an embedding / LM head for tokens added at conversion (the mask token),
+    /// each the mean of the existing rows.
+    pub extra_rows: usize,
 }
 
 /// The plan for a whole checkpoint.
@@ -133,6 +136,7 @@ pub fn plan(
     weights: &Weights,
     outtype: OutType,
     force_ternary: bool,
+    added_tokens: usize,
 ) -> Result<Plan> {
     let ternary_source = info.family.is_ternary() || info.quantization_bitnet;
     if outtype.is_ternary() && !ternary_source && !force_ternary {
@@ -159,7 +163,13 @@ pub fn plan(
         };
         let packed_scale =
             (stored.dtype == StoredDtype::U8).then(|| format!("{}_scale", stored.name));
-        let shape = logical_shape(stored, packed_scale.as_deref(), weights)?;
+        let mut shape = logical_shape(stored, packed_scale.as_deref(), weights)?;
+        let is_embedding = gguf_name == "token_embd.weight" || gguf_name == "output.weight";
+        let mut extra_rows = 0;
+        if is_embedding && added_tokens > 0 && shape.len() == 2 {
+            shape[0] += added_tokens;
+            extra_rows = added_tokens;
+        }
         if let Some(expected) = info.expected_shape(&gguf_name) {
             if shape != expected {
                 return Err(ConvertError::tensor(
@@ -171,7 +181,6 @@ pub fn plan(
         let dims: Vec<u64> = shape.iter().rev().map(|d| *d as u64).collect();
         let row_len = shape.last().copied().unwrap_or(1);
         let is_projection = ArchInfo::is_projection(&gguf_name);
-        let is_embedding = gguf_name == "token_embd.weight" || gguf_name == "output.weight";
         let wanted = if shape.len() == 1 {
             GgmlType::F32
         } else if is_embedding {
@@ -208,6 +217,7 @@ pub fn plan(
             permute_heads,
             ternarize,
             packed_scale,
+            extra_rows,
         });
     }
     check_complete(info, &tensors)?;
@@ -321,6 +331,19 @@ pub fn encode(t: &TensorPlan, weights: &Weights) -> Result<Vec<u8>> {
             ));
         }
         values = permute_rope_rows(&values, heads, row_len);
+    }
+    if t.extra_rows > 0 {
+        let cols = t.dims[0] as usize;
+        let rows = values.len() / cols;
+        let mut mean = vec![0f64; cols];
+        for row in values.chunks_exact(cols) {
+            for (m, v) in mean.iter_mut().zip(row) {
+                *m += *v as f64 / rows as f64;
+            }
+        }
+        for _ in 0..t.extra_rows {
+            values.extend(mean.iter().map(|m| *m as f32));
+        }
     }
     if t.ternarize && !quant::is_ternary(&values) {
         quant::ternarize_absmean(&mut values);

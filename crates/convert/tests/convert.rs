@@ -19,7 +19,7 @@ fn opts(input: &Path, output: &Path, outtype: OutType) -> ConvertOptions {
         input: input.into(),
         output: Some(output.into()),
         outtype,
-        force_ternary: false,
+        force_ternary: false, add_mask_token: false,
         name: None,
         progress: false,
     }
@@ -510,7 +510,7 @@ fn the_real_fast_dllm_v2_tokenizer_yields_its_mask_token_and_block_size() {
     let info = convert::ArchInfo::from_config(&config).unwrap();
     assert_eq!(info.family, convert::Family::Qwen2);
     assert_eq!(info.bd_size, Some(32));
-    let vocab = convert::vocab::load(&dir, 152064, &config).unwrap();
+    let vocab = convert::vocab::load(&dir, 152064, &config, false).unwrap();
     assert_eq!(vocab.mask_token_id, Some(151665));
     assert_eq!(vocab.block_size, Some(32));
     assert_eq!(vocab.n_tokens, 151666);

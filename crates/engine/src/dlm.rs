@@ -102,10 +102,47 @@ pub fn resolve_mask_id(tok: &Tokenizer, explicit: Option<u32>) -> Result<u32, En
     }
 }
 
-/// Runs the model over `tokens` after the cache with block-causal attention.
-fn forward(model: &Model, cache: &mut KvCache, tokens: &[u32], block_size: usize, commit: bool, logits: Logits, stats: &mut GenerationStats) -> Result<Vec<f32>, EngineError> {
+/// What the decoder needs from a model: one sequence's forward with block-causal attention over
+/// new tokens after its cache. [`Model`] with a [`KvCache`] is the real one; tests script others.
+pub trait BlockForward {
+    /// Committed positions.
+    fn cache_len(&self) -> usize;
+    /// Most positions the sequence may hold.
+    fn capacity(&self) -> usize;
+    /// Runs `tokens` after the cache; appends their K/V when `commit`; returns the `logits` rows.
+    fn forward(&mut self, tokens: &[u32], block_size: usize, commit: bool, logits: Logits) -> Result<Vec<f32>, EngineError>;
+}
+
+/// A model and one sequence's cache.
+pub struct ModelSequence<'a> {
+    model: &'a Model,
+    cache: KvCache,
+}
+
+impl<'a> ModelSequence<'a> {
+    /// A fresh sequence of up to `capacity` positions.
+    pub fn new(model: &'a Model, capacity: usize) -> Self {
+        ModelSequence { model, cache: model.new_cache(capacity) }
+    }
+}
+
+impl BlockForward for ModelSequence<'_> {
+    fn cache_len(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+
+    fn forward(&mut self, tokens: &[u32], block_size: usize, commit: bool, logits: Logits) -> Result<Vec<f32>, EngineError> {
+        Ok(self.model.forward(&mut self.cache, &Batch { tokens, attention: Attention::BlockCausal { block_size }, commit, logits })?)
+    }
+}
+
+fn forward(f: &mut dyn BlockForward, tokens: &[u32], block_size: usize, commit: bool, logits: Logits, stats: &mut GenerationStats) -> Result<Vec<f32>, EngineError> {
     stats.forward_passes += 1;
-    Ok(model.forward(cache, &Batch { tokens, attention: Attention::BlockCausal { block_size }, commit, logits })?)
+    f.forward(tokens, block_size, commit, logits)
 }
 
 /// Tracks the generated tokens that are final (no mask before them) and streams their text.
@@ -128,19 +165,32 @@ pub fn generate_dlm(
     on_step: &mut dyn FnMut(&BlockState),
 ) -> Result<Generation, EngineError> {
     params.validate().map_err(EngineError::Params)?;
+    let ctx = model.config.context_length;
+    if prompt.len() >= ctx {
+        return Err(EngineError::PromptTooLong { prompt: prompt.len(), context: ctx });
+    }
+    // Whole blocks: the last block may extend past the cap.
+    let needed = (prompt.len() + params.max_tokens).div_ceil(params.block_size) * params.block_size + 1;
+    let mut seq = ModelSequence::new(model, needed.min(ctx));
+    decode_dlm(&mut seq, tok, prompt, mask_id, params, on_text, on_step)
+}
+
+/// The decoding loop over any [`BlockForward`].
+pub fn decode_dlm(
+    fwd: &mut dyn BlockForward,
+    tok: &Tokenizer,
+    prompt: &[u32],
+    mask_id: u32,
+    params: &DlmParams,
+    on_text: &mut dyn FnMut(&str),
+    on_step: &mut dyn FnMut(&BlockState),
+) -> Result<Generation, EngineError> {
+    params.validate().map_err(EngineError::Params)?;
     if prompt.is_empty() {
         return Err(EngineError::Params("the prompt is empty: it needs at least one token".into()));
     }
     let (b, s, threshold) = (params.block_size, params.small_block_size, params.threshold);
     let l0 = prompt.len();
-    let ctx = model.config.context_length;
-    // Whole blocks: the last block may extend past the cap.
-    let needed = (l0 + params.max_tokens).div_ceil(b) * b + 1;
-    if l0 >= ctx {
-        return Err(EngineError::PromptTooLong { prompt: l0, context: ctx });
-    }
-    let capacity = needed.min(ctx.div_ceil(b) * b);
-    let mut cache = model.new_cache(capacity);
     let mut sampler = Sampler::new(params.sampling.clone());
     let suppress = [mask_id];
     let eog = tok.eog_ids().to_vec();
@@ -155,14 +205,14 @@ pub fn generate_dlm(
         // Block-causal prefill of the prompt's whole blocks (the reference skips it when the prompt
         // is exactly one block long and then never sees the prompt: fixed by using >=).
         let want = if l0 == prefix { Logits::Last } else { Logits::None };
-        let mut logits = forward(model, &mut cache, &prompt[..prefix], b, true, want, &mut stats)?;
+        let mut logits = forward(fwd, &prompt[..prefix], b, true, want, &mut stats)?;
         if l0 == prefix && params.max_tokens > 0 {
             // The prompt ends on a block boundary: the first token is an autoregressive step.
             suppress_ids(&mut logits, &suppress);
             seq.push(argmax(&logits).0);
         }
+        stats.prefill_seconds = t0.elapsed().as_secs_f64();
     }
-    stats.prefill_seconds = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
 
     let mut block_index = prefix / b;
@@ -171,17 +221,20 @@ pub fn generate_dlm(
             break;
         }
         let lp = seq.len();
+        if lp - lp % b + b > fwd.capacity() {
+            break; // the context is full: finish with what is final
+        }
         let fill = b - lp % b;
         seq.extend(std::iter::repeat_n(mask_id, fill));
         let start = seq.len() - b;
-        debug_assert_eq!(start, cache.len());
+        debug_assert_eq!(start, fwd.cache_len());
         loop {
             if done(&seq, l0, cap, mask_id, &eog) {
                 break 'blocks;
             }
             if !seq[start..].contains(&mask_id) {
                 // Finalize: append the block's K/V; its last logit gives the next block's first token.
-                let mut logits = forward(model, &mut cache, &seq[start..], b, true, Logits::Last, &mut stats)?;
+                let mut logits = forward(fwd, &seq[start..], b, true, Logits::Last, &mut stats)?;
                 suppress_ids(&mut logits, &suppress);
                 seq.push(argmax(&logits).0);
                 emit(&mut out, &seq, l0, cap, mask_id, &eog, on_text)?;
@@ -198,7 +251,7 @@ pub fn generate_dlm(
                     // Token shift: position j is predicted by the logits of position j − 1
                     // (position 0 of a block by its own, as in the reference).
                     let rows: Vec<usize> = masked.iter().map(|&j| j.saturating_sub(1)).collect();
-                    let logits = forward(model, &mut cache, &seq[start..], b, false, Logits::Rows(rows), &mut stats)?;
+                    let logits = forward(fwd, &seq[start..], b, false, Logits::Rows(rows), &mut stats)?;
                     let vocab = logits.len() / masked.len();
                     let mut choices = Vec::with_capacity(masked.len());
                     for (r, &j) in masked.iter().enumerate() {

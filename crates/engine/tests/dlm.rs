@@ -38,7 +38,7 @@ fn fixture() -> Fixture {
     spec.seed = 11;
     spec.write(&ckpt).unwrap();
     let gguf = dir.path().join("m.gguf");
-    let opts = ConvertOptions { input: ckpt.clone(), output: Some(gguf.clone()), outtype: OutType::F32, force_ternary: false, name: None, progress: false };
+    let opts = ConvertOptions { input: ckpt.clone(), output: Some(gguf.clone()), outtype: OutType::F32, force_ternary: false, add_mask_token: false, name: None, progress: false };
     convert::convert(&opts).unwrap();
     let model = Model::load(&gguf).unwrap();
     let tok = Tokenizer::from_gguf(&model.file().metadata).unwrap();

@@ -60,7 +60,7 @@ fn fixture(family: TinyFamily, outtype: OutType) -> Fixture {
     spec.seed = 7;
     spec.write(&ckpt).unwrap();
     let gguf = dir.path().join("m.gguf");
-    let opts = ConvertOptions { input: ckpt.clone(), output: Some(gguf.clone()), outtype, force_ternary: false, name: None, progress: false };
+    let opts = ConvertOptions { input: ckpt.clone(), output: Some(gguf.clone()), outtype, force_ternary: false, add_mask_token: false, name: None, progress: false };
     convert::convert(&opts).unwrap();
     Fixture { _dir: dir, ckpt, gguf }
 }

@@ -19,7 +19,7 @@ fn metadata() -> &'static Metadata {
             .unwrap()
             .unwrap();
         let config = convert::checkpoint::JsonConfig::new("config.json", config).unwrap();
-        let vocab = convert::vocab::load(&dir, 152064, &config).unwrap();
+        let vocab = convert::vocab::load(&dir, 152064, &config, false).unwrap();
         vocab.metadata.into_iter().collect()
     })
 }

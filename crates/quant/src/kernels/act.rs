@@ -56,8 +56,8 @@ pub fn quantize_row_i8(x: &[f32], q: &mut [i8]) -> (f32, i32) {
         q.len(),
         "quantize_row_i8: input and output lengths differ"
     );
-    // f64::max ignores NaN; the comparison in f64 is exact (every f32 is an f64).
-    let amax = x.iter().fold(1e-5f64, |m, &v| m.max(f64::from(v.abs())));
+    // max|x| is an f32 value, so taking it in f32 and widening equals bitnet.cpp's f64 max.
+    let amax = f64::from(abs_max(x)).max(1e-5);
     let s = (127.0 / amax) as f32;
     let mut sum = 0i32;
     for (q, &v) in q.iter_mut().zip(x) {
@@ -66,6 +66,18 @@ pub fn quantize_row_i8(x: &[f32], q: &mut [i8]) -> (f32, i32) {
         sum += r;
     }
     (s, sum)
+}
+
+/// `max|x|`, ignoring NaN (0 for an empty or all-NaN slice).
+///
+/// Computed on the bit patterns: for non-negative floats (sign bit cleared) the integer order
+/// is the float order, and an integer max reduction vectorizes where `f32::max` does not.
+fn abs_max(x: &[f32]) -> f32 {
+    let m = x.iter().fold(0u32, |m, v| {
+        let b = v.to_bits() & 0x7fff_ffff;
+        m.max(if b > 0x7f80_0000 { 0 } else { b })
+    });
+    f32::from_bits(m)
 }
 
 /// In-place BitLinear fake quantization: every row of `cols` becomes `q / s` with `q` and `s`
@@ -95,17 +107,14 @@ pub fn bitlinear_fake_quant(x: &mut [f32], cols: usize) {
 /// returns `(d, Σq)`.
 pub(crate) fn quantize_block_q8_k(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     debug_assert_eq!(x.len(), q.len());
-    let (mut amax, mut max) = (0.0f32, 0.0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    // llama.cpp keeps the first element of largest magnitude (a strict `>` scan); find the
+    // magnitude with a vectorizable reduction, then that element.
+    let amax = abs_max(x);
     if amax == 0.0 {
         q.fill(0);
         return (0.0, 0);
     }
+    let max = *x.iter().find(|v| v.abs() == amax).unwrap_or(&amax);
     let iscale = -127.0 / max;
     let mut sum = 0;
     for (q, &v) in q.iter_mut().zip(x) {
@@ -120,7 +129,7 @@ pub(crate) fn quantize_block_q8_k(x: &[f32], q: &mut [i8]) -> (f32, i32) {
 /// weight encoder): writes `q` and returns `(f16(d) as f32, Σq)`.
 pub(crate) fn quantize_block_q8_0(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     debug_assert_eq!(x.len(), q8_0::BLOCK_SIZE);
-    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let amax = abs_max(x);
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let mut sum = 0;

@@ -13,7 +13,8 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::{
-    block_tile, float_weight, hsum_i32, load, top_trit, tq1_0_shifted, BF16_W, F16_W, F32_W,
+    block_tile, float_weight, hsum_i32, load, row_groups, top_trit, tq1_0_shifted, with_row_group,
+    BF16_W, F16_W, F32_W,
 };
 use crate::kernels::scalar::i2s_epilogue;
 use crate::kernels::{for_token_tiles, token_rows, Acts, BlockActs, I8Acts, KernelFn, Out, QMatrix};
@@ -97,91 +98,128 @@ fn i2s_avx2(w: &QMatrix, a: &I8Acts, rows: Range<usize>, out: &Out) {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn i2s_tile<const T: usize>(t0: usize, w: &QMatrix, a: &I8Acts, rows: Range<usize>, out: &Out) {
+    with_row_group!(T, i2s_rows(t0, w, a, rows, out));
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn i2s_rows<const R: usize, const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    a: &I8Acts,
+    rows: Range<usize>,
+    out: &Out,
+) {
     let q: [&[i8]; T] = token_rows(|t| a.row(t), t0);
     let w_scale = w.i2s_scale();
-    for r in rows {
-        let s = i2s_dot::<T>(w.row(r), &q);
-        for (i, &s) in s.iter().enumerate() {
-            let t = t0 + i;
-            // SAFETY: this task owns rows `rows` (see `matmul_with`).
-            unsafe { out.set(t, r, i2s_epilogue(s, a.sum[t], a.scale[t], w_scale)) };
+    for (r, n, wr) in row_groups::<R>(w, rows) {
+        let s = i2s_dot::<R, T>(&wr, &q);
+        for i in 0..n {
+            for t in 0..T {
+                let (tt, y) = (t0 + t, s[i][t]);
+                // SAFETY: this task owns rows `rows` (see `matmul_with`).
+                unsafe { out.set(tt, r + i, i2s_epilogue(y, a.sum[tt], a.scale[tt], w_scale)) };
+            }
         }
     }
 }
 
-/// `Σ code·q` of one I2_S row against `T` tokens.
+/// `Σ code·q` of `R` I2_S rows against `T` tokens.
 #[target_feature(enable = "avx2")]
-fn i2s_dot<const T: usize>(w: &[u8], q: &[&[i8]; T]) -> [i32; T] {
-    let chunks = w.len() / 32;
+fn i2s_dot<const R: usize, const T: usize>(w: &[&[u8]; R], q: &[&[i8]; T]) -> [[i32; T]; R] {
+    let chunks = w[0].len() / 32;
+    for w in w {
+        assert_eq!(w.len(), 32 * chunks);
+    }
     for q in q {
         assert!(q.len() >= 128 * chunks);
     }
     let mask = _mm256_set1_epi8(3);
     let ones = _mm256_set1_epi16(1);
-    let mut acc32 = [_mm256_setzero_si256(); T];
+    let mut acc32 = [[_mm256_setzero_si256(); T]; R];
     let mut c0 = 0;
     while c0 < chunks {
         let c1 = chunks.min(c0 + 8);
-        let mut acc16 = [_mm256_setzero_si256(); T];
+        let mut acc16 = [[_mm256_setzero_si256(); T]; R];
         for c in c0..c1 {
-            // SAFETY: c < chunks, so bytes 32c..32c + 32 are inside `w`.
-            let x = unsafe { load(w.as_ptr().add(32 * c)) };
-            let codes = [
-                _mm256_and_si256(_mm256_srli_epi16::<6>(x), mask),
-                _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask),
-                _mm256_and_si256(_mm256_srli_epi16::<2>(x), mask),
-                _mm256_and_si256(x, mask),
-            ];
-            for t in 0..T {
-                // SAFETY: every token row holds at least 128·chunks codes (asserted above).
-                let d = unsafe { dot4(&codes, q[t].as_ptr().add(128 * c)) };
-                acc16[t] = _mm256_add_epi16(acc16[t], d);
+            for i in 0..R {
+                // SAFETY: c < chunks, so bytes 32c..32c + 32 are inside each row.
+                let x = unsafe { load(w[i].as_ptr().add(32 * c)) };
+                let codes = [
+                    _mm256_and_si256(_mm256_srli_epi16::<6>(x), mask),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(x), mask),
+                    _mm256_and_si256(x, mask),
+                ];
+                for t in 0..T {
+                    // SAFETY: every token row holds at least 128·chunks codes (asserted above).
+                    let d = unsafe { dot4(&codes, q[t].as_ptr().add(128 * c)) };
+                    acc16[i][t] = _mm256_add_epi16(acc16[i][t], d);
+                }
             }
         }
-        for t in 0..T {
-            acc32[t] = _mm256_add_epi32(acc32[t], _mm256_madd_epi16(acc16[t], ones));
+        for i in 0..R {
+            for t in 0..T {
+                acc32[i][t] = _mm256_add_epi32(acc32[i][t], _mm256_madd_epi16(acc16[i][t], ones));
+            }
         }
         c0 = c1;
     }
-    let mut s = [0i32; T];
-    for t in 0..T {
-        s[t] = hsum_i32(acc32[t]);
+    let mut s = [[0i32; T]; R];
+    for i in 0..R {
+        for t in 0..T {
+            s[i][t] = hsum_i32(acc32[i][t]);
+        }
     }
     s
 }
 
 // ---------------------------------------------------------------------------------------------
-// Block formats: per block an exact i32 dot for each token, then `finish_block`.
+// Block formats: per block an exact i32 dot for each row and token, then `finish_block` (in
+// `block_tile`).
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn tq2_0_avx2(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
     for_token_tiles!(8, a.n_tokens, tq2_0_tile(w, a, rows.clone(), out));
 }
 
-/// TQ2_0: element `128h + 32n + l` is bits `2n+1:2n` of byte `32h + l`.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn tq2_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    with_row_group!(T, tq2_0_rows(t0, w, a, rows, out));
+}
+
+/// TQ2_0: element `128h + 32n + l` is bits `2n+1:2n` of byte `32h + l`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tq2_0_rows<const R: usize, const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    a: &BlockActs,
+    rows: Range<usize>,
+    out: &Out,
+) {
     let mask = _mm256_set1_epi8(3);
     let ones = _mm256_set1_epi16(1);
-    block_tile::<T>(t0, w, a, rows, out, (256, 66, 64, 1), |blk, b, q, acc| {
-        let mut acc16 = [_mm256_setzero_si256(); T];
-        for h in 0..2 {
-            // SAFETY: a block is 66 bytes, so bytes 32h..32h + 32 (h < 2) are inside `blk`.
-            let x = unsafe { load(blk.as_ptr().add(32 * h)) };
-            let codes = [
-                _mm256_and_si256(x, mask),
-                _mm256_and_si256(_mm256_srli_epi16::<2>(x), mask),
-                _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask),
-                _mm256_and_si256(_mm256_srli_epi16::<6>(x), mask),
-            ];
-            for t in 0..T {
-                // SAFETY: token rows hold 256·nb codes (asserted in block_tile), b < nb.
-                let d = unsafe { dot4(&codes, q[t].as_ptr().add(256 * b + 128 * h)) };
-                acc16[t] = _mm256_add_epi16(acc16[t], d);
+    block_tile::<R, T>(t0, w, a, rows, out, (256, 66, 64, 1), |blks, b, q, acc| {
+        for i in 0..R {
+            let mut acc16 = [_mm256_setzero_si256(); T];
+            for h in 0..2 {
+                // SAFETY: `blks[i]` points at a whole 66-byte block (block_tile), so bytes 32h..32h + 32
+                // (h < 2) are readable.
+                let x = unsafe { load(blks[i].add(32 * h)) };
+                let codes = [
+                    _mm256_and_si256(x, mask),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(x), mask),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask),
+                    _mm256_and_si256(_mm256_srli_epi16::<6>(x), mask),
+                ];
+                for t in 0..T {
+                    // SAFETY: token rows hold 256·nb codes (asserted in block_tile), b < nb.
+                    let d = unsafe { dot4(&codes, q[t].as_ptr().add(256 * b + 128 * h)) };
+                    acc16[t] = _mm256_add_epi16(acc16[t], d);
+                }
             }
-        }
-        for t in 0..T {
-            acc[t] = _mm256_madd_epi16(acc16[t], ones);
+            for t in 0..T {
+                acc[i][t] = _mm256_madd_epi16(acc16[t], ones);
+            }
         }
     });
 }
@@ -191,24 +229,37 @@ fn tq1_0_avx2(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
     for_token_tiles!(8, a.n_tokens, tq1_0_tile(w, a, rows.clone(), out));
 }
 
-/// TQ1_0: the 8 code vectors of [`tq1_0_shifted`] match the activations' 32-element groups.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn tq1_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    with_row_group!(T, tq1_0_rows(t0, w, a, rows, out));
+}
+
+/// TQ1_0: the 8 code vectors of [`tq1_0_shifted`] match the activations' 32-element groups.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tq1_0_rows<const R: usize, const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    a: &BlockActs,
+    rows: Range<usize>,
+    out: &Out,
+) {
     let ones = _mm256_set1_epi16(1);
-    block_tile::<T>(t0, w, a, rows, out, (256, 54, 52, 1), |blk, b, q, acc| {
-        // SAFETY: a block is 54 bytes.
-        let v = unsafe { tq1_0_shifted(blk.as_ptr()) };
-        let mut acc16 = [_mm256_setzero_si256(); T];
-        for (k, &v) in v.iter().enumerate() {
-            let codes = top_trit(v);
-            for t in 0..T {
-                // SAFETY: token rows hold 256·nb codes, b < nb, k < 8.
-                let x = unsafe { load(q[t].as_ptr().add(256 * b + 32 * k).cast()) };
-                acc16[t] = _mm256_add_epi16(acc16[t], _mm256_maddubs_epi16(codes, x));
+    block_tile::<R, T>(t0, w, a, rows, out, (256, 54, 52, 1), |blks, b, q, acc| {
+        for i in 0..R {
+            // SAFETY: `blks[i]` points at a whole 54-byte block (block_tile).
+            let v = unsafe { tq1_0_shifted(blks[i]) };
+            let mut acc16 = [_mm256_setzero_si256(); T];
+            for (k, &v) in v.iter().enumerate() {
+                let codes = top_trit(v);
+                for t in 0..T {
+                    // SAFETY: token rows hold 256·nb codes, b < nb, k < 8.
+                    let x = unsafe { load(q[t].as_ptr().add(256 * b + 32 * k).cast()) };
+                    acc16[t] = _mm256_add_epi16(acc16[t], _mm256_maddubs_epi16(codes, x));
+                }
             }
-        }
-        for t in 0..T {
-            acc[t] = _mm256_madd_epi16(acc16[t], ones);
+            for t in 0..T {
+                acc[i][t] = _mm256_madd_epi16(acc16[t], ones);
+            }
         }
     });
 }
@@ -218,21 +269,34 @@ fn q8_0_avx2(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
     for_token_tiles!(8, a.n_tokens, q8_0_tile(w, a, rows.clone(), out));
 }
 
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q8_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    with_row_group!(T, q8_0_rows(t0, w, a, rows, out));
+}
+
 /// Q8_0: `|w| · sign(q, w)` turns signed × signed into `maddubs`' unsigned × signed. The
 /// activations are in -127..=127, so negating them never overflows; `|−128|` read as the
 /// unsigned byte 128 is exact too.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q8_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+fn q8_0_rows<const R: usize, const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    a: &BlockActs,
+    rows: Range<usize>,
+    out: &Out,
+) {
     let ones = _mm256_set1_epi16(1);
-    block_tile::<T>(t0, w, a, rows, out, (32, 34, 0, 0), |blk, b, q, acc| {
-        // SAFETY: a block is 34 bytes: the codes are bytes 2..34.
-        let wq = unsafe { load(blk.as_ptr().add(2)) };
-        let aw = _mm256_abs_epi8(wq);
-        for t in 0..T {
-            // SAFETY: token rows hold 32·nb codes, b < nb.
-            let x = unsafe { load(q[t].as_ptr().add(32 * b).cast()) };
-            let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, wq));
-            acc[t] = _mm256_madd_epi16(p, ones);
+    block_tile::<R, T>(t0, w, a, rows, out, (32, 34, 0, 0), |blks, b, q, acc| {
+        for i in 0..R {
+            // SAFETY: `blks[i]` points at a whole 34-byte block (block_tile); codes are bytes 2..34.
+            let wq = unsafe { load(blks[i].add(2)) };
+            let aw = _mm256_abs_epi8(wq);
+            for t in 0..T {
+                // SAFETY: token rows hold 32·nb codes, b < nb.
+                let x = unsafe { load(q[t].as_ptr().add(32 * b).cast()) };
+                let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, wq));
+                acc[i][t] = _mm256_madd_epi16(p, ones);
+            }
         }
     });
 }
@@ -242,22 +306,35 @@ fn q4_0_avx2(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
     for_token_tiles!(8, a.n_tokens, q4_0_tile(w, a, rows.clone(), out));
 }
 
-/// Q4_0: nibbles 0..=15 as unsigned codes; the −8 comes off with `8·Σq`.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q4_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    with_row_group!(T, q4_0_rows(t0, w, a, rows, out));
+}
+
+/// Q4_0: nibbles 0..=15 as unsigned codes; the −8 comes off with `8·Σq`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_0_rows<const R: usize, const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    a: &BlockActs,
+    rows: Range<usize>,
+    out: &Out,
+) {
     let ones = _mm256_set1_epi16(1);
     let low = _mm_set1_epi8(15);
-    block_tile::<T>(t0, w, a, rows, out, (32, 18, 0, 8), |blk, b, q, acc| {
-        // SAFETY: a block is 18 bytes: the nibbles are bytes 2..18.
-        let x = unsafe { _mm_loadu_si128(blk.as_ptr().add(2).cast()) };
-        let codes = _mm256_set_m128i(
-            _mm_and_si128(_mm_srli_epi16::<4>(x), low),
-            _mm_and_si128(x, low),
-        );
-        for t in 0..T {
-            // SAFETY: token rows hold 32·nb codes, b < nb.
-            let x = unsafe { load(q[t].as_ptr().add(32 * b).cast()) };
-            acc[t] = _mm256_madd_epi16(_mm256_maddubs_epi16(codes, x), ones);
+    block_tile::<R, T>(t0, w, a, rows, out, (32, 18, 0, 8), |blks, b, q, acc| {
+        for i in 0..R {
+            // SAFETY: `blks[i]` points at a whole 18-byte block (block_tile); nibbles are bytes 2..18.
+            let x = unsafe { _mm_loadu_si128(blks[i].add(2).cast()) };
+            let codes = _mm256_set_m128i(
+                _mm_and_si128(_mm_srli_epi16::<4>(x), low),
+                _mm_and_si128(x, low),
+            );
+            for t in 0..T {
+                // SAFETY: token rows hold 32·nb codes, b < nb.
+                let x = unsafe { load(q[t].as_ptr().add(32 * b).cast()) };
+                acc[i][t] = _mm256_madd_epi16(_mm256_maddubs_epi16(codes, x), ones);
+            }
         }
     });
 }

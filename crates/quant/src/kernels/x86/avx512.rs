@@ -12,7 +12,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::{block_tile, load, tq1_0_shifted, BF16_W, F16_W, F32_W};
+use super::{block_tile, load, row_groups, tq1_0_shifted, with_row_group, BF16_W, F16_W, F32_W};
 use crate::kernels::scalar::i2s_epilogue;
 use crate::kernels::{for_token_tiles, token_rows, Acts, BlockActs, I8Acts, KernelFn, Out, QMatrix};
 use crate::GgmlType;
@@ -115,60 +115,67 @@ fn i2s_512(w: &QMatrix, a: &I8Acts, rows: Range<usize>, out: &Out) {
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn i2s_tile<const T: usize>(t0: usize, w: &QMatrix, a: &I8Acts, rows: Range<usize>, out: &Out) {
+    with_row_group!(T, i2s_rows(t0, w, a, rows, out));
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn i2s_rows<const R: usize, const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    a: &I8Acts,
+    rows: Range<usize>,
+    out: &Out,
+) {
     let q: [&[i8]; T] = token_rows(|t| a.row(t), t0);
     let w_scale = w.i2s_scale();
-    for r in rows {
-        let s = i2s_dot::<T>(w.row(r), &q);
-        for (i, &s) in s.iter().enumerate() {
-            let t = t0 + i;
-            // SAFETY: this task owns rows `rows` (see `matmul_with`).
-            unsafe { out.set(t, r, i2s_epilogue(s, a.sum[t], a.scale[t], w_scale)) };
+    for (r, n, wr) in row_groups::<R>(w, rows) {
+        let s = i2s_dot::<R, T>(&wr, &q);
+        for i in 0..n {
+            for t in 0..T {
+                let (tt, y) = (t0 + t, s[i][t]);
+                // SAFETY: this task owns rows `rows` (see `matmul_with`).
+                unsafe { out.set(tt, r + i, i2s_epilogue(y, a.sum[tt], a.scale[tt], w_scale)) };
+            }
         }
     }
 }
 
-/// `Σ code·q` of one I2_S row against `T` tokens. Two accumulators per token (the two halves
-/// of a chunk); with 1 or 2 tokens, odd chunks use a second pair to hide `vpdpbusd` latency.
+/// `Σ code·q` of `R` I2_S rows against `T` tokens; two accumulators per row and token (one per
+/// half of a chunk).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn i2s_dot<const T: usize>(w: &[u8], q: &[&[i8]; T]) -> [i32; T] {
-    let chunks = w.len() / 32;
+fn i2s_dot<const R: usize, const T: usize>(w: &[&[u8]; R], q: &[&[i8]; T]) -> [[i32; T]; R] {
+    let chunks = w[0].len() / 32;
+    for w in w {
+        assert_eq!(w.len(), 32 * chunks);
+    }
     for q in q {
         assert!(q.len() >= 128 * chunks);
     }
     let (sh01, sh23) = (shifts(6, 4), shifts(2, 0));
-    let mut acc = [[_mm512_setzero_si512(); 4]; T];
-    // The accumulator pair of odd chunks (a constant per T).
-    let odd = if T <= 2 { 2 } else { 0 };
-    let mut c = 0;
-    while c < chunks {
-        for (k, pair) in [(c, 0), (c + 1, odd)] {
-            if k >= chunks {
-                break;
-            }
-            // SAFETY: k < chunks, so bytes 32k..32k + 32 are inside `w`.
+    let mut acc = [[[_mm512_setzero_si512(); 2]; T]; R];
+    for c in 0..chunks {
+        for i in 0..R {
+            // SAFETY: c < chunks, so bytes 32c..32c + 32 are inside each row.
             let (c01, c23) = unsafe {
-                let p = w.as_ptr().add(32 * k);
+                let p = w[i].as_ptr().add(32 * c);
                 (fields(p, sh01), fields(p, sh23))
             };
             for t in 0..T {
                 // SAFETY: token rows hold at least 128·chunks codes (asserted above).
                 let (x01, x23) = unsafe {
-                    let p = q[t].as_ptr().add(128 * k);
+                    let p = q[t].as_ptr().add(128 * c);
                     (load512(p), load512(p.add(64)))
                 };
-                acc[t][pair] = _mm512_dpbusd_epi32(acc[t][pair], c01, x01);
-                acc[t][pair + 1] = _mm512_dpbusd_epi32(acc[t][pair + 1], c23, x23);
+                acc[i][t][0] = _mm512_dpbusd_epi32(acc[i][t][0], c01, x01);
+                acc[i][t][1] = _mm512_dpbusd_epi32(acc[i][t][1], c23, x23);
             }
         }
-        c += 2;
     }
-    let mut s = [0i32; T];
-    for t in 0..T {
-        let v = _mm512_add_epi32(
-            _mm512_add_epi32(acc[t][0], acc[t][1]),
-            _mm512_add_epi32(acc[t][2], acc[t][3]),
-        );
-        s[t] = _mm512_reduce_add_epi32(v);
+    let mut s = [[0i32; T]; R];
+    for i in 0..R {
+        for t in 0..T {
+            s[i][t] = _mm512_reduce_add_epi32(_mm512_add_epi32(acc[i][t][0], acc[i][t][1]));
+        }
     }
     s
 }
@@ -181,31 +188,45 @@ fn tq2_0_512(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
     for_token_tiles!(8, a.n_tokens, tq2_0_tile(w, a, rows.clone(), out));
 }
 
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn tq2_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    with_row_group!(T, tq2_0_rows(t0, w, a, rows, out));
+}
+
 /// TQ2_0: element `128h + 32n + l` is bits `2n+1:2n` of byte `32h + l`: shifts (0, 2) give
 /// elements `128h + 0..64`, shifts (4, 6) elements `128h + 64..128`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn tq2_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+fn tq2_0_rows<const R: usize, const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    a: &BlockActs,
+    rows: Range<usize>,
+    out: &Out,
+) {
     let (sh01, sh23) = (shifts(0, 2), shifts(4, 6));
-    block_tile::<T>(t0, w, a, rows, out, (256, 66, 64, 1), |blk, b, q, acc| {
-        let mut acc2 = [[_mm512_setzero_si512(); 2]; T];
-        for h in 0..2 {
-            // SAFETY: a block is 66 bytes; bytes 32h..32h + 32 (h < 2) are inside it.
-            let (c01, c23) = unsafe {
-                let p = blk.as_ptr().add(32 * h);
-                (fields(p, sh01), fields(p, sh23))
-            };
-            for t in 0..T {
-                // SAFETY: token rows hold 256·nb codes (asserted in block_tile), b < nb.
-                let (x01, x23) = unsafe {
-                    let p = q[t].as_ptr().add(256 * b + 128 * h);
-                    (load512(p), load512(p.add(64)))
+    block_tile::<R, T>(t0, w, a, rows, out, (256, 66, 64, 1), |blks, b, q, acc| {
+        for i in 0..R {
+            let mut acc2 = [[_mm512_setzero_si512(); 2]; T];
+            for h in 0..2 {
+                // SAFETY: `blks[i]` points at a whole 66-byte block (block_tile), so bytes
+                // 32h..32h + 32 (h < 2) are readable.
+                let (c01, c23) = unsafe {
+                    let p = blks[i].add(32 * h);
+                    (fields(p, sh01), fields(p, sh23))
                 };
-                acc2[t][0] = _mm512_dpbusd_epi32(acc2[t][0], c01, x01);
-                acc2[t][1] = _mm512_dpbusd_epi32(acc2[t][1], c23, x23);
+                for t in 0..T {
+                    // SAFETY: token rows hold 256·nb codes (asserted in block_tile), b < nb.
+                    let (x01, x23) = unsafe {
+                        let p = q[t].as_ptr().add(256 * b + 128 * h);
+                        (load512(p), load512(p.add(64)))
+                    };
+                    acc2[t][0] = _mm512_dpbusd_epi32(acc2[t][0], c01, x01);
+                    acc2[t][1] = _mm512_dpbusd_epi32(acc2[t][1], c23, x23);
+                }
             }
-        }
-        for t in 0..T {
-            acc[t] = fold(_mm512_add_epi32(acc2[t][0], acc2[t][1]));
+            for t in 0..T {
+                acc[i][t] = fold(_mm512_add_epi32(acc2[t][0], acc2[t][1]));
+            }
         }
     });
 }
@@ -213,6 +234,11 @@ fn tq2_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn tq1_0_512(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
     for_token_tiles!(8, a.n_tokens, tq1_0_tile(w, a, rows.clone(), out));
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn tq1_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    with_row_group!(T, tq1_0_rows(t0, w, a, rows, out));
 }
 
 /// The top trit of every byte: `[v ≥ 86] + [v ≥ 171]` with mask compares.
@@ -228,22 +254,30 @@ fn top_trit512(v: __m512i) -> __m512i {
 
 /// TQ1_0: the AVX2 shifted-byte vectors, paired into zmm registers (elements `64k..64k + 64`).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn tq1_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
-    block_tile::<T>(t0, w, a, rows, out, (256, 54, 52, 1), |blk, b, q, acc| {
-        // SAFETY: a block is 54 bytes.
-        let v = unsafe { tq1_0_shifted(blk.as_ptr()) };
-        let mut acc2 = [[_mm512_setzero_si512(); 2]; T];
-        for k in 0..4 {
-            let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v[2 * k]), v[2 * k + 1]);
-            let codes = top_trit512(z);
-            for t in 0..T {
-                // SAFETY: token rows hold 256·nb codes, b < nb, k < 4.
-                let x = unsafe { load512(q[t].as_ptr().add(256 * b + 64 * k)) };
-                acc2[t][k % 2] = _mm512_dpbusd_epi32(acc2[t][k % 2], codes, x);
+fn tq1_0_rows<const R: usize, const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    a: &BlockActs,
+    rows: Range<usize>,
+    out: &Out,
+) {
+    block_tile::<R, T>(t0, w, a, rows, out, (256, 54, 52, 1), |blks, b, q, acc| {
+        for i in 0..R {
+            // SAFETY: `blks[i]` points at a whole 54-byte block (block_tile).
+            let v = unsafe { tq1_0_shifted(blks[i]) };
+            let mut acc2 = [[_mm512_setzero_si512(); 2]; T];
+            for k in 0..4 {
+                let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v[2 * k]), v[2 * k + 1]);
+                let codes = top_trit512(z);
+                for t in 0..T {
+                    // SAFETY: token rows hold 256·nb codes, b < nb, k < 4.
+                    let x = unsafe { load512(q[t].as_ptr().add(256 * b + 64 * k)) };
+                    acc2[t][k % 2] = _mm512_dpbusd_epi32(acc2[t][k % 2], codes, x);
+                }
             }
-        }
-        for t in 0..T {
-            acc[t] = fold(_mm512_add_epi32(acc2[t][0], acc2[t][1]));
+            for t in 0..T {
+                acc[i][t] = fold(_mm512_add_epi32(acc2[t][0], acc2[t][1]));
+            }
         }
     });
 }
@@ -253,17 +287,30 @@ fn q8_0_512(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
     for_token_tiles!(8, a.n_tokens, q8_0_tile(w, a, rows.clone(), out));
 }
 
-/// Q8_0: `Σ (w + 128)·q − 128·Σq`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q8_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    with_row_group!(T, q8_0_rows(t0, w, a, rows, out));
+}
+
+/// Q8_0: `Σ (w + 128)·q − 128·Σq`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q8_0_rows<const R: usize, const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    a: &BlockActs,
+    rows: Range<usize>,
+    out: &Out,
+) {
     let bias = _mm256_set1_epi8(0x80u8 as i8);
-    block_tile::<T>(t0, w, a, rows, out, (32, 34, 0, 128), |blk, b, q, acc| {
-        // SAFETY: a block is 34 bytes: the codes are bytes 2..34.
-        let u = _mm256_xor_si256(unsafe { load(blk.as_ptr().add(2)) }, bias);
-        for t in 0..T {
-            // SAFETY: token rows hold 32·nb codes, b < nb.
-            let x = unsafe { load(q[t].as_ptr().add(32 * b).cast()) };
-            acc[t] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x);
+    block_tile::<R, T>(t0, w, a, rows, out, (32, 34, 0, 128), |blks, b, q, acc| {
+        for i in 0..R {
+            // SAFETY: `blks[i]` points at a whole 34-byte block (block_tile); codes are bytes 2..34.
+            let u = _mm256_xor_si256(unsafe { load(blks[i].add(2)) }, bias);
+            for t in 0..T {
+                // SAFETY: token rows hold 32·nb codes, b < nb.
+                let x = unsafe { load(q[t].as_ptr().add(32 * b).cast()) };
+                acc[i][t] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x);
+            }
         }
     });
 }
@@ -273,21 +320,34 @@ fn q4_0_512(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
     for_token_tiles!(8, a.n_tokens, q4_0_tile(w, a, rows.clone(), out));
 }
 
-/// Q4_0: nibbles as unsigned codes, `− 8·Σq`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q4_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    with_row_group!(T, q4_0_rows(t0, w, a, rows, out));
+}
+
+/// Q4_0: nibbles as unsigned codes, `− 8·Σq`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_0_rows<const R: usize, const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    a: &BlockActs,
+    rows: Range<usize>,
+    out: &Out,
+) {
     let low = _mm_set1_epi8(15);
-    block_tile::<T>(t0, w, a, rows, out, (32, 18, 0, 8), |blk, b, q, acc| {
-        // SAFETY: a block is 18 bytes: the nibbles are bytes 2..18.
-        let x = unsafe { _mm_loadu_si128(blk.as_ptr().add(2).cast()) };
-        let codes = _mm256_set_m128i(
-            _mm_and_si128(_mm_srli_epi16::<4>(x), low),
-            _mm_and_si128(x, low),
-        );
-        for t in 0..T {
-            // SAFETY: token rows hold 32·nb codes, b < nb.
-            let x = unsafe { load(q[t].as_ptr().add(32 * b).cast()) };
-            acc[t] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), codes, x);
+    block_tile::<R, T>(t0, w, a, rows, out, (32, 18, 0, 8), |blks, b, q, acc| {
+        for i in 0..R {
+            // SAFETY: `blks[i]` points at a whole 18-byte block (block_tile); nibbles are bytes 2..18.
+            let x = unsafe { _mm_loadu_si128(blks[i].add(2).cast()) };
+            let codes = _mm256_set_m128i(
+                _mm_and_si128(_mm_srli_epi16::<4>(x), low),
+                _mm_and_si128(x, low),
+            );
+            for t in 0..T {
+                // SAFETY: token rows hold 32·nb codes, b < nb.
+                let x = unsafe { load(q[t].as_ptr().add(32 * b).cast()) };
+                acc[i][t] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), codes, x);
+            }
         }
     });
 }

@@ -28,6 +28,14 @@ unsafe fn load(p: *const u8) -> __m256i {
     unsafe { _mm256_loadu_si256(p.cast()) }
 }
 
+/// An f16 bit pattern to f32 with F16C (exact, as `half`; `half` itself checks for F16C at run
+/// time on every call, which costs more than a whole block's dot product here).
+#[target_feature(enable = "f16c")]
+#[inline]
+fn f16_to_f32(bits: u16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
 /// The sum of the eight i32 lanes.
 #[target_feature(enable = "avx2")]
 #[inline]
@@ -54,79 +62,173 @@ fn hsum8_i32(v: &[__m256i]) -> __m256i {
     _mm256_add_epi32(lo, hi)
 }
 
-/// Finishes block `b` of a block-scaled dot for the tokens `t0..t0 + T`: `acc[t]` holds the
-/// raw integer dot `Σ code·q` in i32 lanes; the block's value is `Σ lanes − k·Σq`, and
-/// `sumf[t] = block_epilogue(sumf[t], value, d_x, d_w)` exactly as the scalar reference does.
-/// With 8 tokens the reduction and the epilogue run across tokens in one vector each.
+/// The four lane sums of `v[0..4]` in one vector.
 #[target_feature(enable = "avx2")]
 #[inline]
-fn finish_block<const T: usize>(
-    acc: &[__m256i; T],
-    a: &BlockActs,
-    b: usize,
-    t0: usize,
-    k: i32,
-    d_w: f32,
-    sumf: &mut [f32; T],
-) {
-    if T == 8 {
-        let at = b * a.n_tokens + t0;
-        let sums = &a.sum[at..at + 8];
-        let ds = &a.d[at..at + 8];
-        // SAFETY: `sums`, `ds` and `sumf` hold exactly 8 values each.
-        unsafe {
-            let v = hsum8_i32(acc);
-            let v = _mm256_sub_epi32(
-                v,
-                _mm256_mullo_epi32(_mm256_loadu_si256(sums.as_ptr().cast()), _mm256_set1_epi32(k)),
-            );
-            let dd = _mm256_mul_ps(_mm256_loadu_ps(ds.as_ptr()), _mm256_set1_ps(d_w));
-            let f = _mm256_add_ps(
-                _mm256_loadu_ps(sumf.as_ptr()),
-                _mm256_mul_ps(_mm256_cvtepi32_ps(v), dd),
-            );
-            _mm256_storeu_ps(sumf.as_mut_ptr(), f);
+fn hsum4_i32(v: &[__m256i]) -> __m128i {
+    let s = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s))
+}
+
+/// Calls `$f::<R, T>(args…)` with `R` rows per group for a tile of `T` tokens: decode (1 token)
+/// takes 4 rows at a time and 2 tokens 2 rows, so per-row overheads and reductions are shared
+/// and there are enough independent accumulators; wider tiles take one row.
+macro_rules! with_row_group {
+    ($t:ident, $f:ident ( $($arg:expr),* $(,)? )) => {
+        if $t == 1 {
+            $f::<4, 1>($($arg),*)
+        } else if $t == 2 {
+            $f::<2, 2>($($arg),*)
+        } else {
+            $f::<1, $t>($($arg),*)
         }
-    } else {
-        for t in 0..T {
-            let sumi = hsum_i32(acc[t]).wrapping_sub(k.wrapping_mul(a.sum(b, t0 + t)));
-            sumf[t] = block_epilogue(sumf[t], sumi, a.d(b, t0 + t), d_w);
+    };
+}
+pub(super) use with_row_group;
+
+/// The running block-scaled sums of an `R × T` tile, kept in registers: one vector across 8
+/// tokens (R = 1, T = 8), one across 4 rows (R = 4, T = 1), scalars otherwise.
+#[derive(Clone, Copy)]
+struct BlockSums<const R: usize, const T: usize> {
+    tokens8: __m256,
+    rows4: __m128,
+    each: [[f32; T]; R],
+}
+
+impl<const R: usize, const T: usize> BlockSums<R, T> {
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn new() -> Self {
+        BlockSums {
+            tokens8: _mm256_setzero_ps(),
+            rows4: _mm_setzero_ps(),
+            each: [[0.0; T]; R],
         }
+    }
+
+    /// Adds block `b`: `acc[i][t]` holds the raw integer dot `Σ code·q` in i32 lanes; the
+    /// block's value is `Σ lanes − k·Σq`, and the sum becomes
+    /// `block_epilogue(sum, value, d_x, d_w[i])`, exactly as in the scalar reference.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn add(
+        &mut self,
+        acc: &[[__m256i; T]; R],
+        a: &BlockActs,
+        (b, t0): (usize, usize),
+        k: i32,
+        d_w: &[f32; R],
+    ) {
+        if R == 1 && T == 8 {
+            let at = b * a.n_tokens + t0;
+            let (sums, ds) = (&a.sum[at..at + 8], &a.d[at..at + 8]);
+            // SAFETY: `sums` and `ds` hold exactly 8 values each.
+            let (s, d) = unsafe {
+                (
+                    _mm256_loadu_si256(sums.as_ptr().cast()),
+                    _mm256_loadu_ps(ds.as_ptr()),
+                )
+            };
+            let v = _mm256_sub_epi32(hsum8_i32(acc[0].as_slice()), _mm256_mullo_epi32(s, _mm256_set1_epi32(k)));
+            let dd = _mm256_mul_ps(d, _mm256_set1_ps(d_w[0]));
+            self.tokens8 = _mm256_add_ps(self.tokens8, _mm256_mul_ps(_mm256_cvtepi32_ps(v), dd));
+        } else if R == 4 && T == 1 {
+            let rows: &[[__m256i; T]] = acc;
+            let v = hsum4_i32(&[rows[0][0], rows[1][0], rows[2][0], rows[3][0]]);
+            let v = _mm_sub_epi32(v, _mm_set1_epi32(k.wrapping_mul(a.sum(b, t0))));
+            let dw: &[f32] = d_w;
+            let dw = _mm_set_ps(dw[3], dw[2], dw[1], dw[0]);
+            let dd = _mm_mul_ps(_mm_set1_ps(a.d(b, t0)), dw);
+            self.rows4 = _mm_add_ps(self.rows4, _mm_mul_ps(_mm_cvtepi32_ps(v), dd));
+        } else {
+            for i in 0..R {
+                for t in 0..T {
+                    let sumi = hsum_i32(acc[i][t]).wrapping_sub(k.wrapping_mul(a.sum(b, t0 + t)));
+                    self.each[i][t] = block_epilogue(self.each[i][t], sumi, a.d(b, t0 + t), d_w[i]);
+                }
+            }
+        }
+    }
+
+    /// The sums as `[row][token]`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn get(&self) -> [[f32; T]; R] {
+        let mut out = self.each;
+        let f = out.as_flattened_mut();
+        if R == 1 && T == 8 {
+            assert_eq!(f.len(), 8);
+            // SAFETY: `f` holds 8 values.
+            unsafe { _mm256_storeu_ps(f.as_mut_ptr(), self.tokens8) };
+        } else if R == 4 && T == 1 {
+            assert_eq!(f.len(), 4);
+            // SAFETY: `f` holds 4 values.
+            unsafe { _mm_storeu_ps(f.as_mut_ptr(), self.rows4) };
+        }
+        out
     }
 }
 
-/// Runs `block_dot` over the blocks of every row in `rows` for the tokens `t0..t0 + T`.
-/// `block_dot(blk, b, q, acc)` writes the raw i32-lane dot of block `b` (bytes `blk`) for each
-/// token; `k` and `d_at` are the `Σq` multiplier and the f16 scale's offset in the block.
+/// The rows `rows` in groups of `R`, as arrays of row slices. A short last group repeats its
+/// last row; `n` says how many are real (only those are written).
+pub(super) fn row_groups<'w, const R: usize>(
+    w: &QMatrix<'w>,
+    rows: Range<usize>,
+) -> impl Iterator<Item = (usize, usize, [&'w [u8]; R])> + use<'w, R> {
+    let w = *w;
+    rows.clone().step_by(R).map(move |r| {
+        let n = (rows.end - r).min(R);
+        (r, n, std::array::from_fn(|i| w.row(r + i.min(n - 1))))
+    })
+}
+
+/// Runs `block_dot` over the blocks of every row in `rows`, `R` rows at a time, for the tokens
+/// `t0..t0 + T`. `block_dot(blks, b, q, acc)` writes the raw i32-lane dots of block `b` of each
+/// row (whose `bbytes` bytes start at `blks[i]`) with each token; `k` and `d_at` are the `Σq`
+/// multiplier and the f16 scale's offset in the block.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
-pub(super) fn block_tile<const T: usize>(
+pub(super) fn block_tile<const R: usize, const T: usize>(
     t0: usize,
     w: &QMatrix,
     a: &BlockActs,
     rows: Range<usize>,
     out: &Out,
     (bsize, bbytes, d_at, k): (usize, usize, usize, i32),
-    block_dot: impl Fn(&[u8], usize, &[&[i8]; T], &mut [__m256i; T]),
+    block_dot: impl Fn(&[*const u8; R], usize, &[&[i8]; T], &mut [[__m256i; T]; R]),
 ) {
     let q: [&[i8]; T] = token_rows(|t| a.row(t), t0);
     let nb = w.cols / bsize;
     for q in &q {
         assert_eq!(q.len(), nb * bsize);
     }
-    for r in rows {
-        let wr = w.row(r);
-        let mut sumf = [0.0f32; T];
-        for (b, blk) in wr.chunks_exact(bbytes).enumerate() {
-            let d_w = half::f16::from_le_bytes([blk[d_at], blk[d_at + 1]]).to_f32();
-            let mut acc = [_mm256_setzero_si256(); T];
-            block_dot(blk, b, &q, &mut acc);
-            finish_block::<T>(&acc, a, b, t0, k, d_w, &mut sumf);
+    assert!(d_at + 2 <= bbytes);
+    for (r, n, wr) in row_groups::<R>(w, rows) {
+        for w in &wr {
+            assert_eq!(w.len(), nb * bbytes);
         }
-        for (i, &s) in sumf.iter().enumerate() {
-            // SAFETY: this task owns rows `rows`.
-            unsafe { out.set(t0 + i, r, s) };
+        let mut sums = BlockSums::<R, T>::new();
+        for b in 0..nb {
+            // SAFETY: b < nb and every row holds nb blocks of `bbytes` (asserted above), so each
+            // pointer has `bbytes` readable bytes, the f16 scale among them.
+            let (blks, d_w) = unsafe {
+                let blks: [*const u8; R] = std::array::from_fn(|i| wr[i].as_ptr().add(b * bbytes));
+                let d_w: [f32; R] = std::array::from_fn(|i| {
+                    f16_to_f32(std::ptr::read_unaligned(blks[i].add(d_at).cast::<u16>()).to_le())
+                });
+                (blks, d_w)
+            };
+            let mut acc = [[_mm256_setzero_si256(); T]; R];
+            block_dot(&blks, b, &q, &mut acc);
+            sums.add(&acc, a, (b, t0), k, &d_w);
+        }
+        let y = sums.get();
+        for i in 0..n {
+            for t in 0..T {
+                // SAFETY: this task owns rows `rows`.
+                unsafe { out.set(t0 + t, r + i, y[i][t]) };
+            }
         }
     }
 }
