@@ -26,7 +26,7 @@ fn greedy_generation_from_bos_tells_llama2cs_story() {
     assert_eq!(v["finish_reason"], "length");
     assert!(v["text"].as_str().unwrap().starts_with("Once upon a time, there was a little girl named Lily."), "{}", v["text"]);
     assert_eq!(v["stats"]["generated_tokens"], 24);
-    assert!(err.contains("decode: 24 tokens"), "{err}");
+    assert!(err.contains("decode 24 tokens"), "{err}");
 
     // Streaming text mode prints the same text.
     let (ok, streamed, _) = dlm(&["generate", "-m", model.to_str().unwrap(), "--max-tokens", "24"]);

@@ -202,19 +202,23 @@ fn tq2_0_rows<const R: usize, const T: usize>(
         for i in 0..R {
             let mut acc16 = [_mm256_setzero_si256(); T];
             for h in 0..2 {
-                // SAFETY: `blks[i]` points at a whole 66-byte block (block_tile), so bytes 32h..32h + 32
-                // (h < 2) are readable.
+                // SAFETY: `blks[i]` points at a whole 66-byte block (block_tile), so bytes
+                // 32h..32h + 32 (h < 2) are readable.
                 let x = unsafe { load(blks[i].add(32 * h)) };
-                let codes = [
-                    _mm256_and_si256(x, mask),
-                    _mm256_and_si256(_mm256_srli_epi16::<2>(x), mask),
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask),
-                    _mm256_and_si256(_mm256_srli_epi16::<6>(x), mask),
+                // One code vector live at a time keeps 8 tokens' accumulators in registers.
+                let shifted = [
+                    x,
+                    _mm256_srli_epi16::<2>(x),
+                    _mm256_srli_epi16::<4>(x),
+                    _mm256_srli_epi16::<6>(x),
                 ];
-                for t in 0..T {
-                    // SAFETY: token rows hold 256·nb codes (asserted in block_tile), b < nb.
-                    let d = unsafe { dot4(&codes, q[t].as_ptr().add(256 * b + 128 * h)) };
-                    acc16[t] = _mm256_add_epi16(acc16[t], d);
+                for (n, &v) in shifted.iter().enumerate() {
+                    let codes = _mm256_and_si256(v, mask);
+                    for t in 0..T {
+                        // SAFETY: token rows hold 256·nb codes (asserted in block_tile), b < nb.
+                        let x = unsafe { load(q[t].as_ptr().add(256 * b + 128 * h + 32 * n).cast()) };
+                        acc16[t] = _mm256_add_epi16(acc16[t], _mm256_maddubs_epi16(codes, x));
+                    }
                 }
             }
             for t in 0..T {
