@@ -122,7 +122,7 @@ pub fn plan(model: &Model, tok: &Tokenizer, flags: &DecodeFlags) -> Result<Plan,
     Ok(Plan::Dlm { mask_id, block_size })
 }
 
-fn load(path: &Path) -> Result<(Model, Tokenizer), String> {
+pub fn load(path: &Path) -> Result<(Model, Tokenizer), String> {
     let model = Model::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let tok = Tokenizer::from_gguf(&model.file().metadata).map_err(|e| format!("{}: {e}", path.display()))?;
     if tok.vocab_size() > model.config.vocab {

@@ -1,5 +1,6 @@
 //! `dlm`: the command-line entry point. Subcommands are thin wiring over the library crates.
 
+mod bench;
 mod generate;
 mod inspect;
 
@@ -51,6 +52,8 @@ enum Command {
     },
     /// Generate text with a GGUF model; streams to stdout, speeds to stderr.
     Generate(generate::GenerateCmd),
+    /// Measure autoregressive vs block-diffusion decoding on a prompt set.
+    Bench(bench::BenchCmd),
     /// Print the token ids of a text (no BOS unless --bos).
     Tokenize {
         /// The GGUF model.
@@ -130,6 +133,7 @@ fn main() -> ExitCode {
                 })
         }
         Command::Generate(cmd) => generate::generate(cmd),
+        Command::Bench(cmd) => bench::bench(cmd),
         Command::Tokenize { model, text, bos, json } => generate::tokenize(&model, &text, bos, json),
         Command::Inspect { file, json } => inspect::run(&file, json).map_err(|e| e.to_string()),
     };

@@ -85,3 +85,71 @@ fn chat_prompts_use_the_models_template() {
     let (ok, _, err) = dlm(&["generate", "-m", gguf.to_str().unwrap(), "-p", "x", "--top-p", "0"]);
     assert!(!ok && err.contains("top_p"), "{err}");
 }
+
+fn stories_with_mask(dir: &Path) -> PathBuf {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/stories260K");
+    let out = dir.join("stories-mask.gguf");
+    let (ok, _, err) = dlm(&["convert", fixture.to_str().unwrap(), "--outfile", out.to_str().unwrap(), "--outtype", "f32", "--add-mask-token", "-q"]);
+    assert!(ok, "{err}");
+    out
+}
+
+#[test]
+fn diffusion_mode_needs_a_usable_mask_token_and_says_what_to_do() {
+    let model = stories();
+    let (ok, _, err) = dlm(&["generate", "-m", model.to_str().unwrap(), "--mode", "dlm"]);
+    assert!(!ok);
+    assert!(err.contains("no mask token") && err.contains("--mode ar") && err.contains("--mask-token-id"), "{err}");
+    // An ordinary text token is refused as a mask token.
+    let (ok, _, err) = dlm(&["generate", "-m", model.to_str().unwrap(), "--mode", "dlm", "--mask-token-id", "300"]);
+    assert!(!ok && err.contains("ordinary text token"), "{err}");
+    let (ok, _, err) = dlm(&["generate", "-m", model.to_str().unwrap(), "--mode", "dlm", "--mask-token-id", "9999"]);
+    assert!(!ok && err.contains("outside the vocabulary"), "{err}");
+    // AR still works on the same model.
+    let (ok, _, err) = dlm(&["generate", "-m", model.to_str().unwrap(), "--mode", "ar", "--max-tokens", "4"]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn diffusion_generation_reports_forward_passes_and_honours_max_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = stories_with_mask(dir.path());
+    let (ok, out, err) = dlm(&["generate", "-m", model.to_str().unwrap(), "--max-tokens", "10", "--threshold", "0.9", "--json", "--visual"]);
+    assert!(ok, "{err}");
+    let v: Json = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["mode"], "dlm", "a model with a mask token defaults to diffusion");
+    assert_eq!(v["tokens"].as_array().unwrap().len(), 10);
+    assert_eq!(v["finish_reason"], "length");
+    let forwards = v["stats"]["forward_passes"].as_u64().unwrap();
+    assert!(forwards >= 1, "{v}");
+    assert!(err.contains('▒'), "--visual shows masks: {err}");
+    // A block size that differs from the model's is allowed with a warning.
+    let (ok, _, err) = dlm(&["generate", "-m", model.to_str().unwrap(), "--max-tokens", "4", "--block-size", "16", "--small-block-size", "4"]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn bench_compares_ar_with_a_threshold_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = stories_with_mask(dir.path());
+    let prompts = dir.path().join("p.jsonl");
+    std::fs::write(&prompts, "{\"prompt\": \"Once upon a time\"}\n{\"prompt\": \"The dog\"}\n").unwrap();
+    let (ok, out, err) = dlm(&["bench", "-m", model.to_str().unwrap(), "--prompts", prompts.to_str().unwrap(), "--max-tokens", "8", "--thresholds", "1.0,0.5", "--json"]);
+    assert!(ok, "{err}");
+    let v: Json = serde_json::from_str(&out).unwrap();
+    let rows = v["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["mode"], "ar");
+    assert_eq!(rows[0]["tokens"], 16);
+    assert_eq!(rows[0]["identical_to_ar"], 1.0);
+    assert_eq!(rows[1]["mode"], "dlm t=1");
+    for r in rows {
+        assert!(r["tokens_per_forward"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let (ok, table, _) = dlm(&["bench", "-m", model.to_str().unwrap(), "--prompts", prompts.to_str().unwrap(), "--max-tokens", "4", "--thresholds", "0.9"]);
+    assert!(ok);
+    assert!(table.contains("| mode | tokens/s |") && table.contains("| dlm t=0.9 |"), "{table}");
+    std::fs::write(&prompts, "not json\n").unwrap();
+    let (ok, _, err) = dlm(&["bench", "-m", model.to_str().unwrap(), "--prompts", prompts.to_str().unwrap()]);
+    assert!(!ok && err.contains("p.jsonl:1"), "{err}");
+}

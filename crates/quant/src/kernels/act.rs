@@ -21,6 +21,54 @@
 use crate::formats::q8_0;
 use crate::GgmlType;
 
+/// Evaluates `$f(args…)` in a copy compiled for AVX2 when the CPU has it. The quantizers are
+/// written so that the compiler vectorizes them, and the baseline x86-64 target (SSE2) lacks
+/// the unsigned 32-bit max and the 8-lane width; the results are the same either way (the same
+/// IEEE operations, only more lanes at once).
+macro_rules! with_avx2 {
+    ($f:ident ( $($arg:expr),* $(,)? )) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2; `avx2` only compiles the same code with it enabled.
+                return unsafe { avx2::$f($($arg),*) };
+            }
+        }
+        $f($($arg),*)
+    }};
+}
+
+/// AVX2-compiled copies of the quantizers (see `with_avx2!`).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn quantize_row_i8_impl(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+        super::quantize_row_i8_impl(x, q)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn fake_quant_impl(x: &mut [f32], cols: usize) {
+        super::fake_quant_impl(x, cols)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn quantize_i8_acts(x: &[f32], n_tokens: usize, cols: usize) -> I8Acts {
+        super::quantize_i8_acts(x, n_tokens, cols)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn quantize_q8_k_acts(x: &[f32], n_tokens: usize, cols: usize) -> BlockActs {
+        super::quantize_q8_k_acts(x, n_tokens, cols)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn quantize_q8_0_acts(x: &[f32], n_tokens: usize, cols: usize) -> BlockActs {
+        super::quantize_q8_0_acts(x, n_tokens, cols)
+    }
+}
+
 /// ggml's `nearest_int`: round half to even via the 1.5·2^23 magic number.
 ///
 /// Exact for |v| ≤ 2^22 (every call here has |v| ≤ 128); any other input gives some integer.
@@ -56,6 +104,11 @@ pub fn quantize_row_i8(x: &[f32], q: &mut [i8]) -> (f32, i32) {
         q.len(),
         "quantize_row_i8: input and output lengths differ"
     );
+    with_avx2!(quantize_row_i8_impl(x, q))
+}
+
+#[inline(always)]
+fn quantize_row_i8_impl(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     // max|x| is an f32 value, so taking it in f32 and widening equals bitnet.cpp's f64 max.
     let amax = f64::from(abs_max(x)).max(1e-5);
     let s = (127.0 / amax) as f32;
@@ -72,12 +125,30 @@ pub fn quantize_row_i8(x: &[f32], q: &mut [i8]) -> (f32, i32) {
 ///
 /// Computed on the bit patterns: for non-negative floats (sign bit cleared) the integer order
 /// is the float order, and an integer max reduction vectorizes where `f32::max` does not.
+#[inline(always)]
 fn abs_max(x: &[f32]) -> f32 {
-    let m = x.iter().fold(0u32, |m, v| {
+    #[inline(always)]
+    fn key(v: f32) -> u32 {
         let b = v.to_bits() & 0x7fff_ffff;
-        m.max(if b > 0x7f80_0000 { 0 } else { b })
-    });
-    f32::from_bits(m)
+        if b > 0x7f80_0000 {
+            0
+        } else {
+            b
+        }
+    }
+    // Eight independent lanes, so the loop becomes one vector max per 8 values.
+    let mut m = [0u32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            m[i] = m[i].max(key(c[i]));
+        }
+    }
+    for &v in tail {
+        m[0] = m[0].max(key(v));
+    }
+    f32::from_bits(m.into_iter().max().unwrap_or(0))
 }
 
 /// In-place BitLinear fake quantization: every row of `cols` becomes `q / s` with `q` and `s`
@@ -94,9 +165,14 @@ pub fn bitlinear_fake_quant(x: &mut [f32], cols: usize) {
         "bitlinear_fake_quant: {} values are not rows of {cols}",
         x.len()
     );
+    with_avx2!(fake_quant_impl(x, cols))
+}
+
+#[inline(always)]
+fn fake_quant_impl(x: &mut [f32], cols: usize) {
     let mut q = vec![0i8; cols];
     for row in x.chunks_exact_mut(cols) {
-        let (s, _) = quantize_row_i8(row, &mut q);
+        let (s, _) = quantize_row_i8_impl(row, &mut q);
         for (v, &q) in row.iter_mut().zip(&q) {
             *v = f32::from(q) / s;
         }
@@ -105,6 +181,7 @@ pub fn bitlinear_fake_quant(x: &mut [f32], cols: usize) {
 
 /// Q8_K quantization of one 256-block (llama.cpp `quantize_row_q8_K_ref`): writes `q` and
 /// returns `(d, Σq)`.
+#[inline(always)]
 pub(crate) fn quantize_block_q8_k(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     debug_assert_eq!(x.len(), q.len());
     // llama.cpp keeps the first element of largest magnitude (a strict `>` scan); find the
@@ -127,6 +204,7 @@ pub(crate) fn quantize_block_q8_k(x: &[f32], q: &mut [i8]) -> (f32, i32) {
 
 /// Q8_0 quantization of one 32-block (llama.cpp `quantize_row_q8_0_ref`, identical to the Q8_0
 /// weight encoder): writes `q` and returns `(f16(d) as f32, Σq)`.
+#[inline(always)]
 pub(crate) fn quantize_block_q8_0(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     debug_assert_eq!(x.len(), q8_0::BLOCK_SIZE);
     let amax = abs_max(x);
@@ -151,24 +229,25 @@ pub(crate) struct I8Acts {
     pub sum: Vec<i32>,
 }
 
-impl I8Acts {
-    fn quantize(x: &[f32], n_tokens: usize, cols: usize) -> I8Acts {
-        let mut q = vec![0i8; n_tokens * cols];
-        let mut scale = Vec::with_capacity(n_tokens);
-        let mut sum = Vec::with_capacity(n_tokens);
-        for (x, q) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)) {
-            let (s, t) = quantize_row_i8(x, q);
-            scale.push(s);
-            sum.push(t);
-        }
-        I8Acts {
-            cols,
-            q,
-            scale,
-            sum,
-        }
+#[inline(always)]
+fn quantize_i8_acts(x: &[f32], n_tokens: usize, cols: usize) -> I8Acts {
+    let mut q = vec![0i8; n_tokens * cols];
+    let mut scale = Vec::with_capacity(n_tokens);
+    let mut sum = Vec::with_capacity(n_tokens);
+    for (x, q) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)) {
+        let (s, t) = quantize_row_i8_impl(x, q);
+        scale.push(s);
+        sum.push(t);
     }
+    I8Acts {
+        cols,
+        q,
+        scale,
+        sum,
+    }
+}
 
+impl I8Acts {
     /// Token `t`'s codes.
     pub fn row(&self, t: usize) -> &[i8] {
         &self.q[t * self.cols..(t + 1) * self.cols]
@@ -187,34 +266,45 @@ pub(crate) struct BlockActs {
     pub sum: Vec<i32>,
 }
 
-impl BlockActs {
-    fn quantize(
-        x: &[f32],
-        n_tokens: usize,
-        cols: usize,
-        block: usize,
-        quantize_block: fn(&[f32], &mut [i8]) -> (f32, i32),
-    ) -> BlockActs {
-        let nb = cols / block;
-        let mut q = vec![0i8; n_tokens * cols];
-        let mut d = vec![0.0f32; nb * n_tokens];
-        let mut sum = vec![0i32; nb * n_tokens];
-        for (t, (x, q)) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).enumerate() {
-            for (b, (x, q)) in x.chunks_exact(block).zip(q.chunks_exact_mut(block)).enumerate() {
-                let (db, sb) = quantize_block(x, q);
-                d[b * n_tokens + t] = db;
-                sum[b * n_tokens + t] = sb;
-            }
-        }
-        BlockActs {
-            cols,
-            n_tokens,
-            q,
-            d,
-            sum,
+#[inline(always)]
+fn quantize_block_acts(
+    x: &[f32],
+    n_tokens: usize,
+    cols: usize,
+    block: usize,
+    quantize_block: impl Fn(&[f32], &mut [i8]) -> (f32, i32),
+) -> BlockActs {
+    let nb = cols / block;
+    let mut q = vec![0i8; n_tokens * cols];
+    let mut d = vec![0.0f32; nb * n_tokens];
+    let mut sum = vec![0i32; nb * n_tokens];
+    for (t, (x, q)) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).enumerate() {
+        for (b, (x, q)) in x.chunks_exact(block).zip(q.chunks_exact_mut(block)).enumerate() {
+            let (db, sb) = quantize_block(x, q);
+            d[b * n_tokens + t] = db;
+            sum[b * n_tokens + t] = sb;
         }
     }
+    BlockActs {
+        cols,
+        n_tokens,
+        q,
+        d,
+        sum,
+    }
+}
 
+#[inline(always)]
+fn quantize_q8_k_acts(x: &[f32], n_tokens: usize, cols: usize) -> BlockActs {
+    quantize_block_acts(x, n_tokens, cols, 256, quantize_block_q8_k)
+}
+
+#[inline(always)]
+fn quantize_q8_0_acts(x: &[f32], n_tokens: usize, cols: usize) -> BlockActs {
+    quantize_block_acts(x, n_tokens, cols, q8_0::BLOCK_SIZE, quantize_block_q8_0)
+}
+
+impl BlockActs {
     /// Token `t`'s codes.
     pub fn row(&self, t: usize) -> &[i8] {
         &self.q[t * self.cols..(t + 1) * self.cols]
@@ -229,6 +319,18 @@ impl BlockActs {
     pub fn sum(&self, b: usize, t: usize) -> i32 {
         self.sum[b * self.n_tokens + t]
     }
+}
+
+fn quantize_i8(x: &[f32], n_tokens: usize, cols: usize) -> I8Acts {
+    with_avx2!(quantize_i8_acts(x, n_tokens, cols))
+}
+
+fn quantize_q8_k(x: &[f32], n_tokens: usize, cols: usize) -> BlockActs {
+    with_avx2!(quantize_q8_k_acts(x, n_tokens, cols))
+}
+
+fn quantize_q8_0(x: &[f32], n_tokens: usize, cols: usize) -> BlockActs {
+    with_avx2!(quantize_q8_0_acts(x, n_tokens, cols))
 }
 
 /// The activations of one matmul call, quantized as the weight type requires.
@@ -246,21 +348,9 @@ impl<'a> Acts<'a> {
     pub fn new(ty: GgmlType, x: &'a [f32], n_tokens: usize, cols: usize) -> Acts<'a> {
         debug_assert_eq!(x.len(), n_tokens * cols);
         match ty {
-            GgmlType::I2_S => Acts::I8(I8Acts::quantize(x, n_tokens, cols)),
-            GgmlType::TQ1_0 | GgmlType::TQ2_0 => Acts::Blocks(BlockActs::quantize(
-                x,
-                n_tokens,
-                cols,
-                256,
-                quantize_block_q8_k,
-            )),
-            GgmlType::Q8_0 | GgmlType::Q4_0 => Acts::Blocks(BlockActs::quantize(
-                x,
-                n_tokens,
-                cols,
-                q8_0::BLOCK_SIZE,
-                quantize_block_q8_0,
-            )),
+            GgmlType::I2_S => Acts::I8(quantize_i8(x, n_tokens, cols)),
+            GgmlType::TQ1_0 | GgmlType::TQ2_0 => Acts::Blocks(quantize_q8_k(x, n_tokens, cols)),
+            GgmlType::Q8_0 | GgmlType::Q4_0 => Acts::Blocks(quantize_q8_0(x, n_tokens, cols)),
             _ => Acts::F32(x),
         }
     }
