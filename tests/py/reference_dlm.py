@@ -2,12 +2,14 @@
 shared/reference/fast-dllm-v2.md §1.3), with the bug fixes documented in docs/fast-dllm-v2.md, over the
 NumPy reference forward of reference_forward.py. Greedy (temperature 0) only.
 
-usage: python3 reference_dlm.py CKPT_DIR TOKENS MASK_ID EOG_IDS BLOCK SMALL THRESHOLD MAX_TOKENS
+usage: python3 reference_dlm.py CKPT_DIR TOKENS MASK_ID EOG_IDS BLOCK SMALL THRESHOLD MAX_TOKENS [block-cache]
   TOKENS and EOG_IDS are comma-separated. Prints JSON {"tokens": [...], "forward_passes": n}.
 
-The prefix cache of the reference equals a block-causal forward over everything before the
-current block, so each step here recomputes the whole sequence up to the end of the current block
-with the block-causal mask (same logits, simpler code).
+Without the sub-block cache, the prefix cache of the reference equals a block-causal forward over
+everything before the current block, so each step recomputes the whole sequence up to the end of
+the current block with the block-causal mask (same logits, simpler code). With `block-cache`
+(the reference's use_block_cache, "DualCache"), an explicit K/V cache is kept, because the 8-row
+steps attend to stale K/V of the other sub-blocks, which no full recomputation reproduces.
 """
 import json
 import sys
@@ -22,6 +24,76 @@ def softmax(x):
     return e / e.sum()
 
 
+def rms_norm(x, w, eps):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+class KV:
+    """Per-layer rotated keys and values of positions 0..len."""
+
+    def __init__(self, model):
+        self.k = [np.zeros((0, model.nkv, model.hd)) for _ in range(model.layers)]
+        self.v = [np.zeros((0, model.nkv, model.hd)) for _ in range(model.layers)]
+
+    def __len__(self):
+        return self.k[0].shape[0]
+
+    def truncate(self, n):
+        self.k = [k[:n] for k in self.k]
+        self.v = [v[:n] for v in self.v]
+
+
+def forward_cached(m, tokens, start, kv, B, write):
+    """tokens at positions start..start+T; keys are the cache's, with positions start..start+T
+    replaced by this call's; prefix positions (< start) always visible, others block-causal.
+    With `write`, this call's K/V are stored (appended or overwritten)."""
+    T = len(tokens)
+    x = m.w["model.embed_tokens.weight"][tokens].astype(np.float64)
+    pos = start + np.arange(T)
+    cached_len = len(kv)
+    total = max(cached_len, start + T)
+    allowed = np.array([[p < start or p // B <= q // B for p in range(total)] for q in pos])
+    for l in range(m.layers):
+        p = f"model.layers.{l}"
+        a = rms_norm(x, m.w[f"{p}.input_layernorm.weight"], m.eps)
+        q = m.linear(f"{p}.self_attn.q_proj", a).reshape(T, m.nh, m.hd)
+        k = m.linear(f"{p}.self_attn.k_proj", a).reshape(T, m.nkv, m.hd)
+        v = m.linear(f"{p}.self_attn.v_proj", a).reshape(T, m.nkv, m.hd)
+        if f"{p}.self_attn.q_norm.weight" in m.w:
+            q = rms_norm(q, m.w[f"{p}.self_attn.q_norm.weight"], m.eps)
+            k = rms_norm(k, m.w[f"{p}.self_attn.k_norm.weight"], m.eps)
+        q, k = m.rope(q, pos), m.rope(k, pos)
+        K = np.zeros((total, m.nkv, m.hd))
+        V = np.zeros((total, m.nkv, m.hd))
+        K[:cached_len] = kv.k[l]
+        V[:cached_len] = kv.v[l]
+        K[start : start + T] = k
+        V[start : start + T] = v
+        if write:
+            kv.k[l], kv.v[l] = K, V
+        g = m.nh // m.nkv
+        Kr, Vr = np.repeat(K, g, axis=1), np.repeat(V, g, axis=1)
+        scores = np.einsum("thd,shd->hts", q, Kr) / np.sqrt(m.hd)
+        scores = np.where(allowed[None], scores, -np.inf)
+        scores = scores - scores.max(axis=-1, keepdims=True)
+        probs = np.exp(scores)
+        probs /= probs.sum(axis=-1, keepdims=True)
+        o = np.einsum("hts,shd->thd", probs, Vr).reshape(T, m.nh * m.hd)
+        if f"{p}.self_attn.attn_sub_norm.weight" in m.w:
+            o = rms_norm(o, m.w[f"{p}.self_attn.attn_sub_norm.weight"], m.eps)
+        x = x + m.linear(f"{p}.self_attn.o_proj", o)
+        f = rms_norm(x, m.w[f"{p}.post_attention_layernorm.weight"], m.eps)
+        gate = m.linear(f"{p}.mlp.gate_proj", f)
+        up = m.linear(f"{p}.mlp.up_proj", f)
+        act = np.maximum(gate, 0) ** 2 if m.relu2 else gate / (1 + np.exp(-gate))
+        mm = act * up
+        if f"{p}.mlp.ffn_sub_norm.weight" in m.w:
+            mm = rms_norm(mm, m.w[f"{p}.mlp.ffn_sub_norm.weight"], m.eps)
+        x = x + m.linear(f"{p}.mlp.down_proj", mm)
+    x = rms_norm(x, m.w["model.norm.weight"], m.eps)
+    return x @ m.lm_head.astype(np.float64).T
+
+
 def main():
     d = sys.argv[1]
     prompt = [int(t) for t in sys.argv[2].split(",")]
@@ -29,6 +101,8 @@ def main():
     eog = {int(t) for t in sys.argv[4].split(",") if t}
     B, S, T, max_tokens = int(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7]), int(sys.argv[8])
     model = Model(d)
+    block_cache = "block-cache" in sys.argv[9:]
+    kv = KV(model)
     passes = 0
 
     def logits_of(seq):
@@ -52,22 +126,33 @@ def main():
             return True  # a stop token with no mask before it
         return final == len(gen) and len(seq) >= cap
 
+    def cached(tokens, start, write):
+        nonlocal passes
+        passes += 1
+        return forward_cached(model, tokens, start, kv, B, write)
+
     if L0 >= B:  # fix: the reference uses `>` and never sees a prompt of exactly one block
         P = L0 // B * B
-        lg = logits_of(seq[:P])
+        lg = cached(seq[:P], 0, True) if block_cache else logits_of(seq[:P])
         if L0 % B == 0 and max_tokens > 0:
             seq.append(best(lg[P - 1]))  # AR step on a block boundary
     while not finished():
         Lp = len(seq)
         seq += [mask] * (B - Lp % B)
         start = len(seq) - B
+        populated = False  # the block's K/V are in the cache (sub-block cache mode)
         done = False
         while True:
             if finished():
                 done = True
                 break
             if mask not in seq[start:]:
-                lg = logits_of(seq)  # finalize pass: the block enters the cache
+                # finalize pass: the block enters the cache
+                if block_cache:
+                    kv.truncate(start)
+                    lg = cached(seq[start:], start, True)
+                else:
+                    lg = logits_of(seq)
                 seq.append(best(lg[-1]))
                 break
             for sb in range(B // S):
@@ -76,8 +161,18 @@ def main():
                     m = [j for j in range(lo, hi) if seq[start + j] == mask]
                     if not m or finished():
                         break
-                    lg = logits_of(seq)[start:]
-                    shifted = [lg[0]] + [lg[j - 1] for j in range(1, B)]  # token shift
+                    if block_cache and populated and seq[start + lo] != mask:
+                        # 8-row step against the stored block K/V, shift inside the rows
+                        lg = cached(seq[start + lo : start + hi], start + lo, True)
+                        shifted = {j: lg[j - 1 - lo] for j in m}
+                    else:
+                        if block_cache:
+                            kv.truncate(start)
+                            lg = cached(seq[start:], start, True)
+                            populated = True
+                        else:
+                            lg = logits_of(seq)[start:]
+                        shifted = {j: lg[j - 1] if j > 0 else lg[0] for j in m}  # token shift
                     cand = []
                     for j in m:
                         x = best(shifted[j])

@@ -156,6 +156,7 @@ pub fn bench(cmd: BenchCmd) -> Result<(), String> {
                         max_tokens: cmd.max_tokens,
                         stop: Vec::new(),
                         sampling: greedy.clone(),
+                        use_block_cache: cmd.decode.use_block_cache,
                     };
                     let g = engine::generate_dlm(&model, &tok, ids, mask_id, &params, &mut |_| {}, &mut |_| {}).map_err(|e| e.to_string())?;
                     let same = &g.tokens == ar_tokens;

@@ -37,6 +37,9 @@ pub struct DecodeFlags {
     /// The mask token id [default: tokenizer.ggml.mask_token_id, or a |<MASK>| token].
     #[arg(long)]
     pub mask_token_id: Option<u32>,
+    /// Fast-dLLM's sub-block cache ("DualCache"): fewer rows per step, approximate.
+    #[arg(long)]
+    pub use_block_cache: bool,
 }
 
 /// `dlm generate`.
@@ -188,6 +191,7 @@ pub fn generate(cmd: GenerateCmd) -> Result<(), String> {
                 max_tokens: cmd.max_tokens,
                 stop: cmd.stop.clone(),
                 sampling,
+                use_block_cache: cmd.decode.use_block_cache,
             };
             let visual = cmd.visual;
             let mut on_step = |state: &BlockState| {

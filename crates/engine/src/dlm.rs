@@ -34,6 +34,10 @@ pub struct DlmParams {
     pub stop: Vec<String>,
     /// Temperature / top-p (temperature 0 = greedy, the reference default).
     pub sampling: SamplingParams,
+    /// The reference's `use_block_cache` ("DualCache"): after a full pass stores the block's
+    /// keys/values, later steps of a sub-block re-run only its positions against them (stale for
+    /// the other sub-blocks). Fewer rows per forward; an approximation, off by default.
+    pub use_block_cache: bool,
 }
 
 impl Default for DlmParams {
@@ -45,6 +49,7 @@ impl Default for DlmParams {
             max_tokens: 256,
             stop: Vec::new(),
             sampling: SamplingParams::default(),
+            use_block_cache: false,
         }
     }
 }
@@ -111,6 +116,10 @@ pub trait BlockForward {
     fn capacity(&self) -> usize;
     /// Runs `tokens` after the cache; appends their K/V when `commit`; returns the `logits` rows.
     fn forward(&mut self, tokens: &[u32], block_size: usize, commit: bool, logits: Logits) -> Result<Vec<f32>, EngineError>;
+    /// Re-runs cached positions `at ..` with `tokens`, overwriting their K/V (sub-block cache).
+    fn forward_in_place(&mut self, tokens: &[u32], at: usize, block_size: usize, logits: Logits) -> Result<Vec<f32>, EngineError>;
+    /// Drops every cached position from `len` on.
+    fn truncate(&mut self, len: usize);
 }
 
 /// A model and one sequence's cache.
@@ -137,6 +146,15 @@ impl BlockForward for ModelSequence<'_> {
 
     fn forward(&mut self, tokens: &[u32], block_size: usize, commit: bool, logits: Logits) -> Result<Vec<f32>, EngineError> {
         Ok(self.model.forward(&mut self.cache, &Batch { tokens, attention: Attention::BlockCausal { block_size }, commit, logits })?)
+    }
+
+    fn forward_in_place(&mut self, tokens: &[u32], at: usize, block_size: usize, logits: Logits) -> Result<Vec<f32>, EngineError> {
+        let batch = Batch { tokens, attention: Attention::BlockCausal { block_size }, commit: true, logits };
+        Ok(self.model.forward_in_place(&mut self.cache, &batch, at)?)
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.cache.truncate(len);
     }
 }
 
@@ -228,12 +246,17 @@ pub fn decode_dlm(
         seq.extend(std::iter::repeat_n(mask_id, fill));
         let start = seq.len() - b;
         debug_assert_eq!(start, fwd.cache_len());
+        // With the sub-block cache, the cache may hold this block's (tentative) K/V after `start`.
+        let mut block_cached = false;
         loop {
             if done(&seq, l0, cap, mask_id, &eog) {
                 break 'blocks;
             }
             if !seq[start..].contains(&mask_id) {
                 // Finalize: append the block's K/V; its last logit gives the next block's first token.
+                if block_cached {
+                    fwd.truncate(start);
+                }
                 let mut logits = forward(fwd, &seq[start..], b, true, Logits::Last, &mut stats)?;
                 suppress_ids(&mut logits, &suppress);
                 seq.push(argmax(&logits).0);
@@ -250,8 +273,25 @@ pub fn decode_dlm(
                     }
                     // Token shift: position j is predicted by the logits of position j − 1
                     // (position 0 of a block by its own, as in the reference).
-                    let rows: Vec<usize> = masked.iter().map(|&j| j.saturating_sub(1)).collect();
-                    let logits = forward(fwd, &seq[start..], b, false, Logits::Rows(rows), &mut stats)?;
+                    let logits = if params.use_block_cache && block_cached && seq[start + lo] != mask_id {
+                        // Only this sub-block's rows, against the stored block K/V; position
+                        // lo is final here, so every masked j > lo reads row j − 1 of this call.
+                        let rows: Vec<usize> = masked.iter().map(|&j| j - 1 - lo).collect();
+                        stats.forward_passes += 1;
+                        fwd.forward_in_place(&seq[start + lo..start + hi], start + lo, b, Logits::Rows(rows))?
+                    } else {
+                        let rows: Vec<usize> = masked.iter().map(|&j| j.saturating_sub(1)).collect();
+                        if params.use_block_cache {
+                            // A full pass that (re)stores the block's K/V.
+                            if block_cached {
+                                fwd.truncate(start);
+                            }
+                            block_cached = true;
+                            forward(fwd, &seq[start..], b, true, Logits::Rows(rows), &mut stats)?
+                        } else {
+                            forward(fwd, &seq[start..], b, false, Logits::Rows(rows), &mut stats)?
+                        }
+                    };
                     let vocab = logits.len() / masked.len();
                     let mut choices = Vec::with_capacity(masked.len());
                     for (r, &j) in masked.iter().enumerate() {

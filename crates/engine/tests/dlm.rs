@@ -46,12 +46,13 @@ fn fixture() -> Fixture {
 }
 
 fn reference(ckpt: &Path, prompt: &[u32], mask: u32, eog: &[u32], p: &DlmParams) -> (Vec<u32>, usize) {
+    let mode = if p.use_block_cache { "block-cache" } else { "no-cache" };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/py/reference_dlm.py");
     let join = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     let out = Command::new("python3")
         .arg(script)
         .arg(ckpt)
-        .args([join(prompt), mask.to_string(), join(eog), p.block_size.to_string(), p.small_block_size.to_string(), p.threshold.to_string(), p.max_tokens.to_string()])
+        .args([join(prompt), mask.to_string(), join(eog), p.block_size.to_string(), p.small_block_size.to_string(), p.threshold.to_string(), p.max_tokens.to_string(), mode.to_string()])
         .output()
         .unwrap();
     assert!(out.status.success(), "reference failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -73,14 +74,14 @@ fn tokens_match_the_reference_loop_for_prompts_around_one_block_and_several_thre
     let mask = resolve_mask_id(&f.tok, None).unwrap();
     let eog = f.tok.eog_ids().to_vec();
     let mut multi_commit_seen = false;
-    for len in [10, 32, 45] {
-        for threshold in [1.0, 0.9, 0.5] {
-            let p = DlmParams { threshold, max_tokens: 40, ..Default::default() };
+    for (len, threshold, use_block_cache) in [10, 32, 45].into_iter().flat_map(|l| [1.0, 0.9, 0.5].into_iter().flat_map(move |t| [false, true].map(|c| (l, t, c)))) {
+        {
+            let p = DlmParams { threshold, max_tokens: 40, use_block_cache, ..Default::default() };
             let pr = prompt(len);
             let got = generate_dlm(&f.model, &f.tok, &pr, mask, &p, &mut |_| {}, &mut |_| {}).unwrap();
             let (want, passes) = reference(&f.ckpt, &pr, mask, &eog, &p);
-            assert_eq!(got.tokens, want, "prompt {len}, threshold {threshold}");
-            assert_eq!(got.stats.forward_passes, passes, "forward passes, prompt {len}, threshold {threshold}");
+            assert_eq!(got.tokens, want, "prompt {len}, threshold {threshold}, block cache {use_block_cache}");
+            assert_eq!(got.stats.forward_passes, passes, "forward passes, prompt {len}, threshold {threshold}, block cache {use_block_cache}");
             if threshold < 1.0 && got.tokens.len() > got.stats.forward_passes {
                 multi_commit_seen = true;
             }

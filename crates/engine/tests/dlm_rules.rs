@@ -48,6 +48,16 @@ impl<F: Fn(usize, &[u32]) -> Vec<f32>> BlockForward for Scripted<F> {
         }
         Ok(out)
     }
+    fn forward_in_place(&mut self, tokens: &[u32], at: usize, block_size: usize, logits: Logits) -> Result<Vec<f32>, EngineError> {
+        let len = self.len;
+        self.len = at;
+        let out = self.forward(tokens, block_size, true, logits);
+        self.len = len;
+        out
+    }
+    fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
 }
 
 /// Logits where `token` has probability `p` and the rest share 1 − p.

@@ -59,6 +59,13 @@ impl KvCache {
         self.v[i].extend_from_slice(v);
     }
 
+    /// Replaces the keys/values of positions `at ..` of layer `i` (they must be committed).
+    pub(crate) fn overwrite(&mut self, i: usize, at: usize, k: &[f32], v: &[f32]) {
+        let (from, to) = (at * self.kv_dim, at * self.kv_dim + k.len());
+        self.k[i][from..to].copy_from_slice(k);
+        self.v[i][from..to].copy_from_slice(v);
+    }
+
     pub(crate) fn advance(&mut self, n: usize) {
         self.len += n;
     }

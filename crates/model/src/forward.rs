@@ -150,12 +150,31 @@ impl Model {
         }
     }
 
-    /// Runs the decoder over `batch.tokens` and returns the selected logits rows
-    /// (`rows × vocab`, row-major, in the order requested).
+    /// Runs the decoder over `batch.tokens` at positions `cache.len() ..` and returns the
+    /// selected logits rows (`rows × vocab`, row-major, in the order requested).
     pub fn forward(&self, cache: &mut KvCache, batch: &Batch) -> Result<Vec<f32>> {
+        self.run(cache, batch, None)
+    }
+
+    /// Re-runs positions `at .. at + n` that are already in the cache (Fast-dLLM's sub-block
+    /// "DualCache"): the new tokens attend to every cached position (the cache's own entries for
+    /// the positions outside this call, possibly stale, as the reference does) under
+    /// `batch.attention`, and their keys/values overwrite the cache's when `batch.commit`.
+    pub fn forward_in_place(&self, cache: &mut KvCache, batch: &Batch, at: usize) -> Result<Vec<f32>> {
+        if at + batch.tokens.len() > cache.len() {
+            return Err(ModelError::Request(format!(
+                "positions {at}..{} are not all in the cache of {} positions",
+                at + batch.tokens.len(),
+                cache.len()
+            )));
+        }
+        self.run(cache, batch, Some(at))
+    }
+
+    fn run(&self, cache: &mut KvCache, batch: &Batch, at: Option<usize>) -> Result<Vec<f32>> {
         let cfg = &self.config;
         let n = batch.tokens.len();
-        let start = cache.len();
+        let start = at.unwrap_or(cache.len());
         if n == 0 {
             return Err(ModelError::Request("a forward needs at least one token".into()));
         }
@@ -190,22 +209,27 @@ impl Model {
             self.rope(&mut q, nh, start);
             self.rope(&mut k, nkv, start);
 
-            // Attention: each query row over cached keys then the allowed new keys.
+            // Attention: each query over the visible positions; a position is read from this
+            // call's keys/values when it is one of the new ones, else from the cache.
             let (ck, cv) = cache.layer(li);
+            let total = cache.len().max(start + n);
             let mut o = vec![0.0; n * qd];
             o.par_chunks_mut(qd).enumerate().for_each(|(i, orow)| {
                 let qpos = start + i;
-                let visible: Vec<usize> = (0..n).filter(|&j| batch.attention.allows(qpos, start + j)).collect();
-                let mut scores = vec![0.0f32; start + visible.len()];
+                // (is_new, row) per visible key position: cached positions before `start` are the
+                // prefix and always visible; the others follow the attention rule.
+                let visible: Vec<(bool, usize)> = (0..total)
+                    .filter(|&p| p < start || batch.attention.allows(qpos, p))
+                    .map(|p| if p >= start && p < start + n { (true, p - start) } else { (false, p) })
+                    .collect();
+                let mut scores = vec![0.0f32; visible.len()];
                 for hq in 0..nh {
                     let kh = hq / group;
                     let qv = &q[i * qd + hq * hd..i * qd + (hq + 1) * hd];
                     let key = |p: usize| -> &[f32] {
-                        if p < start {
-                            &ck[p * kvd + kh * hd..p * kvd + (kh + 1) * hd]
-                        } else {
-                            let j = visible[p - start];
-                            &k[j * kvd + kh * hd..j * kvd + (kh + 1) * hd]
+                        match visible[p] {
+                            (false, r) => &ck[r * kvd + kh * hd..r * kvd + (kh + 1) * hd],
+                            (true, j) => &k[j * kvd + kh * hd..j * kvd + (kh + 1) * hd],
                         }
                     };
                     let mut max = f32::NEG_INFINITY;
@@ -222,11 +246,9 @@ impl Model {
                     out.fill(0.0);
                     for (p, s) in scores.iter().enumerate() {
                         let w = s / total;
-                        let val = if p < start {
-                            &cv[p * kvd + kh * hd..p * kvd + (kh + 1) * hd]
-                        } else {
-                            let j = visible[p - start];
-                            &v[j * kvd + kh * hd..j * kvd + (kh + 1) * hd]
+                        let val = match visible[p] {
+                            (false, r) => &cv[r * kvd + kh * hd..r * kvd + (kh + 1) * hd],
+                            (true, j) => &v[j * kvd + kh * hd..j * kvd + (kh + 1) * hd],
                         };
                         for (o, v) in out.iter_mut().zip(val) {
                             *o += w * v;
@@ -235,7 +257,10 @@ impl Model {
                 }
             });
             if batch.commit {
-                cache.append(li, &k, &v);
+                match at {
+                    None => cache.append(li, &k, &v),
+                    Some(at) => cache.overwrite(li, at, &k, &v),
+                }
             }
             if let Some(sub) = &layer.attn_sub_norm {
                 rms_norm_in_place(&mut o, sub, cfg.eps);
@@ -265,7 +290,7 @@ impl Model {
                 *x += d;
             }
         }
-        if batch.commit {
+        if batch.commit && at.is_none() {
             cache.advance(n);
         }
 

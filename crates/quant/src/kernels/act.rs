@@ -220,18 +220,47 @@ pub(crate) fn quantize_block_q8_0(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     (half::f16::from_f32(d).to_f32(), sum)
 }
 
+/// A zeroed int8 buffer that starts on a 64-byte boundary, so that the kernels' 32- and 64-byte
+/// loads of activation rows (whose lengths are multiples of 32) never straddle cache lines.
+pub(crate) struct Codes {
+    buf: Vec<i8>,
+    start: usize,
+    len: usize,
+}
+
+impl Codes {
+    fn zeroed(len: usize) -> Codes {
+        let buf = vec![0i8; len + 63];
+        let start = buf.as_ptr().align_offset(64).min(63);
+        Codes { buf, start, len }
+    }
+}
+
+impl std::ops::Deref for Codes {
+    type Target = [i8];
+    fn deref(&self) -> &[i8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for Codes {
+    fn deref_mut(&mut self) -> &mut [i8] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+}
+
 /// Per-token int8 activations for I2_S: `q` row-major (`n_tokens × cols`), one scale and one
 /// `Σq` per token.
 pub(crate) struct I8Acts {
     pub cols: usize,
-    pub q: Vec<i8>,
+    pub q: Codes,
     pub scale: Vec<f32>,
     pub sum: Vec<i32>,
 }
 
 #[inline(always)]
 fn quantize_i8_acts(x: &[f32], n_tokens: usize, cols: usize) -> I8Acts {
-    let mut q = vec![0i8; n_tokens * cols];
+    let mut q = Codes::zeroed(n_tokens * cols);
     let mut scale = Vec::with_capacity(n_tokens);
     let mut sum = Vec::with_capacity(n_tokens);
     for (x, q) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)) {
@@ -261,7 +290,7 @@ impl I8Acts {
 pub(crate) struct BlockActs {
     pub cols: usize,
     pub n_tokens: usize,
-    pub q: Vec<i8>,
+    pub q: Codes,
     pub d: Vec<f32>,
     pub sum: Vec<i32>,
 }
@@ -275,7 +304,7 @@ fn quantize_block_acts(
     quantize_block: impl Fn(&[f32], &mut [i8]) -> (f32, i32),
 ) -> BlockActs {
     let nb = cols / block;
-    let mut q = vec![0i8; n_tokens * cols];
+    let mut q = Codes::zeroed(n_tokens * cols);
     let mut d = vec![0.0f32; nb * n_tokens];
     let mut sum = vec![0i32; nb * n_tokens];
     for (t, (x, q)) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).enumerate() {

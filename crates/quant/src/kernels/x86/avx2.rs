@@ -13,7 +13,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::{
-    block_tile, float_weight, hsum_i32, load, row_groups, top_trit, tq1_0_shifted, with_row_group,
+    block_tile, prefetch, float_weight, hsum_i32, load, row_groups, top_trit, tq1_0_shifted, with_row_group,
     BF16_W, F16_W, F32_W,
 };
 use crate::kernels::scalar::i2s_epilogue;
@@ -133,6 +133,8 @@ fn i2s_dot<const R: usize, const T: usize>(w: &[&[u8]; R], q: &[&[i8]; T]) -> [[
     for q in q {
         assert!(q.len() >= 128 * chunks);
     }
+    // The same row of the next group (rows are contiguous).
+    let ahead = R * 32 * chunks;
     let mask = _mm256_set1_epi8(3);
     let ones = _mm256_set1_epi16(1);
     let mut acc32 = [[_mm256_setzero_si256(); T]; R];
@@ -142,6 +144,9 @@ fn i2s_dot<const R: usize, const T: usize>(w: &[&[u8]; R], q: &[&[i8]; T]) -> [[
         let mut acc16 = [[_mm256_setzero_si256(); T]; R];
         for c in c0..c1 {
             for i in 0..R {
+                if c % 2 == 0 {
+                    prefetch(w[i].as_ptr(), 32 * c + ahead);
+                }
                 // SAFETY: c < chunks, so bytes 32c..32c + 32 are inside each row.
                 let x = unsafe { load(w[i].as_ptr().add(32 * c)) };
                 let codes = [

@@ -12,7 +12,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::{block_tile, load, row_groups, tq1_0_shifted, with_row_group, BF16_W, F16_W, F32_W};
+use super::{block_tile, load, prefetch, row_groups, tq1_0_shifted, with_row_group, BF16_W, F16_W, F32_W};
 use crate::kernels::scalar::i2s_epilogue;
 use crate::kernels::{for_token_tiles, token_rows, Acts, BlockActs, I8Acts, KernelFn, Out, QMatrix};
 use crate::GgmlType;
@@ -151,10 +151,15 @@ fn i2s_dot<const R: usize, const T: usize>(w: &[&[u8]; R], q: &[&[i8]; T]) -> [[
     for q in q {
         assert!(q.len() >= 128 * chunks);
     }
+    // The same row of the next group (rows are contiguous).
+    let ahead = R * 32 * chunks;
     let (sh01, sh23) = (shifts(6, 4), shifts(2, 0));
     let mut acc = [[[_mm512_setzero_si512(); 2]; T]; R];
     for c in 0..chunks {
         for i in 0..R {
+            if c % 2 == 0 {
+                prefetch(w[i].as_ptr(), 32 * c + ahead);
+            }
             // SAFETY: c < chunks, so bytes 32c..32c + 32 are inside each row.
             let (c01, c23) = unsafe {
                 let p = w[i].as_ptr().add(32 * c);
