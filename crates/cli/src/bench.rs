@@ -53,20 +53,37 @@ enum Prompt {
 
 fn read_prompts(cmd: &BenchCmd) -> Result<Vec<Prompt>, String> {
     let Some(path) = &cmd.prompts else {
-        return Ok(DEFAULT_PROMPTS.iter().map(|p| Prompt::Text(p.to_string())).collect());
+        return Ok(DEFAULT_PROMPTS
+            .iter()
+            .map(|p| Prompt::Text(p.to_string()))
+            .collect());
     };
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: Json = serde_json::from_str(line).map_err(|e| format!("{}:{}: invalid JSON: {e}", path.display(), i + 1))?;
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: Json = serde_json::from_str(line)
+            .map_err(|e| format!("{}:{}: invalid JSON: {e}", path.display(), i + 1))?;
         if let Some(p) = v.get("prompt").and_then(Json::as_str) {
             out.push(Prompt::Text(p.to_string()));
         } else if let Some(m) = v.get("messages") {
-            let messages: Vec<ChatMessage> = serde_json::from_value(m.clone())
-                .map_err(|e| format!("{}:{}: `messages` must be a list of {{role, content}}: {e}", path.display(), i + 1))?;
+            let messages: Vec<ChatMessage> = serde_json::from_value(m.clone()).map_err(|e| {
+                format!(
+                    "{}:{}: `messages` must be a list of {{role, content}}: {e}",
+                    path.display(),
+                    i + 1
+                )
+            })?;
             out.push(Prompt::Chat(messages));
         } else {
-            return Err(format!("{}:{}: expected a `prompt` string or a `messages` list", path.display(), i + 1));
+            return Err(format!(
+                "{}:{}: expected a `prompt` string or a `messages` list",
+                path.display(),
+                i + 1
+            ));
         }
     }
     if out.is_empty() {
@@ -116,14 +133,23 @@ impl Row {
 pub fn bench(cmd: BenchCmd) -> Result<(), String> {
     let (model, tok) = load(&cmd.model)?;
     let prompts = read_prompts(&cmd)?;
-    let template = ChatTemplate::from_gguf(&model.file().metadata, &tok).map_err(|e| e.to_string())?;
+    let template =
+        ChatTemplate::from_gguf(&model.file().metadata, &tok).map_err(|e| e.to_string())?;
     let mut encoded = Vec::new();
     for p in &prompts {
         let ids = match p {
             // Base models get raw text; chat models get the text as a user message.
-            Prompt::Text(t) if template.source() == TemplateSource::PlainFallback => tok.encode(t, tok.add_bos_token()),
+            Prompt::Text(t) if template.source() == TemplateSource::PlainFallback => {
+                tok.encode(t, tok.add_bos_token())
+            }
             Prompt::Text(t) => template
-                .render(&[ChatMessage { role: "user".into(), content: t.clone() }], true)
+                .render(
+                    &[ChatMessage {
+                        role: "user".into(),
+                        content: t.clone(),
+                    }],
+                    true,
+                )
                 .and_then(|s| tok.encode(&s, false)),
             Prompt::Chat(m) => template.render(m, true).and_then(|s| tok.encode(&s, false)),
         };
@@ -131,11 +157,19 @@ pub fn bench(cmd: BenchCmd) -> Result<(), String> {
     }
     let greedy = SamplingParams::default();
     let started = Instant::now();
-    let mut ar = Row { label: "ar".into(), ..Default::default() };
+    let mut ar = Row {
+        label: "ar".into(),
+        ..Default::default()
+    };
     let mut ar_outputs = Vec::new();
     for ids in &encoded {
-        let params = GenerateParams { max_tokens: cmd.max_tokens, stop: Vec::new(), sampling: greedy.clone() };
-        let g = engine::generate_ar(&model, &tok, ids, &params, &mut |_| {}).map_err(|e| e.to_string())?;
+        let params = GenerateParams {
+            max_tokens: cmd.max_tokens,
+            stop: Vec::new(),
+            sampling: greedy.clone(),
+        };
+        let g = engine::generate_ar(&model, &tok, ids, &params, &mut |_| {})
+            .map_err(|e| e.to_string())?;
         ar.add(&g, true);
         ar_outputs.push(g.tokens);
     }
@@ -145,9 +179,15 @@ pub fn bench(cmd: BenchCmd) -> Result<(), String> {
         dlm_flags.mode = Some(crate::generate::Mode::Dlm);
     }
     let note = match plan(&model, &tok, &dlm_flags) {
-        Ok(Plan::Dlm { mask_id, block_size }) => {
+        Ok(Plan::Dlm {
+            mask_id,
+            block_size,
+        }) => {
             for &threshold in &cmd.thresholds {
-                let mut row = Row { label: format!("dlm t={threshold}"), ..Default::default() };
+                let mut row = Row {
+                    label: format!("dlm t={threshold}"),
+                    ..Default::default()
+                };
                 for (ids, ar_tokens) in encoded.iter().zip(&ar_outputs) {
                     let params = DlmParams {
                         block_size,
@@ -158,19 +198,34 @@ pub fn bench(cmd: BenchCmd) -> Result<(), String> {
                         sampling: greedy.clone(),
                         use_block_cache: cmd.decode.use_block_cache,
                     };
-                    let g = engine::generate_dlm(&model, &tok, ids, mask_id, &params, &mut |_| {}, &mut |_| {}).map_err(|e| e.to_string())?;
+                    let g = engine::generate_dlm(
+                        &model,
+                        &tok,
+                        ids,
+                        mask_id,
+                        &params,
+                        &mut |_| {},
+                        &mut |_| {},
+                    )
+                    .map_err(|e| e.to_string())?;
                     let same = &g.tokens == ar_tokens;
                     row.add(&g, same);
                 }
                 rows.push(row);
             }
-            format!("block size {block_size}, sub-block {}, mask token {mask_id}", cmd.decode.small_block_size)
+            format!(
+                "block size {block_size}, sub-block {}, mask token {mask_id}",
+                cmd.decode.small_block_size
+            )
         }
         Ok(Plan::Ar) => "autoregressive only".to_string(),
         Err(e) => format!("autoregressive only: {e}"),
     };
     let ar_tps = ar.tokens as f64 / ar.seconds.max(1e-12);
-    let table: Vec<Json> = std::iter::once(&ar).chain(&rows).map(|r| r.json(ar_tps)).collect();
+    let table: Vec<Json> = std::iter::once(&ar)
+        .chain(&rows)
+        .map(|r| r.json(ar_tps))
+        .collect();
     let report = json!({
         "model": cmd.model.display().to_string(),
         "prompts": encoded.len(),
@@ -182,7 +237,10 @@ pub fn bench(cmd: BenchCmd) -> Result<(), String> {
         "results": table,
     });
     if cmd.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
         return Ok(());
     }
     println!(

@@ -113,7 +113,13 @@ pub fn plan(model: &Model, tok: &Tokenizer, flags: &DecodeFlags) -> Result<Plan,
         return Ok(Plan::Ar);
     }
     let mask_id = engine::resolve_mask_id(tok, flags.mask_token_id).map_err(|e| e.to_string())?;
-    let trained = model.file().metadata.opt_u32("dlm.block_size").ok().flatten().map(|b| b as usize);
+    let trained = model
+        .file()
+        .metadata
+        .opt_u32("dlm.block_size")
+        .ok()
+        .flatten()
+        .map(|b| b as usize);
     let block_size = flags.block_size.or(trained).unwrap_or(32);
     if let Some(t) = trained {
         if t != block_size {
@@ -122,12 +128,16 @@ pub fn plan(model: &Model, tok: &Tokenizer, flags: &DecodeFlags) -> Result<Plan,
             );
         }
     }
-    Ok(Plan::Dlm { mask_id, block_size })
+    Ok(Plan::Dlm {
+        mask_id,
+        block_size,
+    })
 }
 
 pub fn load(path: &Path) -> Result<(Model, Tokenizer), String> {
     let model = Model::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let tok = Tokenizer::from_gguf(&model.file().metadata).map_err(|e| format!("{}: {e}", path.display()))?;
+    let tok = Tokenizer::from_gguf(&model.file().metadata)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     if tok.vocab_size() > model.config.vocab {
         return Err(format!(
             "{}: the tokenizer has {} tokens but the model's embedding has {} rows; the file is inconsistent",
@@ -145,20 +155,33 @@ pub fn generate(cmd: GenerateCmd) -> Result<(), String> {
     let plan = plan(&model, &tok, &cmd.decode)?;
     let prompt: Vec<u32> = match (&cmd.prompt, &cmd.chat) {
         (Some(_), Some(_)) => return Err("give either -p/--prompt or --chat, not both".into()),
-        (Some(text), None) => tok.encode(text, tok.add_bos_token()).map_err(|e| e.to_string())?,
+        (Some(text), None) => tok
+            .encode(text, tok.add_bos_token())
+            .map_err(|e| e.to_string())?,
         (None, Some(message)) => {
-            let template = ChatTemplate::from_gguf(&model.file().metadata, &tok).map_err(|e| e.to_string())?;
+            let template =
+                ChatTemplate::from_gguf(&model.file().metadata, &tok).map_err(|e| e.to_string())?;
             let mut messages = Vec::new();
             if let Some(system) = &cmd.system {
-                messages.push(ChatMessage { role: "system".into(), content: system.clone() });
+                messages.push(ChatMessage {
+                    role: "system".into(),
+                    content: system.clone(),
+                });
             }
-            messages.push(ChatMessage { role: "user".into(), content: message.clone() });
-            let text = template.render(&messages, true).map_err(|e| e.to_string())?;
+            messages.push(ChatMessage {
+                role: "user".into(),
+                content: message.clone(),
+            });
+            let text = template
+                .render(&messages, true)
+                .map_err(|e| e.to_string())?;
             tok.encode(&text, false).map_err(|e| e.to_string())?
         }
         (None, None) => match tok.bos_id() {
             Some(bos) => vec![bos],
-            None => return Err("this model has no BOS token: give a prompt with -p or --chat".into()),
+            None => {
+                return Err("this model has no BOS token: give a prompt with -p or --chat".into())
+            }
         },
     };
     let sampling = SamplingParams {
@@ -180,10 +203,21 @@ pub fn generate(cmd: GenerateCmd) -> Result<(), String> {
     };
     let (generation, mode) = match plan {
         Plan::Ar => {
-            let params = GenerateParams { max_tokens: cmd.max_tokens, stop: cmd.stop.clone(), sampling };
-            (engine::generate_ar(&model, &tok, &prompt, &params, &mut on_text).map_err(|e| e.to_string())?, "ar")
+            let params = GenerateParams {
+                max_tokens: cmd.max_tokens,
+                stop: cmd.stop.clone(),
+                sampling,
+            };
+            (
+                engine::generate_ar(&model, &tok, &prompt, &params, &mut on_text)
+                    .map_err(|e| e.to_string())?,
+                "ar",
+            )
         }
-        Plan::Dlm { mask_id, block_size } => {
+        Plan::Dlm {
+            mask_id,
+            block_size,
+        } => {
             let params = DlmParams {
                 block_size,
                 small_block_size: cmd.decode.small_block_size,
@@ -196,14 +230,35 @@ pub fn generate(cmd: GenerateCmd) -> Result<(), String> {
             let visual = cmd.visual;
             let mut on_step = |state: &BlockState| {
                 if visual {
-                    eprintln!("[block {} | forward {}] {}", state.block_index, state.forward_passes, render_block(&tok, state));
+                    eprintln!(
+                        "[block {} | forward {}] {}",
+                        state.block_index,
+                        state.forward_passes,
+                        render_block(&tok, state)
+                    );
                 }
             };
-            (engine::generate_dlm(&model, &tok, &prompt, mask_id, &params, &mut on_text, &mut on_step).map_err(|e| e.to_string())?, "dlm")
+            (
+                engine::generate_dlm(
+                    &model,
+                    &tok,
+                    &prompt,
+                    mask_id,
+                    &params,
+                    &mut on_text,
+                    &mut on_step,
+                )
+                .map_err(|e| e.to_string())?,
+                "dlm",
+            )
         }
     };
     let s = &generation.stats;
-    let per_forward = if s.forward_passes > 0 { s.generated_tokens as f64 / s.forward_passes as f64 } else { 0.0 };
+    let per_forward = if s.forward_passes > 0 {
+        s.generated_tokens as f64 / s.forward_passes as f64
+    } else {
+        0.0
+    };
     if cmd.json {
         let value = json!({
             "mode": mode,
@@ -246,7 +301,10 @@ fn render_block(tok: &Tokenizer, state: &BlockState) -> String {
         .iter()
         .map(|&t| match tok.token_text(t) {
             _ if t == state.mask_id => "▒".to_string(),
-            Some(text) => text.replace(['▁', 'Ġ'], " ").replace('Ċ', "⏎").replace("<0x0A>", "⏎"),
+            Some(text) => text
+                .replace(['▁', 'Ġ'], " ")
+                .replace('Ċ', "⏎")
+                .replace("<0x0A>", "⏎"),
             None => "?".to_string(),
         })
         .collect()

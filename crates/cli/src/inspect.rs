@@ -172,7 +172,10 @@ fn render_text(d: &Json) -> String {
     );
     let template = match t["chat_template_bytes"].as_u64() {
         Some(n) => format!("chat template ({n} bytes)"),
-        None => format!("no chat template, using the {}", field(&t["chat_template_in_use"])),
+        None => format!(
+            "no chat template, using the {}",
+            field(&t["chat_template_in_use"])
+        ),
     };
     out += &format!(
         "tokenizer     {} (pre {}) | {} tokens | bos {} | eos {} | add_bos {} | {}{}\n",

@@ -88,7 +88,10 @@ fn parse_outtype(s: &str) -> Result<OutType, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+        {
             eprintln!("error: cannot start {n} threads: {e}");
             return ExitCode::from(2);
         }
@@ -134,7 +137,12 @@ fn main() -> ExitCode {
         }
         Command::Generate(cmd) => generate::generate(cmd),
         Command::Bench(cmd) => bench::bench(cmd),
-        Command::Tokenize { model, text, bos, json } => generate::tokenize(&model, &text, bos, json),
+        Command::Tokenize {
+            model,
+            text,
+            bos,
+            json,
+        } => generate::tokenize(&model, &text, bos, json),
         Command::Inspect { file, json } => inspect::run(&file, json).map_err(|e| e.to_string()),
     };
     match result {

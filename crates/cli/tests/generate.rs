@@ -7,8 +7,15 @@ use convert::tiny::{TinyFamily, TinySpec};
 use serde_json::Value as Json;
 
 fn dlm(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dlm")).args(args).output().expect("run dlm");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_dlm"))
+        .args(args)
+        .output()
+        .expect("run dlm");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn stories() -> PathBuf {
@@ -18,18 +25,40 @@ fn stories() -> PathBuf {
 #[test]
 fn greedy_generation_from_bos_tells_llama2cs_story() {
     let model = stories();
-    let (ok, out, err) = dlm(&["generate", "-m", model.to_str().unwrap(), "--max-tokens", "24", "--json", "--threads", "1"]);
+    let (ok, out, err) = dlm(&[
+        "generate",
+        "-m",
+        model.to_str().unwrap(),
+        "--max-tokens",
+        "24",
+        "--json",
+        "--threads",
+        "1",
+    ]);
     assert!(ok, "{err}");
     let v: Json = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["prompt_tokens"], serde_json::json!([1]));
     assert_eq!(v["tokens"].as_array().unwrap().len(), 24);
     assert_eq!(v["finish_reason"], "length");
-    assert!(v["text"].as_str().unwrap().starts_with("Once upon a time, there was a little girl named Lily."), "{}", v["text"]);
+    assert!(
+        v["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Once upon a time, there was a little girl named Lily."),
+        "{}",
+        v["text"]
+    );
     assert_eq!(v["stats"]["generated_tokens"], 24);
     assert!(err.contains("decode 24 tokens"), "{err}");
 
     // Streaming text mode prints the same text.
-    let (ok, streamed, _) = dlm(&["generate", "-m", model.to_str().unwrap(), "--max-tokens", "24"]);
+    let (ok, streamed, _) = dlm(&[
+        "generate",
+        "-m",
+        model.to_str().unwrap(),
+        "--max-tokens",
+        "24",
+    ]);
     assert!(ok);
     assert_eq!(streamed.trim_end_matches('\n'), v["text"].as_str().unwrap());
 }
@@ -37,27 +66,73 @@ fn greedy_generation_from_bos_tells_llama2cs_story() {
 #[test]
 fn stop_strings_end_generation_and_are_not_printed() {
     let model = stories();
-    let (ok, out, err) = dlm(&["generate", "-m", model.to_str().unwrap(), "--max-tokens", "60", "--stop", "Lily", "--json"]);
+    let (ok, out, err) = dlm(&[
+        "generate",
+        "-m",
+        model.to_str().unwrap(),
+        "--max-tokens",
+        "60",
+        "--stop",
+        "Lily",
+        "--json",
+    ]);
     assert!(ok, "{err}");
     let v: Json = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v["text"], "Once upon a time, there was a little girl named ");
+    assert_eq!(
+        v["text"],
+        "Once upon a time, there was a little girl named "
+    );
     assert_eq!(v["finish_reason"], "stop");
 }
 
 #[test]
 fn raw_prompts_apply_only_the_models_bos_rule_and_tokenize_shows_ids() {
     let model = stories();
-    let (ok, out, _) = dlm(&["tokenize", "-m", model.to_str().unwrap(), "Once upon a time", "--json"]);
+    let (ok, out, _) = dlm(&[
+        "tokenize",
+        "-m",
+        model.to_str().unwrap(),
+        "Once upon a time",
+        "--json",
+    ]);
     assert!(ok);
-    let ids: Vec<u64> = serde_json::from_str::<Json>(&out).unwrap()["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
-    assert!(!ids.is_empty() && ids[0] != 1, "no BOS without --bos: {ids:?}");
-    let (_, with_bos, _) = dlm(&["tokenize", "-m", model.to_str().unwrap(), "Once upon a time", "--bos"]);
+    let ids: Vec<u64> = serde_json::from_str::<Json>(&out).unwrap()["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(
+        !ids.is_empty() && ids[0] != 1,
+        "no BOS without --bos: {ids:?}"
+    );
+    let (_, with_bos, _) = dlm(&[
+        "tokenize",
+        "-m",
+        model.to_str().unwrap(),
+        "Once upon a time",
+        "--bos",
+    ]);
     assert!(with_bos.starts_with("1 "), "{with_bos}");
 
-    let (ok, out, err) = dlm(&["generate", "-m", model.to_str().unwrap(), "-p", "Once upon a time", "--max-tokens", "3", "--json"]);
+    let (ok, out, err) = dlm(&[
+        "generate",
+        "-m",
+        model.to_str().unwrap(),
+        "-p",
+        "Once upon a time",
+        "--max-tokens",
+        "3",
+        "--json",
+    ]);
     assert!(ok, "{err}");
     let v: Json = serde_json::from_str(out.trim()).unwrap();
-    let prompt: Vec<u64> = v["prompt_tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let prompt: Vec<u64> = v["prompt_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
     assert_eq!(prompt[0], 1, "stories260K adds BOS");
     assert_eq!(&prompt[1..], &ids[..]);
 }
@@ -68,28 +143,76 @@ fn chat_prompts_use_the_models_template() {
     let ckpt = dir.path().join("qwen");
     TinySpec::new(TinyFamily::Qwen2).write(&ckpt).unwrap();
     let gguf = dir.path().join("qwen.gguf");
-    let (ok, _, err) = dlm(&["convert", ckpt.to_str().unwrap(), "--outfile", gguf.to_str().unwrap(), "--outtype", "f16", "-q"]);
+    let (ok, _, err) = dlm(&[
+        "convert",
+        ckpt.to_str().unwrap(),
+        "--outfile",
+        gguf.to_str().unwrap(),
+        "--outtype",
+        "f16",
+        "-q",
+    ]);
     assert!(ok, "{err}");
-    let (ok, out, err) = dlm(&["generate", "-m", gguf.to_str().unwrap(), "--chat", "the cat", "--max-tokens", "5", "--json"]);
+    let (ok, out, err) = dlm(&[
+        "generate",
+        "-m",
+        gguf.to_str().unwrap(),
+        "--chat",
+        "the cat",
+        "--max-tokens",
+        "5",
+        "--json",
+    ]);
     assert!(ok, "{err}");
     let v: Json = serde_json::from_str(out.trim()).unwrap();
     let prompt = v["prompt_tokens"].as_array().unwrap();
     // <|im_start|> is the second added token of the tiny byte-level vocabulary (after <|endoftext|>).
-    let (_, ids, _) = dlm(&["tokenize", "-m", gguf.to_str().unwrap(), "<|im_start|>user\n"]);
+    let (_, ids, _) = dlm(&[
+        "tokenize",
+        "-m",
+        gguf.to_str().unwrap(),
+        "<|im_start|>user\n",
+    ]);
     let first: u64 = ids.split_whitespace().next().unwrap().parse().unwrap();
     assert_eq!(prompt[0].as_u64().unwrap(), first);
     assert!(v["tokens"].as_array().unwrap().len() <= 5);
 
-    let (ok, _, err) = dlm(&["generate", "-m", gguf.to_str().unwrap(), "-p", "x", "--chat", "y"]);
+    let (ok, _, err) = dlm(&[
+        "generate",
+        "-m",
+        gguf.to_str().unwrap(),
+        "-p",
+        "x",
+        "--chat",
+        "y",
+    ]);
     assert!(!ok && err.contains("either"), "{err}");
-    let (ok, _, err) = dlm(&["generate", "-m", gguf.to_str().unwrap(), "-p", "x", "--top-p", "0"]);
+    let (ok, _, err) = dlm(&[
+        "generate",
+        "-m",
+        gguf.to_str().unwrap(),
+        "-p",
+        "x",
+        "--top-p",
+        "0",
+    ]);
     assert!(!ok && err.contains("top_p"), "{err}");
 }
 
 fn stories_with_mask(dir: &Path) -> PathBuf {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/stories260K");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/stories260K");
     let out = dir.join("stories-mask.gguf");
-    let (ok, _, err) = dlm(&["convert", fixture.to_str().unwrap(), "--outfile", out.to_str().unwrap(), "--outtype", "f32", "--add-mask-token", "-q"]);
+    let (ok, _, err) = dlm(&[
+        "convert",
+        fixture.to_str().unwrap(),
+        "--outfile",
+        out.to_str().unwrap(),
+        "--outtype",
+        "f32",
+        "--add-mask-token",
+        "-q",
+    ]);
     assert!(ok, "{err}");
     out
 }
@@ -99,14 +222,43 @@ fn diffusion_mode_needs_a_usable_mask_token_and_says_what_to_do() {
     let model = stories();
     let (ok, _, err) = dlm(&["generate", "-m", model.to_str().unwrap(), "--mode", "dlm"]);
     assert!(!ok);
-    assert!(err.contains("no mask token") && err.contains("--mode ar") && err.contains("--mask-token-id"), "{err}");
+    assert!(
+        err.contains("no mask token")
+            && err.contains("--mode ar")
+            && err.contains("--mask-token-id"),
+        "{err}"
+    );
     // An ordinary text token is refused as a mask token.
-    let (ok, _, err) = dlm(&["generate", "-m", model.to_str().unwrap(), "--mode", "dlm", "--mask-token-id", "300"]);
+    let (ok, _, err) = dlm(&[
+        "generate",
+        "-m",
+        model.to_str().unwrap(),
+        "--mode",
+        "dlm",
+        "--mask-token-id",
+        "300",
+    ]);
     assert!(!ok && err.contains("ordinary text token"), "{err}");
-    let (ok, _, err) = dlm(&["generate", "-m", model.to_str().unwrap(), "--mode", "dlm", "--mask-token-id", "9999"]);
+    let (ok, _, err) = dlm(&[
+        "generate",
+        "-m",
+        model.to_str().unwrap(),
+        "--mode",
+        "dlm",
+        "--mask-token-id",
+        "9999",
+    ]);
     assert!(!ok && err.contains("outside the vocabulary"), "{err}");
     // AR still works on the same model.
-    let (ok, _, err) = dlm(&["generate", "-m", model.to_str().unwrap(), "--mode", "ar", "--max-tokens", "4"]);
+    let (ok, _, err) = dlm(&[
+        "generate",
+        "-m",
+        model.to_str().unwrap(),
+        "--mode",
+        "ar",
+        "--max-tokens",
+        "4",
+    ]);
     assert!(ok, "{err}");
 }
 
@@ -114,17 +266,40 @@ fn diffusion_mode_needs_a_usable_mask_token_and_says_what_to_do() {
 fn diffusion_generation_reports_forward_passes_and_honours_max_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let model = stories_with_mask(dir.path());
-    let (ok, out, err) = dlm(&["generate", "-m", model.to_str().unwrap(), "--max-tokens", "10", "--threshold", "0.9", "--json", "--visual"]);
+    let (ok, out, err) = dlm(&[
+        "generate",
+        "-m",
+        model.to_str().unwrap(),
+        "--max-tokens",
+        "10",
+        "--threshold",
+        "0.9",
+        "--json",
+        "--visual",
+    ]);
     assert!(ok, "{err}");
     let v: Json = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v["mode"], "dlm", "a model with a mask token defaults to diffusion");
+    assert_eq!(
+        v["mode"], "dlm",
+        "a model with a mask token defaults to diffusion"
+    );
     assert_eq!(v["tokens"].as_array().unwrap().len(), 10);
     assert_eq!(v["finish_reason"], "length");
     let forwards = v["stats"]["forward_passes"].as_u64().unwrap();
     assert!(forwards >= 1, "{v}");
     assert!(err.contains('▒'), "--visual shows masks: {err}");
     // A block size that differs from the model's is allowed with a warning.
-    let (ok, _, err) = dlm(&["generate", "-m", model.to_str().unwrap(), "--max-tokens", "4", "--block-size", "16", "--small-block-size", "4"]);
+    let (ok, _, err) = dlm(&[
+        "generate",
+        "-m",
+        model.to_str().unwrap(),
+        "--max-tokens",
+        "4",
+        "--block-size",
+        "16",
+        "--small-block-size",
+        "4",
+    ]);
     assert!(ok, "{err}");
 }
 
@@ -133,8 +308,23 @@ fn bench_compares_ar_with_a_threshold_sweep() {
     let dir = tempfile::tempdir().unwrap();
     let model = stories_with_mask(dir.path());
     let prompts = dir.path().join("p.jsonl");
-    std::fs::write(&prompts, "{\"prompt\": \"Once upon a time\"}\n{\"prompt\": \"The dog\"}\n").unwrap();
-    let (ok, out, err) = dlm(&["bench", "-m", model.to_str().unwrap(), "--prompts", prompts.to_str().unwrap(), "--max-tokens", "8", "--thresholds", "1.0,0.5", "--json"]);
+    std::fs::write(
+        &prompts,
+        "{\"prompt\": \"Once upon a time\"}\n{\"prompt\": \"The dog\"}\n",
+    )
+    .unwrap();
+    let (ok, out, err) = dlm(&[
+        "bench",
+        "-m",
+        model.to_str().unwrap(),
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--max-tokens",
+        "8",
+        "--thresholds",
+        "1.0,0.5",
+        "--json",
+    ]);
     assert!(ok, "{err}");
     let v: Json = serde_json::from_str(&out).unwrap();
     let rows = v["results"].as_array().unwrap();
@@ -146,10 +336,29 @@ fn bench_compares_ar_with_a_threshold_sweep() {
     for r in rows {
         assert!(r["tokens_per_forward"].as_f64().unwrap() > 0.0, "{r}");
     }
-    let (ok, table, _) = dlm(&["bench", "-m", model.to_str().unwrap(), "--prompts", prompts.to_str().unwrap(), "--max-tokens", "4", "--thresholds", "0.9"]);
+    let (ok, table, _) = dlm(&[
+        "bench",
+        "-m",
+        model.to_str().unwrap(),
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--max-tokens",
+        "4",
+        "--thresholds",
+        "0.9",
+    ]);
     assert!(ok);
-    assert!(table.contains("| mode | tokens/s |") && table.contains("| dlm t=0.9 |"), "{table}");
+    assert!(
+        table.contains("| mode | tokens/s |") && table.contains("| dlm t=0.9 |"),
+        "{table}"
+    );
     std::fs::write(&prompts, "not json\n").unwrap();
-    let (ok, _, err) = dlm(&["bench", "-m", model.to_str().unwrap(), "--prompts", prompts.to_str().unwrap()]);
+    let (ok, _, err) = dlm(&[
+        "bench",
+        "-m",
+        model.to_str().unwrap(),
+        "--prompts",
+        prompts.to_str().unwrap(),
+    ]);
     assert!(!ok && err.contains("p.jsonl:1"), "{err}");
 }

@@ -97,7 +97,13 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
         added_tokens = 1;
         vocab = vocab::load(dir, info.vocab_size as usize, &config, true)?;
     }
-    let plan = plan::plan(&info, &weights, opts.outtype, opts.force_ternary, added_tokens)?;
+    let plan = plan::plan(
+        &info,
+        &weights,
+        opts.outtype,
+        opts.force_ternary,
+        added_tokens,
+    )?;
 
     let name = opts.name.clone().unwrap_or_else(|| default_name(dir));
     let output = opts

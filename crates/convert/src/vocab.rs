@@ -76,7 +76,12 @@ fn token_content(v: &Json) -> Option<&str> {
 /// `vocab_size` rows. `config` is `config.json` (fallback special-token ids and `bd_size`).
 /// With `append_mask`, a `|<MASK>|` special token is added at id `vocab_size - 1` (the caller
 /// grew the embedding by one row for it) and written into the embedded `tokenizer.json` too.
-pub fn load(dir: &Path, vocab_size: usize, config: &JsonConfig, append_mask: bool) -> Result<Vocab> {
+pub fn load(
+    dir: &Path,
+    vocab_size: usize,
+    config: &JsonConfig,
+    append_mask: bool,
+) -> Result<Vocab> {
     let tok_config =
         read_json_opt(&dir.join("tokenizer_config.json"))?.unwrap_or_else(|| json!({}));
     let tokenizer_json = match std::fs::read_to_string(dir.join("tokenizer.json")) {
@@ -91,18 +96,23 @@ pub fn load(dir: &Path, vocab_size: usize, config: &JsonConfig, append_mask: boo
             })
         }
     };
-    let mut tj: Json = serde_json::from_str(&tokenizer_json).map_err(|source| ConvertError::Json {
-        path: dir.join("tokenizer.json"),
-        source,
-    })?;
+    let mut tj: Json =
+        serde_json::from_str(&tokenizer_json).map_err(|source| ConvertError::Json {
+            path: dir.join("tokenizer.json"),
+            source,
+        })?;
     let tokenizer_json = if append_mask {
         let id = vocab_size - 1;
         let added = tj
             .get_mut("added_tokens")
             .and_then(Json::as_array_mut)
-            .ok_or_else(|| tok_err("tokenizer.json has no `added_tokens` list to add |<MASK>| to"))?;
-        added.push(json!({"id": id, "content": MASK_SPELLINGS[0], "single_word": false, "lstrip": false,
-                          "rstrip": false, "normalized": false, "special": true}));
+            .ok_or_else(|| {
+                tok_err("tokenizer.json has no `added_tokens` list to add |<MASK>| to")
+            })?;
+        added.push(
+            json!({"id": id, "content": MASK_SPELLINGS[0], "single_word": false, "lstrip": false,
+                          "rstrip": false, "normalized": false, "special": true}),
+        );
         tj.to_string()
     } else {
         tokenizer_json

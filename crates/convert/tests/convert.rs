@@ -19,7 +19,8 @@ fn opts(input: &Path, output: &Path, outtype: OutType) -> ConvertOptions {
         input: input.into(),
         output: Some(output.into()),
         outtype,
-        force_ternary: false, add_mask_token: false,
+        force_ternary: false,
+        add_mask_token: false,
         name: None,
         progress: false,
     }

@@ -47,7 +47,8 @@ fn gguf_py_dequantizes_our_files_to_our_values() {
             input: ckpt.clone(),
             output: Some(out.clone()),
             outtype,
-            force_ternary: false, add_mask_token: false,
+            force_ternary: false,
+            add_mask_token: false,
             name: None,
             progress: false,
         };

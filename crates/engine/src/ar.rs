@@ -22,7 +22,11 @@ pub struct GenerateParams {
 
 impl Default for GenerateParams {
     fn default() -> Self {
-        GenerateParams { max_tokens: 256, stop: Vec::new(), sampling: SamplingParams::default() }
+        GenerateParams {
+            max_tokens: 256,
+            stop: Vec::new(),
+            sampling: SamplingParams::default(),
+        }
     }
 }
 
@@ -38,11 +42,16 @@ pub fn generate_ar(
 ) -> Result<Generation, EngineError> {
     params.sampling.validate().map_err(EngineError::Params)?;
     if prompt.is_empty() {
-        return Err(EngineError::Params("the prompt is empty: it needs at least one token (add BOS or some text)".into()));
+        return Err(EngineError::Params(
+            "the prompt is empty: it needs at least one token (add BOS or some text)".into(),
+        ));
     }
     let ctx = model.config.context_length;
     if prompt.len() >= ctx {
-        return Err(EngineError::PromptTooLong { prompt: prompt.len(), context: ctx });
+        return Err(EngineError::PromptTooLong {
+            prompt: prompt.len(),
+            context: ctx,
+        });
     }
     let capacity = (prompt.len() + params.max_tokens).min(ctx);
     let mut cache = model.new_cache(capacity);
@@ -51,10 +60,21 @@ pub fn generate_ar(
     let eog = tok.eog_ids();
     let mut stream = DecodeStream::with_context(tok, true, prompt)?;
     let mut stop = StopText::new(&params.stop);
-    let mut stats = GenerationStats { prompt_tokens: prompt.len(), ..Default::default() };
+    let mut stats = GenerationStats {
+        prompt_tokens: prompt.len(),
+        ..Default::default()
+    };
 
     let t0 = Instant::now();
-    let mut logits = model.forward(&mut cache, &Batch { tokens: prompt, attention: Attention::Causal, commit: true, logits: Logits::Last })?;
+    let mut logits = model.forward(
+        &mut cache,
+        &Batch {
+            tokens: prompt,
+            attention: Attention::Causal,
+            commit: true,
+            logits: Logits::Last,
+        },
+    )?;
     stats.forward_passes += 1;
     stats.prefill_seconds = t0.elapsed().as_secs_f64();
 
@@ -82,7 +102,15 @@ pub fn generate_ar(
         if tokens.len() == params.max_tokens || cache.len() >= capacity {
             break;
         }
-        logits = model.forward(&mut cache, &Batch { tokens: &[choice.token], attention: Attention::Causal, commit: true, logits: Logits::Last })?;
+        logits = model.forward(
+            &mut cache,
+            &Batch {
+                tokens: &[choice.token],
+                attention: Attention::Causal,
+                commit: true,
+                logits: Logits::Last,
+            },
+        )?;
         stats.forward_passes += 1;
     }
     if !stop.stopped() {
@@ -95,5 +123,11 @@ pub fn generate_ar(
     }
     stats.decode_seconds = t1.elapsed().as_secs_f64();
     stats.generated_tokens = tokens.len();
-    Ok(Generation { prompt: prompt.to_vec(), tokens, text: stop.text().to_string(), finish_reason: finish, stats })
+    Ok(Generation {
+        prompt: prompt.to_vec(),
+        tokens,
+        text: stop.text().to_string(),
+        finish_reason: finish,
+        stats,
+    })
 }

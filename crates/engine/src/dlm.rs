@@ -60,14 +60,17 @@ impl DlmParams {
         if self.block_size == 0 {
             return Err("block_size must be positive".into());
         }
-        if self.small_block_size == 0 || self.block_size % self.small_block_size != 0 {
+        if self.small_block_size == 0 || !self.block_size.is_multiple_of(self.small_block_size) {
             return Err(format!(
                 "small_block_size ({}) must be positive and divide block_size ({})",
                 self.small_block_size, self.block_size
             ));
         }
         if !(0.0..=1.0).contains(&self.threshold) {
-            return Err(format!("threshold must be in [0, 1], got {}", self.threshold));
+            return Err(format!(
+                "threshold must be in [0, 1], got {}",
+                self.threshold
+            ));
         }
         self.sampling.validate()
     }
@@ -93,7 +96,10 @@ pub fn resolve_mask_id(tok: &Tokenizer, explicit: Option<u32>) -> Result<u32, En
     match explicit {
         Some(id) => {
             if id as usize >= tok.vocab_size() {
-                return Err(EngineError::Mask(format!("--mask-token-id {id} is outside the vocabulary of {} tokens; {advice}", tok.vocab_size())));
+                return Err(EngineError::Mask(format!(
+                    "--mask-token-id {id} is outside the vocabulary of {} tokens; {advice}",
+                    tok.vocab_size()
+                )));
             }
             if !tok.is_special(id) {
                 return Err(EngineError::Mask(format!(
@@ -103,7 +109,11 @@ pub fn resolve_mask_id(tok: &Tokenizer, explicit: Option<u32>) -> Result<u32, En
             }
             Ok(id)
         }
-        None => tok.mask_id().ok_or_else(|| EngineError::Mask(format!("this model has no mask token, so it cannot decode by block diffusion; {advice}"))),
+        None => tok.mask_id().ok_or_else(|| {
+            EngineError::Mask(format!(
+                "this model has no mask token, so it cannot decode by block diffusion; {advice}"
+            ))
+        }),
     }
 }
 
@@ -115,9 +125,21 @@ pub trait BlockForward {
     /// Most positions the sequence may hold.
     fn capacity(&self) -> usize;
     /// Runs `tokens` after the cache; appends their K/V when `commit`; returns the `logits` rows.
-    fn forward(&mut self, tokens: &[u32], block_size: usize, commit: bool, logits: Logits) -> Result<Vec<f32>, EngineError>;
+    fn forward(
+        &mut self,
+        tokens: &[u32],
+        block_size: usize,
+        commit: bool,
+        logits: Logits,
+    ) -> Result<Vec<f32>, EngineError>;
     /// Re-runs cached positions `at ..` with `tokens`, overwriting their K/V (sub-block cache).
-    fn forward_in_place(&mut self, tokens: &[u32], at: usize, block_size: usize, logits: Logits) -> Result<Vec<f32>, EngineError>;
+    fn forward_in_place(
+        &mut self,
+        tokens: &[u32],
+        at: usize,
+        block_size: usize,
+        logits: Logits,
+    ) -> Result<Vec<f32>, EngineError>;
     /// Drops every cached position from `len` on.
     fn truncate(&mut self, len: usize);
 }
@@ -131,7 +153,10 @@ pub struct ModelSequence<'a> {
 impl<'a> ModelSequence<'a> {
     /// A fresh sequence of up to `capacity` positions.
     pub fn new(model: &'a Model, capacity: usize) -> Self {
-        ModelSequence { model, cache: model.new_cache(capacity) }
+        ModelSequence {
+            model,
+            cache: model.new_cache(capacity),
+        }
     }
 }
 
@@ -144,12 +169,37 @@ impl BlockForward for ModelSequence<'_> {
         self.cache.capacity()
     }
 
-    fn forward(&mut self, tokens: &[u32], block_size: usize, commit: bool, logits: Logits) -> Result<Vec<f32>, EngineError> {
-        Ok(self.model.forward(&mut self.cache, &Batch { tokens, attention: Attention::BlockCausal { block_size }, commit, logits })?)
+    fn forward(
+        &mut self,
+        tokens: &[u32],
+        block_size: usize,
+        commit: bool,
+        logits: Logits,
+    ) -> Result<Vec<f32>, EngineError> {
+        Ok(self.model.forward(
+            &mut self.cache,
+            &Batch {
+                tokens,
+                attention: Attention::BlockCausal { block_size },
+                commit,
+                logits,
+            },
+        )?)
     }
 
-    fn forward_in_place(&mut self, tokens: &[u32], at: usize, block_size: usize, logits: Logits) -> Result<Vec<f32>, EngineError> {
-        let batch = Batch { tokens, attention: Attention::BlockCausal { block_size }, commit: true, logits };
+    fn forward_in_place(
+        &mut self,
+        tokens: &[u32],
+        at: usize,
+        block_size: usize,
+        logits: Logits,
+    ) -> Result<Vec<f32>, EngineError> {
+        let batch = Batch {
+            tokens,
+            attention: Attention::BlockCausal { block_size },
+            commit: true,
+            logits,
+        };
         Ok(self.model.forward_in_place(&mut self.cache, &batch, at)?)
     }
 
@@ -158,7 +208,14 @@ impl BlockForward for ModelSequence<'_> {
     }
 }
 
-fn forward(f: &mut dyn BlockForward, tokens: &[u32], block_size: usize, commit: bool, logits: Logits, stats: &mut GenerationStats) -> Result<Vec<f32>, EngineError> {
+fn forward(
+    f: &mut dyn BlockForward,
+    tokens: &[u32],
+    block_size: usize,
+    commit: bool,
+    logits: Logits,
+    stats: &mut GenerationStats,
+) -> Result<Vec<f32>, EngineError> {
     stats.forward_passes += 1;
     f.forward(tokens, block_size, commit, logits)
 }
@@ -185,10 +242,14 @@ pub fn generate_dlm(
     params.validate().map_err(EngineError::Params)?;
     let ctx = model.config.context_length;
     if prompt.len() >= ctx {
-        return Err(EngineError::PromptTooLong { prompt: prompt.len(), context: ctx });
+        return Err(EngineError::PromptTooLong {
+            prompt: prompt.len(),
+            context: ctx,
+        });
     }
     // Whole blocks: the last block may extend past the cap.
-    let needed = (prompt.len() + params.max_tokens).div_ceil(params.block_size) * params.block_size + 1;
+    let needed =
+        (prompt.len() + params.max_tokens).div_ceil(params.block_size) * params.block_size + 1;
     let mut seq = ModelSequence::new(model, needed.min(ctx));
     decode_dlm(&mut seq, tok, prompt, mask_id, params, on_text, on_step)
 }
@@ -205,15 +266,24 @@ pub fn decode_dlm(
 ) -> Result<Generation, EngineError> {
     params.validate().map_err(EngineError::Params)?;
     if prompt.is_empty() {
-        return Err(EngineError::Params("the prompt is empty: it needs at least one token".into()));
+        return Err(EngineError::Params(
+            "the prompt is empty: it needs at least one token".into(),
+        ));
     }
     let (b, s, threshold) = (params.block_size, params.small_block_size, params.threshold);
     let l0 = prompt.len();
     let mut sampler = Sampler::new(params.sampling.clone());
     let suppress = [mask_id];
     let eog = tok.eog_ids().to_vec();
-    let mut stats = GenerationStats { prompt_tokens: l0, ..Default::default() };
-    let mut out = Output { stream: DecodeStream::with_context(tok, true, prompt)?, stop: StopText::new(&params.stop), emitted: 0 };
+    let mut stats = GenerationStats {
+        prompt_tokens: l0,
+        ..Default::default()
+    };
+    let mut out = Output {
+        stream: DecodeStream::with_context(tok, true, prompt)?,
+        stop: StopText::new(&params.stop),
+        emitted: 0,
+    };
     let cap = l0 + params.max_tokens;
 
     let t0 = Instant::now();
@@ -222,7 +292,11 @@ pub fn decode_dlm(
     if prefix > 0 {
         // Block-causal prefill of the prompt's whole blocks (the reference skips it when the prompt
         // is exactly one block long and then never sees the prompt: fixed by using >=).
-        let want = if l0 == prefix { Logits::Last } else { Logits::None };
+        let want = if l0 == prefix {
+            Logits::Last
+        } else {
+            Logits::None
+        };
         let mut logits = forward(fwd, &prompt[..prefix], b, true, want, &mut stats)?;
         if l0 == prefix && params.max_tokens > 0 {
             // The prompt ends on a block boundary: the first token is an autoregressive step.
@@ -267,20 +341,30 @@ pub fn decode_dlm(
             for lo in (0..b).step_by(s) {
                 let hi = lo + s;
                 loop {
-                    let masked: Vec<usize> = (lo..hi).filter(|&j| seq[start + j] == mask_id).collect();
+                    let masked: Vec<usize> =
+                        (lo..hi).filter(|&j| seq[start + j] == mask_id).collect();
                     if masked.is_empty() || done(&seq, l0, cap, mask_id, &eog) {
                         break;
                     }
                     // Token shift: position j is predicted by the logits of position j − 1
                     // (position 0 of a block by its own, as in the reference).
-                    let logits = if params.use_block_cache && block_cached && seq[start + lo] != mask_id {
+                    let logits = if params.use_block_cache
+                        && block_cached
+                        && seq[start + lo] != mask_id
+                    {
                         // Only this sub-block's rows, against the stored block K/V; position
                         // lo is final here, so every masked j > lo reads row j − 1 of this call.
                         let rows: Vec<usize> = masked.iter().map(|&j| j - 1 - lo).collect();
                         stats.forward_passes += 1;
-                        fwd.forward_in_place(&seq[start + lo..start + hi], start + lo, b, Logits::Rows(rows))?
+                        fwd.forward_in_place(
+                            &seq[start + lo..start + hi],
+                            start + lo,
+                            b,
+                            Logits::Rows(rows),
+                        )?
                     } else {
-                        let rows: Vec<usize> = masked.iter().map(|&j| j.saturating_sub(1)).collect();
+                        let rows: Vec<usize> =
+                            masked.iter().map(|&j| j.saturating_sub(1)).collect();
                         if params.use_block_cache {
                             // A full pass that (re)stores the block's K/V.
                             if block_cached {
@@ -301,13 +385,24 @@ pub fn decode_dlm(
                         let conf = softmax_prob(row, choice.token, 1.0);
                         choices.push((j, choice.token, conf));
                     }
-                    let best = choices.iter().enumerate().fold(0, |bi, (i, c)| if c.2 > choices[bi].2 { i } else { bi });
+                    let best = choices.iter().enumerate().fold(0, |bi, (i, c)| {
+                        if c.2 > choices[bi].2 {
+                            i
+                        } else {
+                            bi
+                        }
+                    });
                     for (i, &(j, token, conf)) in choices.iter().enumerate() {
                         if conf > threshold || i == best {
                             seq[start + j] = token;
                         }
                     }
-                    on_step(&BlockState { tokens: &seq[start..], mask_id, block_index, forward_passes: stats.forward_passes });
+                    on_step(&BlockState {
+                        tokens: &seq[start..],
+                        mask_id,
+                        block_index,
+                        forward_passes: stats.forward_passes,
+                    });
                     emit(&mut out, &seq, l0, cap, mask_id, &eog, on_text)?;
                 }
             }
@@ -341,7 +436,13 @@ pub fn decode_dlm(
     }
     stats.decode_seconds = t1.elapsed().as_secs_f64();
     stats.generated_tokens = tokens.len();
-    Ok(Generation { prompt: prompt.to_vec(), tokens, text: out.stop.text().to_string(), finish_reason: finish, stats })
+    Ok(Generation {
+        prompt: prompt.to_vec(),
+        tokens,
+        text: out.stop.text().to_string(),
+        finish_reason: finish,
+        stats,
+    })
 }
 
 fn suppress_ids(logits: &mut [f32], ids: &[u32]) {
@@ -364,12 +465,23 @@ fn done(seq: &[u32], l0: usize, cap: usize, mask: u32, eog: &[u32]) -> bool {
 }
 
 /// Streams the newly final prefix of the output (up to the first mask, end of generation, or cap).
-fn emit(out: &mut Output, seq: &[u32], l0: usize, cap: usize, mask: u32, eog: &[u32], on_text: &mut dyn FnMut(&str)) -> Result<(), EngineError> {
+fn emit(
+    out: &mut Output,
+    seq: &[u32],
+    l0: usize,
+    cap: usize,
+    mask: u32,
+    eog: &[u32],
+    on_text: &mut dyn FnMut(&str),
+) -> Result<(), EngineError> {
     if out.stop.stopped() {
         return Ok(());
     }
     let gen = &seq[l0..seq.len().min(cap)];
-    let final_len = gen.iter().position(|t| *t == mask || eog.contains(t)).unwrap_or(gen.len());
+    let final_len = gen
+        .iter()
+        .position(|t| *t == mask || eog.contains(t))
+        .unwrap_or(gen.len());
     while out.emitted < final_len {
         let piece = out.stream.push(gen[out.emitted])?;
         out.emitted += 1;

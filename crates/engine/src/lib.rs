@@ -9,7 +9,9 @@ pub mod stop;
 use serde::Serialize;
 
 pub use ar::{generate_ar, GenerateParams};
-pub use dlm::{decode_dlm, generate_dlm, resolve_mask_id, BlockForward, BlockState, DlmParams, ModelSequence};
+pub use dlm::{
+    decode_dlm, generate_dlm, resolve_mask_id, BlockForward, BlockState, DlmParams, ModelSequence,
+};
 pub use sampling::{Choice, Sampler, SamplingParams};
 
 /// Why generation ended (OpenAI `finish_reason`).

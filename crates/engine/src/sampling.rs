@@ -24,7 +24,14 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0, repetition_penalty: 1.0, seed: None }
+        SamplingParams {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            seed: None,
+        }
     }
 }
 
@@ -41,7 +48,10 @@ impl SamplingParams {
             return Err(format!("min_p must be in [0, 1], got {}", self.min_p));
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
-            return Err(format!("repetition_penalty must be > 0, got {}", self.repetition_penalty));
+            return Err(format!(
+                "repetition_penalty must be > 0, got {}",
+                self.repetition_penalty
+            ));
         }
         Ok(())
     }
@@ -68,9 +78,16 @@ impl Sampler {
     /// A sampler for these settings.
     pub fn new(params: SamplingParams) -> Sampler {
         let seed = params.seed.unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
         });
-        Sampler { params, rng: ChaCha8Rng::seed_from_u64(seed), probs: Vec::new() }
+        Sampler {
+            params,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            probs: Vec::new(),
+        }
     }
 
     /// The settings.
@@ -93,13 +110,20 @@ impl Sampler {
             seen.dedup();
             for t in seen {
                 if let Some(l) = logits.get_mut(t as usize) {
-                    *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
+                    *l = if *l > 0.0 {
+                        *l / p.repetition_penalty
+                    } else {
+                        *l * p.repetition_penalty
+                    };
                 }
             }
         }
         if p.temperature <= 0.0 {
             let (token, _) = argmax(logits);
-            return Choice { token, prob: softmax_prob(logits, token, 1.0) };
+            return Choice {
+                token,
+                prob: softmax_prob(logits, token, 1.0),
+            };
         }
         // Probabilities at the temperature, sorted by descending probability.
         let t = p.temperature;
@@ -116,7 +140,8 @@ impl Sampler {
         for x in self.probs.iter_mut() {
             x.1 = (x.1 as f64 / total) as f32;
         }
-        self.probs.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        self.probs
+            .sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let full: Vec<(u32, f32)> = self.probs.clone();
         let mut keep = self.probs.len();
         if p.top_k > 0 {
@@ -134,7 +159,11 @@ impl Sampler {
         }
         if p.min_p > 0.0 {
             let floor = self.probs[0].1 * p.min_p;
-            keep = self.probs[..keep].iter().take_while(|(_, pr)| *pr >= floor).count().max(1);
+            keep = self.probs[..keep]
+                .iter()
+                .take_while(|(_, pr)| *pr >= floor)
+                .count()
+                .max(1);
         }
         let kept = &self.probs[..keep.max(1)];
         let mass: f32 = kept.iter().map(|(_, pr)| pr).sum();
@@ -147,7 +176,10 @@ impl Sampler {
             }
             r -= pr;
         }
-        let prob = full.iter().find(|(id, _)| *id == token).map_or(0.0, |(_, pr)| *pr);
+        let prob = full
+            .iter()
+            .find(|(id, _)| *id == token)
+            .map_or(0.0, |(_, pr)| *pr);
         Choice { token, prob }
     }
 }
@@ -176,7 +208,11 @@ mod tests {
     use super::*;
 
     fn params(temperature: f32) -> SamplingParams {
-        SamplingParams { temperature, seed: Some(1), ..Default::default() }
+        SamplingParams {
+            temperature,
+            seed: Some(1),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -192,12 +228,15 @@ mod tests {
     #[test]
     fn suppressed_tokens_are_never_chosen() {
         let mut s = Sampler::new(params(0.0));
-        assert_eq!(s.sample(&mut vec![1.0, 3.0, 2.0], &[], &[1]).token, 2);
+        assert_eq!(s.sample(&mut [1.0, 3.0, 2.0], &[], &[1]).token, 2);
     }
 
     #[test]
     fn repetition_penalty_divides_positive_and_multiplies_negative_logits() {
-        let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..params(0.0) });
+        let mut s = Sampler::new(SamplingParams {
+            repetition_penalty: 2.0,
+            ..params(0.0)
+        });
         let mut logits = vec![4.0, 3.0, -1.0];
         s.sample(&mut logits, &[0, 2, 0], &[]);
         assert_eq!(logits, vec![2.0, 3.0, -2.0]);
@@ -206,13 +245,22 @@ mod tests {
     #[test]
     fn top_k_1_and_tiny_top_p_and_min_p_are_greedy() {
         for p in [
-            SamplingParams { top_k: 1, ..params(1.0) },
-            SamplingParams { top_p: 0.01, ..params(1.0) },
-            SamplingParams { min_p: 0.99, ..params(1.0) },
+            SamplingParams {
+                top_k: 1,
+                ..params(1.0)
+            },
+            SamplingParams {
+                top_p: 0.01,
+                ..params(1.0)
+            },
+            SamplingParams {
+                min_p: 0.99,
+                ..params(1.0)
+            },
         ] {
             let mut s = Sampler::new(p);
             for _ in 0..50 {
-                assert_eq!(s.sample(&mut vec![0.0, 0.5, 0.2, 0.4], &[], &[]).token, 1);
+                assert_eq!(s.sample(&mut [0.0, 0.5, 0.2, 0.4], &[], &[]).token, 1);
             }
         }
     }
@@ -223,7 +271,9 @@ mod tests {
         let mut s = Sampler::new(params(1.0));
         let mut counts = [0usize; 3];
         let n = 20_000;
-        let draws: Vec<u32> = (0..n).map(|_| s.sample(&mut logits.clone(), &[], &[]).token).collect();
+        let draws: Vec<u32> = (0..n)
+            .map(|_| s.sample(&mut logits.clone(), &[], &[]).token)
+            .collect();
         for d in &draws {
             counts[*d as usize] += 1;
         }
@@ -232,14 +282,34 @@ mod tests {
             assert!((f - p).abs() < 0.015, "{counts:?}");
         }
         let mut again = Sampler::new(params(1.0));
-        let replay: Vec<u32> = (0..n).map(|_| again.sample(&mut logits.clone(), &[], &[]).token).collect();
+        let replay: Vec<u32> = (0..n)
+            .map(|_| again.sample(&mut logits.clone(), &[], &[]).token)
+            .collect();
         assert_eq!(draws, replay);
     }
 
     #[test]
     fn out_of_range_parameters_are_named() {
-        assert!(SamplingParams { temperature: -1.0, ..Default::default() }.validate().unwrap_err().contains("temperature"));
-        assert!(SamplingParams { top_p: 0.0, ..Default::default() }.validate().unwrap_err().contains("top_p"));
-        assert!(SamplingParams { min_p: 2.0, ..Default::default() }.validate().unwrap_err().contains("min_p"));
+        assert!(SamplingParams {
+            temperature: -1.0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err()
+        .contains("temperature"));
+        assert!(SamplingParams {
+            top_p: 0.0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err()
+        .contains("top_p"));
+        assert!(SamplingParams {
+            min_p: 2.0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err()
+        .contains("min_p"));
     }
 }

@@ -14,7 +14,10 @@ pub struct StopText {
 impl StopText {
     /// A stream that ends at any of `stops` (empty strings are ignored).
     pub fn new(stops: &[String]) -> StopText {
-        StopText { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), ..Default::default() }
+        StopText {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            ..Default::default()
+        }
     }
 
     /// Adds decoded text; returns the newly releasable text. After a stop string is found,
@@ -29,7 +32,11 @@ impl StopText {
         let hit = self
             .stops
             .iter()
-            .filter_map(|s| self.text[search_from..].find(s.as_str()).map(|i| search_from + i))
+            .filter_map(|s| {
+                self.text[search_from..]
+                    .find(s.as_str())
+                    .map(|i| search_from + i)
+            })
             .min();
         if let Some(at) = hit {
             self.text.truncate(at);
@@ -117,7 +124,10 @@ mod tests {
     #[test]
     fn a_held_back_prefix_is_released_when_it_turns_out_not_to_stop() {
         let (out, text, stopped) = run(&["END"], &["the E", "ND", "?"]);
-        assert_eq!((out.concat(), text, stopped), ("the ".into(), "the ".into(), true));
+        assert_eq!(
+            (out.concat(), text, stopped),
+            ("the ".into(), "the ".into(), true)
+        );
         let (out, text, stopped) = run(&["END"], &["the E", "nd"]);
         assert_eq!(out, vec!["the ", "End", ""]);
         assert_eq!((text, stopped), ("the End".into(), false));

@@ -11,7 +11,10 @@ use model::Model;
 use tokenizer::Tokenizer;
 
 fn python_available() -> bool {
-    let ok = Command::new("python3").args(["-c", "import numpy"]).output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("python3")
+        .args(["-c", "import numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ok {
         if std::env::var("DLM_REQUIRE_PYTHON").is_ok_and(|v| v == "1") {
             panic!("python3 with numpy is required (pip install -r tests/py/requirements.txt)");
@@ -38,26 +41,67 @@ fn fixture() -> Fixture {
     spec.seed = 11;
     spec.write(&ckpt).unwrap();
     let gguf = dir.path().join("m.gguf");
-    let opts = ConvertOptions { input: ckpt.clone(), output: Some(gguf.clone()), outtype: OutType::F32, force_ternary: false, add_mask_token: false, name: None, progress: false };
+    let opts = ConvertOptions {
+        input: ckpt.clone(),
+        output: Some(gguf.clone()),
+        outtype: OutType::F32,
+        force_ternary: false,
+        add_mask_token: false,
+        name: None,
+        progress: false,
+    };
     convert::convert(&opts).unwrap();
     let model = Model::load(&gguf).unwrap();
     let tok = Tokenizer::from_gguf(&model.file().metadata).unwrap();
-    Fixture { _dir: dir, ckpt, model, tok }
+    Fixture {
+        _dir: dir,
+        ckpt,
+        model,
+        tok,
+    }
 }
 
-fn reference(ckpt: &Path, prompt: &[u32], mask: u32, eog: &[u32], p: &DlmParams) -> (Vec<u32>, usize) {
-    let mode = if p.use_block_cache { "block-cache" } else { "no-cache" };
+fn reference(
+    ckpt: &Path,
+    prompt: &[u32],
+    mask: u32,
+    eog: &[u32],
+    p: &DlmParams,
+) -> (Vec<u32>, usize) {
+    let mode = if p.use_block_cache {
+        "block-cache"
+    } else {
+        "no-cache"
+    };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/py/reference_dlm.py");
     let join = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     let out = Command::new("python3")
         .arg(script)
         .arg(ckpt)
-        .args([join(prompt), mask.to_string(), join(eog), p.block_size.to_string(), p.small_block_size.to_string(), p.threshold.to_string(), p.max_tokens.to_string(), mode.to_string()])
+        .args([
+            join(prompt),
+            mask.to_string(),
+            join(eog),
+            p.block_size.to_string(),
+            p.small_block_size.to_string(),
+            p.threshold.to_string(),
+            p.max_tokens.to_string(),
+            mode.to_string(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "reference failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "reference failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let tokens = v["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+    let tokens = v["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect();
     (tokens, v["forward_passes"].as_u64().unwrap() as usize)
 }
 
@@ -74,18 +118,34 @@ fn tokens_match_the_reference_loop_for_prompts_around_one_block_and_several_thre
     let mask = resolve_mask_id(&f.tok, None).unwrap();
     let eog = f.tok.eog_ids().to_vec();
     let mut multi_commit_seen = false;
-    for (len, threshold, use_block_cache) in [10, 32, 45].into_iter().flat_map(|l| [1.0, 0.9, 0.5].into_iter().flat_map(move |t| [false, true].map(|c| (l, t, c)))) {
+    for (len, threshold, use_block_cache) in [10, 32, 45].into_iter().flat_map(|l| {
+        [1.0, 0.9, 0.5]
+            .into_iter()
+            .flat_map(move |t| [false, true].map(|c| (l, t, c)))
+    }) {
         {
-            let p = DlmParams { threshold, max_tokens: 40, use_block_cache, ..Default::default() };
+            let p = DlmParams {
+                threshold,
+                max_tokens: 40,
+                use_block_cache,
+                ..Default::default()
+            };
             let pr = prompt(len);
-            let got = generate_dlm(&f.model, &f.tok, &pr, mask, &p, &mut |_| {}, &mut |_| {}).unwrap();
+            let got =
+                generate_dlm(&f.model, &f.tok, &pr, mask, &p, &mut |_| {}, &mut |_| {}).unwrap();
             let (want, passes) = reference(&f.ckpt, &pr, mask, &eog, &p);
-            assert_eq!(got.tokens, want, "prompt {len}, threshold {threshold}, block cache {use_block_cache}");
+            assert_eq!(
+                got.tokens, want,
+                "prompt {len}, threshold {threshold}, block cache {use_block_cache}"
+            );
             assert_eq!(got.stats.forward_passes, passes, "forward passes, prompt {len}, threshold {threshold}, block cache {use_block_cache}");
             if threshold < 1.0 && got.tokens.len() > got.stats.forward_passes {
                 multi_commit_seen = true;
             }
         }
     }
-    assert!(multi_commit_seen, "the fixture should commit several tokens per forward at low thresholds");
+    assert!(
+        multi_commit_seen,
+        "the fixture should commit several tokens per forward at low thresholds"
+    );
 }

@@ -34,21 +34,41 @@ impl<F: Fn(usize, &[u32]) -> Vec<f32>> BlockForward for Scripted<F> {
     fn capacity(&self) -> usize {
         4096
     }
-    fn forward(&mut self, tokens: &[u32], _block_size: usize, commit: bool, logits: Logits) -> Result<Vec<f32>, EngineError> {
+    fn forward(
+        &mut self,
+        tokens: &[u32],
+        _block_size: usize,
+        commit: bool,
+        logits: Logits,
+    ) -> Result<Vec<f32>, EngineError> {
         let rows: Vec<usize> = match logits {
             Logits::None => vec![],
             Logits::Last => vec![tokens.len() - 1],
             Logits::All => (0..tokens.len()).collect(),
             Logits::Rows(r) => r,
         };
-        self.calls.push(Call { start: self.len, tokens: tokens.to_vec(), commit, rows: rows.clone() });
-        let out = rows.iter().flat_map(|&r| (self.script)(self.len + r, tokens)).collect();
+        self.calls.push(Call {
+            start: self.len,
+            tokens: tokens.to_vec(),
+            commit,
+            rows: rows.clone(),
+        });
+        let out = rows
+            .iter()
+            .flat_map(|&r| (self.script)(self.len + r, tokens))
+            .collect();
         if commit {
             self.len += tokens.len();
         }
         Ok(out)
     }
-    fn forward_in_place(&mut self, tokens: &[u32], at: usize, block_size: usize, logits: Logits) -> Result<Vec<f32>, EngineError> {
+    fn forward_in_place(
+        &mut self,
+        tokens: &[u32],
+        at: usize,
+        block_size: usize,
+        logits: Logits,
+    ) -> Result<Vec<f32>, EngineError> {
         let len = self.len;
         self.len = at;
         let out = self.forward(tokens, block_size, true, logits);
@@ -63,7 +83,15 @@ impl<F: Fn(usize, &[u32]) -> Vec<f32>> BlockForward for Scripted<F> {
 /// Logits where `token` has probability `p` and the rest share 1 − p.
 fn peaked(token: u32, p: f64) -> Vec<f32> {
     let rest = (1.0 - p) / (VOCAB - 1) as f64;
-    (0..VOCAB).map(|i| if i as u32 == token { p.ln() as f32 } else { rest.ln() as f32 }).collect()
+    (0..VOCAB)
+        .map(|i| {
+            if i as u32 == token {
+                p.ln() as f32
+            } else {
+                rest.ln() as f32
+            }
+        })
+        .collect()
 }
 
 fn tokenizer() -> (tempfile::TempDir, Tokenizer) {
@@ -75,7 +103,15 @@ fn tokenizer() -> (tempfile::TempDir, Tokenizer) {
     spec.dlm_block_size = Some(8);
     spec.write(&ckpt).unwrap();
     let gguf: PathBuf = dir.path().join("t.gguf");
-    let opts = ConvertOptions { input: ckpt, output: Some(gguf.clone()), outtype: OutType::F16, force_ternary: false, add_mask_token: false, name: None, progress: false };
+    let opts = ConvertOptions {
+        input: ckpt,
+        output: Some(gguf.clone()),
+        outtype: OutType::F16,
+        force_ternary: false,
+        add_mask_token: false,
+        name: None,
+        progress: false,
+    };
     convert::convert(&opts).unwrap();
     let file = gguf::GgufFile::open(&gguf).unwrap();
     let tok = Tokenizer::from_gguf(&file.metadata).unwrap();
@@ -83,32 +119,59 @@ fn tokenizer() -> (tempfile::TempDir, Tokenizer) {
     (dir, tok)
 }
 
-fn run<F: Fn(usize, &[u32]) -> Vec<f32>>(tok: &Tokenizer, prompt: &[u32], p: DlmParams, script: F) -> (engine::Generation, Vec<Call>) {
-    let mut m = Scripted { len: 0, calls: Vec::new(), script };
+fn run<F: Fn(usize, &[u32]) -> Vec<f32>>(
+    tok: &Tokenizer,
+    prompt: &[u32],
+    p: DlmParams,
+    script: F,
+) -> (engine::Generation, Vec<Call>) {
+    let mut m = Scripted {
+        len: 0,
+        calls: Vec::new(),
+        script,
+    };
     let g = decode_dlm(&mut m, tok, prompt, MASK, &p, &mut |_| {}, &mut |_| {}).unwrap();
     (g, m.calls)
 }
 
 fn params(block: usize, small: usize, threshold: f32, max_tokens: usize) -> DlmParams {
-    DlmParams { block_size: block, small_block_size: small, threshold, max_tokens, ..Default::default() }
+    DlmParams {
+        block_size: block,
+        small_block_size: small,
+        threshold,
+        max_tokens,
+        ..Default::default()
+    }
 }
 
 #[test]
 fn position_j_takes_the_prediction_of_position_j_minus_1() {
     let (_d, tok) = tokenizer();
     // The logit row at absolute position q confidently predicts token 10 + q.
-    let (g, calls) = run(&tok, &[5, 6, 7], params(8, 8, 0.5, 5), |q, _| peaked(10 + q as u32, 0.9));
+    let (g, calls) = run(&tok, &[5, 6, 7], params(8, 8, 0.5, 5), |q, _| {
+        peaked(10 + q as u32, 0.9)
+    });
     // Generated positions 3..8 are predicted by rows 2..7.
     assert_eq!(g.tokens, vec![12, 13, 14, 15, 16]);
-    assert_eq!(calls[0].rows, vec![2, 3, 4, 5, 6], "only the rows that predict masks are computed");
-    assert_eq!(calls.len(), 1, "every prediction is above threshold: one forward");
+    assert_eq!(
+        calls[0].rows,
+        vec![2, 3, 4, 5, 6],
+        "only the rows that predict masks are computed"
+    );
+    assert_eq!(
+        calls.len(),
+        1,
+        "every prediction is above threshold: one forward"
+    );
 }
 
 #[test]
 fn at_least_one_token_is_committed_per_step_the_first_most_confident() {
     let (_d, tok) = tokenizer();
     // Nothing reaches the threshold; row 4 (predicting position 5) is the most confident.
-    let (g, calls) = run(&tok, &[5, 6, 7], params(8, 8, 0.95, 5), |q, _| peaked(50 + q as u32, if q == 4 { 0.6 } else { 0.3 }));
+    let (g, calls) = run(&tok, &[5, 6, 7], params(8, 8, 0.95, 5), |q, _| {
+        peaked(50 + q as u32, if q == 4 { 0.6 } else { 0.3 })
+    });
     assert_eq!(calls.len(), 5, "one token per forward");
     // The first step commits position 5 (the most confident), then ties resolve to the leftmost.
     assert_eq!(g.tokens, vec![52, 53, 54, 55, 56]);
@@ -134,11 +197,17 @@ fn the_threshold_is_strict() {
 fn sub_blocks_are_decoded_strictly_left_to_right() {
     let (_d, tok) = tokenizer();
     // Everything is confident, but only the current sub-block of 4 may be committed.
-    let (g, calls) = run(&tok, &[5], params(8, 4, 0.5, 7), |q, _| peaked(70 + q as u32, 0.99));
+    let (g, calls) = run(&tok, &[5], params(8, 4, 0.5, 7), |q, _| {
+        peaked(70 + q as u32, 0.99)
+    });
     assert_eq!(g.tokens.len(), 7);
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[0].rows, vec![0, 1, 2], "sub-block 0: positions 1..4");
-    assert_eq!(calls[1].rows, vec![3, 4, 5, 6], "sub-block 1: positions 4..8");
+    assert_eq!(
+        calls[1].rows,
+        vec![3, 4, 5, 6],
+        "sub-block 1: positions 4..8"
+    );
     assert_eq!(calls[1].tokens[4], MASK);
     assert_eq!(calls[1].tokens[3], 72);
 }
@@ -147,31 +216,62 @@ fn sub_blocks_are_decoded_strictly_left_to_right() {
 fn an_end_of_generation_token_stops_mid_block_and_is_not_returned() {
     let (_d, tok) = tokenizer();
     let eos = tok.eos_id().unwrap();
-    let (g, calls) = run(&tok, &[5, 6, 7], params(8, 8, 0.5, 20), |q, _| peaked(if q == 5 { eos } else { 80 + q as u32 }, 0.9));
+    let (g, calls) = run(&tok, &[5, 6, 7], params(8, 8, 0.5, 20), |q, _| {
+        peaked(if q == 5 { eos } else { 80 + q as u32 }, 0.9)
+    });
     assert_eq!(g.tokens, vec![82, 83, 84]);
     assert_eq!(g.finish_reason, FinishReason::Stop);
-    assert_eq!(calls.len(), 1, "no finalize pass and no further block after the stop");
+    assert_eq!(
+        calls.len(),
+        1,
+        "no finalize pass and no further block after the stop"
+    );
 }
 
 #[test]
 fn max_tokens_below_one_block_is_a_hard_cap() {
     let (_d, tok) = tokenizer();
-    let (g, calls) = run(&tok, &[5], params(8, 8, 0.95, 3), |q, _| peaked(90 + q as u32, 0.3));
+    let (g, calls) = run(&tok, &[5], params(8, 8, 0.95, 3), |q, _| {
+        peaked(90 + q as u32, 0.3)
+    });
     assert_eq!(g.tokens, vec![90, 91, 92]);
     assert_eq!(g.finish_reason, FinishReason::Length);
-    assert_eq!(calls.len(), 3, "stops as soon as the first 3 positions are final");
+    assert_eq!(
+        calls.len(),
+        3,
+        "stops as soon as the first 3 positions are final"
+    );
 }
 
 #[test]
 fn whole_prompt_blocks_are_prefilled_once_and_the_tail_shares_the_first_block() {
     let (_d, tok) = tokenizer();
     let prompt: Vec<u32> = (0..19).map(|i| 3 + i).collect();
-    let (g, calls) = run(&tok, &prompt, params(8, 8, 0.5, 10), |q, _| peaked(100 + q as u32, 0.9));
-    assert_eq!(calls[0], Call { start: 0, tokens: prompt[..16].to_vec(), commit: true, rows: vec![] });
+    let (g, calls) = run(&tok, &prompt, params(8, 8, 0.5, 10), |q, _| {
+        peaked(100 + q as u32, 0.9)
+    });
+    assert_eq!(
+        calls[0],
+        Call {
+            start: 0,
+            tokens: prompt[..16].to_vec(),
+            commit: true,
+            rows: vec![]
+        }
+    );
     assert_eq!(calls[1].start, 16);
     assert_eq!(&calls[1].tokens[..3], &prompt[16..]);
     assert!(!calls[1].commit);
-    assert_eq!(calls[2], Call { start: 16, tokens: calls[2].tokens.clone(), commit: true, rows: vec![7] }, "finalize");
+    assert_eq!(
+        calls[2],
+        Call {
+            start: 16,
+            tokens: calls[2].tokens.clone(),
+            commit: true,
+            rows: vec![7]
+        },
+        "finalize"
+    );
     assert_eq!(g.tokens[..6], [118, 119, 120, 121, 122, 123]);
     // The finalize pass's last row predicts the next block's first token (an AR step).
     assert_eq!(g.tokens[5], 123);
@@ -179,8 +279,18 @@ fn whole_prompt_blocks_are_prefilled_once_and_the_tail_shares_the_first_block() 
     // A prompt of exactly one block is prefilled (the reference never sees it) and its last
     // logit gives the first token.
     let prompt: Vec<u32> = (0..8).map(|i| 3 + i).collect();
-    let (g, calls) = run(&tok, &prompt, params(8, 8, 0.5, 4), |q, _| peaked(100 + q as u32, 0.9));
-    assert_eq!(calls[0], Call { start: 0, tokens: prompt.clone(), commit: true, rows: vec![7] });
+    let (g, calls) = run(&tok, &prompt, params(8, 8, 0.5, 4), |q, _| {
+        peaked(100 + q as u32, 0.9)
+    });
+    assert_eq!(
+        calls[0],
+        Call {
+            start: 0,
+            tokens: prompt.clone(),
+            commit: true,
+            rows: vec![7]
+        }
+    );
     assert_eq!(g.tokens, vec![107, 108, 109, 110]);
 }
 

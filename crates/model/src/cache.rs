@@ -15,8 +15,12 @@ impl KvCache {
     /// An empty cache for `layers` layers, `kv_dim` floats per position, up to `capacity` positions.
     pub fn new(layers: usize, kv_dim: usize, capacity: usize) -> KvCache {
         KvCache {
-            k: (0..layers).map(|_| Vec::with_capacity(capacity * kv_dim)).collect(),
-            v: (0..layers).map(|_| Vec::with_capacity(capacity * kv_dim)).collect(),
+            k: (0..layers)
+                .map(|_| Vec::with_capacity(capacity * kv_dim))
+                .collect(),
+            v: (0..layers)
+                .map(|_| Vec::with_capacity(capacity * kv_dim))
+                .collect(),
             kv_dim,
             len: 0,
             capacity,
@@ -49,7 +53,10 @@ impl KvCache {
     }
 
     pub(crate) fn layer(&self, i: usize) -> (&[f32], &[f32]) {
-        (&self.k[i][..self.len * self.kv_dim], &self.v[i][..self.len * self.kv_dim])
+        (
+            &self.k[i][..self.len * self.kv_dim],
+            &self.v[i][..self.len * self.kv_dim],
+        )
     }
 
     pub(crate) fn append(&mut self, i: usize, k: &[f32], v: &[f32]) {

@@ -62,7 +62,15 @@ pub struct ModelConfig {
 }
 
 /// Architecture names this engine runs.
-pub const SUPPORTED_ARCHS: &[&str] = &["llama", "qwen2", "qwen3", "bitnet-b1.58", "bitnet-25", "bitnet-1.58", "bitnet"];
+pub const SUPPORTED_ARCHS: &[&str] = &[
+    "llama",
+    "qwen2",
+    "qwen3",
+    "bitnet-b1.58",
+    "bitnet-25",
+    "bitnet-1.58",
+    "bitnet",
+];
 
 impl ModelConfig {
     /// Reads the config from GGUF metadata; `has_tensor` tells which optional tensors exist.
@@ -75,25 +83,42 @@ impl ModelConfig {
         let usize_key = |s: &str| -> Result<usize> { Ok(md.get_u64(&k(s))? as usize) };
         let hidden = usize_key("embedding_length")?;
         let n_heads = usize_key("attention.head_count")?;
-        let n_kv_heads = md.opt_u64(&k("attention.head_count_kv"))?.map(|v| v as usize).unwrap_or(n_heads);
+        let n_kv_heads = md
+            .opt_u64(&k("attention.head_count_kv"))?
+            .map(|v| v as usize)
+            .unwrap_or(n_heads);
         if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
-            return Err(ModelError::Config(format!("{n_heads} attention heads are not a multiple of {n_kv_heads} KV heads")));
+            return Err(ModelError::Config(format!(
+                "{n_heads} attention heads are not a multiple of {n_kv_heads} KV heads"
+            )));
         }
         let head_dim = match md.opt_u64(&k("attention.key_length"))? {
             Some(d) => d as usize,
             None if hidden % n_heads == 0 => hidden / n_heads,
-            None => return Err(ModelError::Config(format!("width {hidden} is not divisible by {n_heads} heads"))),
+            None => {
+                return Err(ModelError::Config(format!(
+                    "width {hidden} is not divisible by {n_heads} heads"
+                )))
+            }
         };
-        let rope_dims = md.opt_u64(&k("rope.dimension_count"))?.map(|v| v as usize).unwrap_or(head_dim);
+        let rope_dims = md
+            .opt_u64(&k("rope.dimension_count"))?
+            .map(|v| v as usize)
+            .unwrap_or(head_dim);
         if rope_dims > head_dim || rope_dims % 2 != 0 {
-            return Err(ModelError::Config(format!("rope.dimension_count {rope_dims} must be even and ≤ head dim {head_dim}")));
+            return Err(ModelError::Config(format!(
+                "rope.dimension_count {rope_dims} must be even and ≤ head dim {head_dim}"
+            )));
         }
         let bitnet = arch.starts_with("bitnet");
         let b158 = bitnet && arch != "bitnet";
         let relu2 = b158 || md.opt_str(&k("hidden_act"))? == Some("relu2");
         let vocab = match md.opt_u64(&k("vocab_size"))? {
             Some(v) => v as usize,
-            None => md.get_str_array("tokenizer.ggml.tokens").map(|t| t.len()).unwrap_or(0),
+            None => md
+                .get_str_array("tokenizer.ggml.tokens")
+                .map(|t| t.len())
+                .unwrap_or(0),
         };
         Ok(ModelConfig {
             n_layers: usize_key("block_count")?,
@@ -103,12 +128,25 @@ impl ModelConfig {
             n_kv_heads,
             head_dim,
             vocab,
-            context_length: md.opt_u64(&k("context_length"))?.map(|v| v as usize).unwrap_or(2048),
+            context_length: md
+                .opt_u64(&k("context_length"))?
+                .map(|v| v as usize)
+                .unwrap_or(2048),
             rope_base: md.opt_f32(&k("rope.freq_base"))?.unwrap_or(10000.0),
             rope_dims,
-            rope_style: if arch == "llama" { RopeStyle::Interleaved } else { RopeStyle::Neox },
-            eps: md.opt_f32(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-6),
-            activation: if relu2 { Activation::Relu2 } else { Activation::Silu },
+            rope_style: if arch == "llama" {
+                RopeStyle::Interleaved
+            } else {
+                RopeStyle::Neox
+            },
+            eps: md
+                .opt_f32(&k("attention.layer_norm_rms_epsilon"))?
+                .unwrap_or(1e-6),
+            activation: if relu2 {
+                Activation::Relu2
+            } else {
+                Activation::Silu
+            },
             qk_norm: has_tensor("blk.0.attn_q_norm.weight"),
             sub_norm: has_tensor("blk.0.attn_sub_norm.weight"),
             bitlinear: bitnet,

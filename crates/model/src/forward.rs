@@ -121,7 +121,10 @@ impl Model {
         for (t, out) in tokens.iter().zip(x.chunks_exact_mut(h)) {
             let t = *t as usize;
             if t >= self.config.vocab {
-                return Err(ModelError::Request(format!("token id {t} is outside the vocabulary of {}", self.config.vocab)));
+                return Err(ModelError::Request(format!(
+                    "token id {t} is outside the vocabulary of {}",
+                    self.config.vocab
+                )));
             }
             let row = &data[t * row_bytes..(t + 1) * row_bytes];
             out.copy_from_slice(&quant::dequantize(ty, row, h, h)?);
@@ -160,7 +163,12 @@ impl Model {
     /// "DualCache"): the new tokens attend to every cached position (the cache's own entries for
     /// the positions outside this call, possibly stale, as the reference does) under
     /// `batch.attention`, and their keys/values overwrite the cache's when `batch.commit`.
-    pub fn forward_in_place(&self, cache: &mut KvCache, batch: &Batch, at: usize) -> Result<Vec<f32>> {
+    pub fn forward_in_place(
+        &self,
+        cache: &mut KvCache,
+        batch: &Batch,
+        at: usize,
+    ) -> Result<Vec<f32>> {
         if at + batch.tokens.len() > cache.len() {
             return Err(ModelError::Request(format!(
                 "positions {at}..{} are not all in the cache of {} positions",
@@ -176,7 +184,9 @@ impl Model {
         let n = batch.tokens.len();
         let start = at.unwrap_or(cache.len());
         if n == 0 {
-            return Err(ModelError::Request("a forward needs at least one token".into()));
+            return Err(ModelError::Request(
+                "a forward needs at least one token".into(),
+            ));
         }
         if start + n > cache.capacity() {
             return Err(ModelError::Request(format!(
@@ -220,7 +230,13 @@ impl Model {
                 // prefix and always visible; the others follow the attention rule.
                 let visible: Vec<(bool, usize)> = (0..total)
                     .filter(|&p| p < start || batch.attention.allows(qpos, p))
-                    .map(|p| if p >= start && p < start + n { (true, p - start) } else { (false, p) })
+                    .map(|p| {
+                        if p >= start && p < start + n {
+                            (true, p - start)
+                        } else {
+                            (false, p)
+                        }
+                    })
                     .collect();
                 let mut scores = vec![0.0f32; visible.len()];
                 for hq in 0..nh {
@@ -300,7 +316,9 @@ impl Model {
             Logits::All => (0..n).collect(),
             Logits::Rows(r) => {
                 if let Some(bad) = r.iter().find(|i| **i >= n) {
-                    return Err(ModelError::Request(format!("logits row {bad} is outside the batch of {n}")));
+                    return Err(ModelError::Request(format!(
+                        "logits row {bad} is outside the batch of {n}"
+                    )));
                 }
                 r.clone()
             }
@@ -311,7 +329,12 @@ impl Model {
         }
         rms_norm_in_place(&mut sel, &self.weights.output_norm, cfg.eps);
         let mut logits = vec![0.0; rows.len() * cfg.vocab];
-        matmul(&self.weights.output.matrix(&self.file), &sel, rows.len(), &mut logits);
+        matmul(
+            &self.weights.output.matrix(&self.file),
+            &sel,
+            rows.len(),
+            &mut logits,
+        );
         Ok(logits)
     }
 }

@@ -44,9 +44,18 @@ impl Model {
         let weights = Weights::load(&file, &config)?;
         let half = config.rope_dims / 2;
         let inv_freq = (0..half)
-            .map(|i| 1.0 / config.rope_base.powf(2.0 * i as f32 / config.rope_dims as f32))
+            .map(|i| {
+                1.0 / config
+                    .rope_base
+                    .powf(2.0 * i as f32 / config.rope_dims as f32)
+            })
             .collect();
-        Ok(Model { config, file, weights, inv_freq })
+        Ok(Model {
+            config,
+            file,
+            weights,
+            inv_freq,
+        })
     }
 
     /// The GGUF file (its metadata holds the tokenizer and DLM settings).

@@ -21,7 +21,12 @@ pub struct Linear {
 impl Linear {
     /// Borrows the matrix for the kernels.
     pub fn matrix<'a>(&self, file: &'a GgufFile) -> QMatrix<'a> {
-        QMatrix { ty: self.info.ggml_type, data: file.tensor_data(&self.info), rows: self.rows, cols: self.cols }
+        QMatrix {
+            ty: self.info.ggml_type,
+            data: file.tensor_data(&self.info),
+            rows: self.rows,
+            cols: self.cols,
+        }
     }
 }
 
@@ -57,7 +62,10 @@ pub struct Weights {
 }
 
 fn tensor_err(name: &str, problem: impl Into<String>) -> ModelError {
-    ModelError::Tensor { name: name.to_string(), problem: problem.into() }
+    ModelError::Tensor {
+        name: name.to_string(),
+        problem: problem.into(),
+    }
 }
 
 struct Loader<'a> {
@@ -66,15 +74,25 @@ struct Loader<'a> {
 
 impl Loader<'_> {
     fn info(&self, name: &str) -> Result<&TensorInfo> {
-        self.file.tensor(name).ok_or_else(|| tensor_err(name, "missing from the GGUF"))
+        self.file
+            .tensor(name)
+            .ok_or_else(|| tensor_err(name, "missing from the GGUF"))
     }
 
     fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
         let t = self.info(name)?;
         if t.n_elements() != len as u64 {
-            return Err(tensor_err(name, format!("has {} elements, expected {len}", t.n_elements())));
+            return Err(tensor_err(
+                name,
+                format!("has {} elements, expected {len}", t.n_elements()),
+            ));
         }
-        Ok(quant::dequantize(t.ggml_type, self.file.tensor_data(t), t.dims[0] as usize, len)?)
+        Ok(quant::dequantize(
+            t.ggml_type,
+            self.file.tensor_data(t),
+            t.dims[0] as usize,
+            len,
+        )?)
     }
 
     fn opt_vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>> {
@@ -87,7 +105,10 @@ impl Loader<'_> {
     fn linear(&self, name: &str, rows: usize, cols: usize) -> Result<Linear> {
         let info = self.info(name)?.clone();
         if info.dims.len() != 2 || info.dims[0] != cols as u64 || info.dims[1] != rows as u64 {
-            return Err(tensor_err(name, format!("has shape {:?}, expected [{cols}, {rows}]", info.dims)));
+            return Err(tensor_err(
+                name,
+                format!("has shape {:?}, expected [{cols}, {rows}]", info.dims),
+            ));
         }
         QMatrix::new(info.ggml_type, self.file.tensor_data(&info), rows, cols)
             .map_err(|e| tensor_err(name, e.to_string()))?;
@@ -117,14 +138,30 @@ impl Weights {
                 bq: l.opt_vector(&n("attn_q.bias"), qd)?,
                 bk: l.opt_vector(&n("attn_k.bias"), kvd)?,
                 bv: l.opt_vector(&n("attn_v.bias"), kvd)?,
-                q_norm: if cfg.qk_norm { Some(l.vector(&n("attn_q_norm.weight"), hd)?) } else { None },
-                k_norm: if cfg.qk_norm { Some(l.vector(&n("attn_k_norm.weight"), hd)?) } else { None },
-                attn_sub_norm: if cfg.sub_norm { Some(l.vector(&n("attn_sub_norm.weight"), qd)?) } else { None },
+                q_norm: if cfg.qk_norm {
+                    Some(l.vector(&n("attn_q_norm.weight"), hd)?)
+                } else {
+                    None
+                },
+                k_norm: if cfg.qk_norm {
+                    Some(l.vector(&n("attn_k_norm.weight"), hd)?)
+                } else {
+                    None
+                },
+                attn_sub_norm: if cfg.sub_norm {
+                    Some(l.vector(&n("attn_sub_norm.weight"), qd)?)
+                } else {
+                    None
+                },
                 ffn_norm: l.vector(&n("ffn_norm.weight"), h)?,
                 w_gate: l.linear(&n("ffn_gate.weight"), f, h)?,
                 w_up: l.linear(&n("ffn_up.weight"), f, h)?,
                 w_down: l.linear(&n("ffn_down.weight"), h, f)?,
-                ffn_sub_norm: if cfg.sub_norm { Some(l.vector(&n("ffn_sub_norm.weight"), f)?) } else { None },
+                ffn_sub_norm: if cfg.sub_norm {
+                    Some(l.vector(&n("ffn_sub_norm.weight"), f)?)
+                } else {
+                    None
+                },
             });
         }
         let output = match file.tensor("output.weight") {
@@ -132,8 +169,16 @@ impl Weights {
             None => token_embd.clone(),
         };
         if output.info.ggml_type == GgmlType::I2_S {
-            return Err(tensor_err(&output.info.name, "an I2_S LM head is not supported"));
+            return Err(tensor_err(
+                &output.info.name,
+                "an I2_S LM head is not supported",
+            ));
         }
-        Ok(Weights { token_embd, layers, output_norm: l.vector("output_norm.weight", h)?, output })
+        Ok(Weights {
+            token_embd,
+            layers,
+            output_norm: l.vector("output_norm.weight", h)?,
+            output,
+        })
     }
 }

@@ -10,7 +10,15 @@ fn rerunning_cached_positions_in_place_reproduces_their_logits_and_updates_the_c
     let ckpt = dir.path().join("c");
     TinySpec::new(TinyFamily::Qwen2).write(&ckpt).unwrap();
     let gguf = dir.path().join("m.gguf");
-    let opts = ConvertOptions { input: ckpt, output: Some(gguf.clone()), outtype: OutType::F32, force_ternary: false, add_mask_token: false, name: None, progress: false };
+    let opts = ConvertOptions {
+        input: ckpt,
+        output: Some(gguf.clone()),
+        outtype: OutType::F32,
+        force_ternary: false,
+        add_mask_token: false,
+        name: None,
+        progress: false,
+    };
     convert::convert(&opts).unwrap();
     let model = Model::load(&gguf).unwrap();
     let vocab = model.config.vocab;
@@ -19,24 +27,92 @@ fn rerunning_cached_positions_in_place_reproduces_their_logits_and_updates_the_c
     let block: Vec<u32> = (30..38).collect();
 
     let mut cache = model.new_cache(32);
-    model.forward(&mut cache, &Batch { tokens: &prefix, attention: att, commit: true, logits: Logits::None }).unwrap();
-    let full = model.forward(&mut cache, &Batch { tokens: &block, attention: att, commit: true, logits: Logits::All }).unwrap();
+    model
+        .forward(
+            &mut cache,
+            &Batch {
+                tokens: &prefix,
+                attention: att,
+                commit: true,
+                logits: Logits::None,
+            },
+        )
+        .unwrap();
+    let full = model
+        .forward(
+            &mut cache,
+            &Batch {
+                tokens: &block,
+                attention: att,
+                commit: true,
+                logits: Logits::All,
+            },
+        )
+        .unwrap();
     assert_eq!(cache.len(), 16);
 
     // The same tokens at 12..16, against the cache that already holds them: identical logits.
-    let again = model.forward_in_place(&mut cache, &Batch { tokens: &block[4..], attention: att, commit: true, logits: Logits::All }, 12).unwrap();
+    let again = model
+        .forward_in_place(
+            &mut cache,
+            &Batch {
+                tokens: &block[4..],
+                attention: att,
+                commit: true,
+                logits: Logits::All,
+            },
+            12,
+        )
+        .unwrap();
     assert_eq!(cache.len(), 16);
     for r in 0..4 {
-        let (a, b) = (&again[r * vocab..(r + 1) * vocab], &full[(4 + r) * vocab..(5 + r) * vocab]);
+        let (a, b) = (
+            &again[r * vocab..(r + 1) * vocab],
+            &full[(4 + r) * vocab..(5 + r) * vocab],
+        );
         let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(err < 1e-4, "row {r}: {err}");
     }
 
     // Different tokens in place change the cache: the next position now sees them.
-    let probe = |cache: &mut model::KvCache| model.forward(cache, &Batch { tokens: &[5], attention: att, commit: false, logits: Logits::Last }).unwrap();
+    let probe = |cache: &mut model::KvCache| {
+        model
+            .forward(
+                cache,
+                &Batch {
+                    tokens: &[5],
+                    attention: att,
+                    commit: false,
+                    logits: Logits::Last,
+                },
+            )
+            .unwrap()
+    };
     let before = probe(&mut cache);
-    model.forward_in_place(&mut cache, &Batch { tokens: &[1, 2, 3, 4], attention: att, commit: true, logits: Logits::None }, 12).unwrap();
+    model
+        .forward_in_place(
+            &mut cache,
+            &Batch {
+                tokens: &[1, 2, 3, 4],
+                attention: att,
+                commit: true,
+                logits: Logits::None,
+            },
+            12,
+        )
+        .unwrap();
     let after = probe(&mut cache);
     assert!(before.iter().zip(&after).any(|(x, y)| (x - y).abs() > 1e-3));
-    assert!(model.forward_in_place(&mut cache, &Batch { tokens: &[1, 2], attention: att, commit: true, logits: Logits::None }, 15).is_err());
+    assert!(model
+        .forward_in_place(
+            &mut cache,
+            &Batch {
+                tokens: &[1, 2],
+                attention: att,
+                commit: true,
+                logits: Logits::None
+            },
+            15
+        )
+        .is_err());
 }

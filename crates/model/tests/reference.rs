@@ -9,7 +9,10 @@ use convert::{ConvertOptions, OutType};
 use model::{Attention, Batch, Logits, Model};
 
 fn python_available() -> bool {
-    let ok = Command::new("python3").args(["-c", "import numpy"]).output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("python3")
+        .args(["-c", "import numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ok {
         if std::env::var("DLM_REQUIRE_PYTHON").is_ok_and(|v| v == "1") {
             panic!("python3 with numpy is required (pip install -r tests/py/requirements.txt)");
@@ -21,8 +24,17 @@ fn python_available() -> bool {
 
 fn reference(ckpt: &Path, args: &[&str]) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/py/reference_forward.py");
-    let out = Command::new("python3").arg(script).arg(ckpt).args(args).output().unwrap();
-    assert!(out.status.success(), "reference failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(ckpt)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "reference failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -30,7 +42,12 @@ fn reference_logits(ckpt: &Path, tokens: &[u32], mask: &str) -> Vec<Vec<f32>> {
     reference_logits_with(ckpt, tokens, mask, false)
 }
 
-fn reference_logits_with(ckpt: &Path, tokens: &[u32], mask: &str, f16_embeddings: bool) -> Vec<Vec<f32>> {
+fn reference_logits_with(
+    ckpt: &Path,
+    tokens: &[u32],
+    mask: &str,
+    f16_embeddings: bool,
+) -> Vec<Vec<f32>> {
     let ids: Vec<String> = tokens.iter().map(u32::to_string).collect();
     let joined = ids.join(",");
     let mut args = vec!["logits", joined.as_str(), mask];
@@ -38,13 +55,27 @@ fn reference_logits_with(ckpt: &Path, tokens: &[u32], mask: &str, f16_embeddings
         args.push("f16-embeddings");
     }
     let v = reference(ckpt, &args);
-    v["logits"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()).collect()
+    v["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect()
 }
 
 /// max |a - b| / max |b| over a row.
 fn rel_err(ours: &[f32], reference: &[f32]) -> f32 {
     let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
-    ours.iter().zip(reference).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+    ours.iter()
+        .zip(reference)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale
 }
 
 struct Fixture {
@@ -60,9 +91,21 @@ fn fixture(family: TinyFamily, outtype: OutType) -> Fixture {
     spec.seed = 7;
     spec.write(&ckpt).unwrap();
     let gguf = dir.path().join("m.gguf");
-    let opts = ConvertOptions { input: ckpt.clone(), output: Some(gguf.clone()), outtype, force_ternary: false, add_mask_token: false, name: None, progress: false };
+    let opts = ConvertOptions {
+        input: ckpt.clone(),
+        output: Some(gguf.clone()),
+        outtype,
+        force_ternary: false,
+        add_mask_token: false,
+        name: None,
+        progress: false,
+    };
     convert::convert(&opts).unwrap();
-    Fixture { _dir: dir, ckpt, gguf }
+    Fixture {
+        _dir: dir,
+        ckpt,
+        gguf,
+    }
 }
 
 const TOKENS: [u32; 12] = [1, 17, 200, 42, 7, 250, 3, 99, 12, 300, 64, 5];
@@ -70,15 +113,24 @@ const TOKENS: [u32; 12] = [1, 17, 200, 42, 7, 250, 3, 99, 12, 300, 64, 5];
 fn check_logits(family: TinyFamily, outtype: OutType, tol: f32) {
     let f = fixture(family, outtype);
     let model = Model::load(&f.gguf).unwrap();
-    let f16_embeddings = model.file().tensor("token_embd.weight").unwrap().ggml_type == gguf::GgmlType::F16;
+    let f16_embeddings =
+        model.file().tensor("token_embd.weight").unwrap().ggml_type == gguf::GgmlType::F16;
     let want = reference_logits_with(&f.ckpt, &TOKENS, "causal", f16_embeddings);
     let mut cache = model.new_cache(64);
-    let batch = Batch { tokens: &TOKENS, attention: Attention::Causal, commit: true, logits: Logits::All };
+    let batch = Batch {
+        tokens: &TOKENS,
+        attention: Attention::Causal,
+        commit: true,
+        logits: Logits::All,
+    };
     let got = model.forward(&mut cache, &batch).unwrap();
     let vocab = model.config.vocab;
     for (i, w) in want.iter().enumerate() {
         let e = rel_err(&got[i * vocab..(i + 1) * vocab], w);
-        assert!(e < tol, "{family:?} {outtype:?} position {i}: relative error {e}");
+        assert!(
+            e < tol,
+            "{family:?} {outtype:?} position {i}: relative error {e}"
+        );
     }
 }
 
@@ -121,7 +173,12 @@ fn greedy_decoding_with_the_kv_cache_matches_the_reference_for_32_tokens() {
     if !python_available() {
         return;
     }
-    for family in [TinyFamily::Llama, TinyFamily::Qwen2, TinyFamily::Qwen3, TinyFamily::BitNet] {
+    for family in [
+        TinyFamily::Llama,
+        TinyFamily::Qwen2,
+        TinyFamily::Qwen3,
+        TinyFamily::BitNet,
+    ] {
         let f = fixture(family, OutType::F32);
         let model = Model::load(&f.gguf).unwrap();
         let prompt = &TOKENS[..5];
@@ -133,12 +190,39 @@ fn greedy_decoding_with_the_kv_cache_matches_the_reference_for_32_tokens() {
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
         let mut cache = model.new_cache(64);
-        let mut logits = model.forward(&mut cache, &Batch { tokens: prompt, attention: Attention::Causal, commit: true, logits: Logits::Last }).unwrap();
+        let mut logits = model
+            .forward(
+                &mut cache,
+                &Batch {
+                    tokens: prompt,
+                    attention: Attention::Causal,
+                    commit: true,
+                    logits: Logits::Last,
+                },
+            )
+            .unwrap();
         let mut got = Vec::new();
         for _ in 0..32 {
-            let next = logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, v)| if *v > b.1 { (i, *v) } else { b }).0 as u32;
+            let next = logits
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (i, v)| if *v > b.1 { (i, *v) } else { b },
+                )
+                .0 as u32;
             got.push(next);
-            logits = model.forward(&mut cache, &Batch { tokens: &[next], attention: Attention::Causal, commit: true, logits: Logits::Last }).unwrap();
+            logits = model
+                .forward(
+                    &mut cache,
+                    &Batch {
+                        tokens: &[next],
+                        attention: Attention::Causal,
+                        commit: true,
+                        logits: Logits::Last,
+                    },
+                )
+                .unwrap();
         }
         assert_eq!(got, want, "{family:?}");
         assert_eq!(cache.len(), 5 + 32);
@@ -158,7 +242,17 @@ fn block_causal_attention_matches_a_directly_masked_computation() {
 
     // All three blocks in one call.
     let mut cache = model.new_cache(64);
-    let got = model.forward(&mut cache, &Batch { tokens: &TOKENS, attention, commit: true, logits: Logits::All }).unwrap();
+    let got = model
+        .forward(
+            &mut cache,
+            &Batch {
+                tokens: &TOKENS,
+                attention,
+                commit: true,
+                logits: Logits::All,
+            },
+        )
+        .unwrap();
     for (i, w) in want.iter().enumerate() {
         let e = rel_err(&got[i * vocab..(i + 1) * vocab], w);
         assert!(e < 1e-4, "one call, position {i}: {e}");
@@ -167,9 +261,29 @@ fn block_causal_attention_matches_a_directly_masked_computation() {
     // Two blocks committed to the cache, then the last block against it without committing —
     // twice, to show the uncommitted call leaves the cache exact.
     let mut cache = model.new_cache(64);
-    model.forward(&mut cache, &Batch { tokens: &TOKENS[..8], attention, commit: true, logits: Logits::None }).unwrap();
+    model
+        .forward(
+            &mut cache,
+            &Batch {
+                tokens: &TOKENS[..8],
+                attention,
+                commit: true,
+                logits: Logits::None,
+            },
+        )
+        .unwrap();
     for _ in 0..2 {
-        let got = model.forward(&mut cache, &Batch { tokens: &TOKENS[8..], attention, commit: false, logits: Logits::Rows(vec![0, 1, 2, 3]) }).unwrap();
+        let got = model
+            .forward(
+                &mut cache,
+                &Batch {
+                    tokens: &TOKENS[8..],
+                    attention,
+                    commit: false,
+                    logits: Logits::Rows(vec![0, 1, 2, 3]),
+                },
+            )
+            .unwrap();
         assert_eq!(cache.len(), 8);
         for (r, w) in want[8..].iter().enumerate() {
             let e = rel_err(&got[r * vocab..(r + 1) * vocab], w);
@@ -187,9 +301,29 @@ fn bad_requests_and_files_are_errors_not_panics() {
     let model = Model::load(&f.gguf).unwrap();
     let mut cache = model.new_cache(8);
     let too_long = [1u32; 9];
-    let err = model.forward(&mut cache, &Batch { tokens: &too_long, attention: Attention::Causal, commit: true, logits: Logits::Last }).unwrap_err();
+    let err = model
+        .forward(
+            &mut cache,
+            &Batch {
+                tokens: &too_long,
+                attention: Attention::Causal,
+                commit: true,
+                logits: Logits::Last,
+            },
+        )
+        .unwrap_err();
     assert!(err.to_string().contains("exceed the context"), "{err}");
-    let err = model.forward(&mut cache, &Batch { tokens: &[100_000], attention: Attention::Causal, commit: true, logits: Logits::Last }).unwrap_err();
+    let err = model
+        .forward(
+            &mut cache,
+            &Batch {
+                tokens: &[100_000],
+                attention: Attention::Causal,
+                commit: true,
+                logits: Logits::Last,
+            },
+        )
+        .unwrap_err();
     assert!(err.to_string().contains("outside the vocabulary"), "{err}");
     assert_eq!(cache.len(), 0);
 
@@ -199,12 +333,23 @@ fn bad_requests_and_files_are_errors_not_panics() {
     for (k, v) in file.metadata.iter() {
         w.add(k, v.clone()).unwrap();
     }
-    let kept: Vec<_> = file.tensors.iter().filter(|t| t.name != "blk.1.ffn_up.weight").cloned().collect();
+    let kept: Vec<_> = file
+        .tensors
+        .iter()
+        .filter(|t| t.name != "blk.1.ffn_up.weight")
+        .cloned()
+        .collect();
     for t in &kept {
         w.add_tensor(&t.name, &t.dims, t.ggml_type).unwrap();
     }
     let broken = f.gguf.with_file_name("broken.gguf");
-    w.write_file(&broken, |i, _, out| out.write_all(file.tensor_data(&kept[i]))).unwrap();
+    w.write_file(&broken, |i, _, out| {
+        out.write_all(file.tensor_data(&kept[i]))
+    })
+    .unwrap();
     let err = Model::load(&broken).err().unwrap().to_string();
-    assert!(err.contains("blk.1.ffn_up.weight") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("blk.1.ffn_up.weight") && err.contains("missing"),
+        "{err}"
+    );
 }

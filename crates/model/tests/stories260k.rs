@@ -19,7 +19,11 @@ fn detokenize(tokens: &[&str], ids: &[u32]) -> String {
             continue;
         }
         let text = piece.replace('▁', " ");
-        let text = if i == 0 { text.trim_start_matches(' ').to_string() } else { text };
+        let text = if i == 0 {
+            text.trim_start_matches(' ').to_string()
+        } else {
+            text
+        };
         bytes.extend_from_slice(text.as_bytes());
     }
     String::from_utf8(bytes).unwrap()
@@ -29,18 +33,49 @@ fn detokenize(tokens: &[&str], ids: &[u32]) -> String {
 fn greedy_from_bos_reproduces_llama2c() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/stories260K.gguf");
     let model = Model::load(&path).unwrap();
-    let tokens = model.file().metadata.get_str_array("tokenizer.ggml.tokens").unwrap();
+    let tokens = model
+        .file()
+        .metadata
+        .get_str_array("tokenizer.ggml.tokens")
+        .unwrap();
     let mut cache = model.new_cache(201);
-    let mut logits = model.forward(&mut cache, &Batch { tokens: &[1], attention: Attention::Causal, commit: true, logits: Logits::Last }).unwrap();
+    let mut logits = model
+        .forward(
+            &mut cache,
+            &Batch {
+                tokens: &[1],
+                attention: Attention::Causal,
+                commit: true,
+                logits: Logits::Last,
+            },
+        )
+        .unwrap();
     let mut out = Vec::new();
     // run.c -n 200: 200 forwards from BOS, each printing its next token; it stops at BOS.
     for _ in 0..200 {
-        let next = logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, v)| if *v > b.1 { (i, *v) } else { b }).0 as u32;
+        let next = logits
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |b, (i, v)| if *v > b.1 { (i, *v) } else { b },
+            )
+            .0 as u32;
         if next == 1 {
             break;
         }
         out.push(next);
-        logits = model.forward(&mut cache, &Batch { tokens: &[next], attention: Attention::Causal, commit: true, logits: Logits::Last }).unwrap();
+        logits = model
+            .forward(
+                &mut cache,
+                &Batch {
+                    tokens: &[next],
+                    attention: Attention::Causal,
+                    commit: true,
+                    logits: Logits::Last,
+                },
+            )
+            .unwrap();
     }
     let text = detokenize(&tokens, &out);
     assert_eq!(text, EXPECTED);

@@ -43,7 +43,11 @@ impl<'a> DecodeStream<'a> {
     /// A stream that continues after `context` (the prompt): the first generated token is decoded
     /// as a continuation, so a SentencePiece `▁word` keeps its space, while after a BOS (or no
     /// context) the leading space is stripped as at the start of a text.
-    pub fn with_context(tok: &'a Tokenizer, skip_special: bool, context: &[u32]) -> Result<Self, TokenizerError> {
+    pub fn with_context(
+        tok: &'a Tokenizer,
+        skip_special: bool,
+        context: &[u32],
+    ) -> Result<Self, TokenizerError> {
         let mut stream = DecodeStream::new(tok, skip_special);
         if let Some(&last) = context.last() {
             let text = tok.decode(&[last], skip_special)?;

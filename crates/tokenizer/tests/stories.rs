@@ -208,7 +208,8 @@ fn base_model_gets_the_plain_template() {
 
 #[test]
 fn a_stream_after_a_prompt_keeps_the_continuations_leading_space() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/stories260K.gguf");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/stories260K.gguf");
     let file = gguf::GgufFile::open(&path).unwrap();
     let tok = tokenizer::Tokenizer::from_gguf(&file.metadata).unwrap();
     let prompt = tok.encode("Once upon a time", true).unwrap();
@@ -223,6 +224,9 @@ fn a_stream_after_a_prompt_keeps_the_continuations_leading_space() {
     assert!(text.starts_with(" there"), "{text:?}");
     // After BOS alone the first word loses its space, as at the start of a text.
     let mut stream = tokenizer::DecodeStream::with_context(&tok, true, &[1]).unwrap();
-    let first: String = prompt[1..].iter().map(|id| stream.push(*id).unwrap()).collect();
+    let first: String = prompt[1..]
+        .iter()
+        .map(|id| stream.push(*id).unwrap())
+        .collect();
     assert!(first.starts_with("Once"), "{first:?}");
 }
