@@ -123,6 +123,7 @@ impl Row {
             "speedup_vs_ar": if ar_tps > 0.0 { tps / ar_tps } else { 0.0 },
             "forward_passes": self.forwards,
             "tokens_per_forward": self.tokens as f64 / self.forwards.max(1) as f64,
+            "ms_per_forward": 1000.0 * self.seconds / self.forwards.max(1) as f64,
             "mean_prefill_ms": 1000.0 * self.prefill_seconds / self.runs.max(1) as f64,
             "identical_to_ar": self.identical as f64 / self.runs.max(1) as f64,
         })
@@ -252,16 +253,17 @@ pub fn bench(cmd: BenchCmd) -> Result<(), String> {
         report["simd"].as_str().unwrap_or(""),
         note
     );
-    println!("| mode | tokens/s | vs AR | forward passes | tokens/forward | mean prefill (ms) | identical to AR |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| mode | tokens/s | vs AR | forward passes | tokens/forward | ms/forward | mean prefill (ms) | identical to AR |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in &table {
         println!(
-            "| {} | {:.1} | {:.2}× | {} | {:.2} | {:.2} | {:.0}% |",
+            "| {} | {:.1} | {:.2}× | {} | {:.2} | {:.3} | {:.2} | {:.0}% |",
             r["mode"].as_str().unwrap_or(""),
             r["tokens_per_second"].as_f64().unwrap_or(0.0),
             r["speedup_vs_ar"].as_f64().unwrap_or(0.0),
             r["forward_passes"],
             r["tokens_per_forward"].as_f64().unwrap_or(0.0),
+            r["ms_per_forward"].as_f64().unwrap_or(0.0),
             r["mean_prefill_ms"].as_f64().unwrap_or(0.0),
             100.0 * r["identical_to_ar"].as_f64().unwrap_or(0.0)
         );
