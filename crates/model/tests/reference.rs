@@ -353,3 +353,82 @@ fn bad_requests_and_files_are_errors_not_panics() {
         "{err}"
     );
 }
+
+/// Rewrites a GGUF with edited metadata and tensors.
+fn rewrite(
+    src: &Path,
+    dst: &Path,
+    edit_md: impl Fn(&str, &gguf::Value) -> Option<gguf::Value>,
+    edit_t: impl Fn(&gguf::TensorInfo) -> Option<(Vec<u64>, gguf::GgmlType, Vec<u8>)>,
+) {
+    let file = gguf::GgufFile::open(src).unwrap();
+    let mut w = gguf::GgufWriter::new();
+    for (k, v) in file.metadata.iter() {
+        if let Some(v) = edit_md(k, v) {
+            w.add(k, v).unwrap();
+        }
+    }
+    let mut data = Vec::new();
+    for t in &file.tensors {
+        let (dims, ty, bytes) =
+            edit_t(t).unwrap_or((t.dims.clone(), t.ggml_type, file.tensor_data(t).to_vec()));
+        w.add_tensor(&t.name, &dims, ty).unwrap();
+        data.push(bytes);
+    }
+    w.write_file(dst, |i, _, out| out.write_all(&data[i]))
+        .unwrap();
+}
+
+#[test]
+fn unsupported_architectures_shapes_and_types_are_named_at_load() {
+    let f = fixture(TinyFamily::Qwen2, OutType::F32);
+    let bad = f.gguf.with_file_name("bad.gguf");
+
+    rewrite(
+        &f.gguf,
+        &bad,
+        |k, v| {
+            Some(if k == "general.architecture" {
+                gguf::Value::String("gptneox".into())
+            } else {
+                v.clone()
+            })
+        },
+        |_| None,
+    );
+    let err = Model::load(&bad).err().unwrap().to_string();
+    assert!(err.contains("unsupported architecture `gptneox`"), "{err}");
+
+    rewrite(
+        &f.gguf,
+        &bad,
+        |_, v| Some(v.clone()),
+        |t| {
+            (t.name == "blk.0.ffn_up.weight")
+                .then(|| (vec![256, 256], t.ggml_type, vec![0u8; 256 * 256 * 4]))
+        },
+    );
+    let err = Model::load(&bad).err().unwrap().to_string();
+    assert!(
+        err.contains("blk.0.ffn_up.weight") && err.contains("[256, 512]"),
+        "{err}"
+    );
+
+    // Q6_K has a codec but no matmul kernel: refused with the tensor named, not a panic.
+    rewrite(
+        &f.gguf,
+        &bad,
+        |_, v| Some(v.clone()),
+        |t| {
+            (t.name == "blk.0.attn_q.weight").then(|| {
+                (
+                    t.dims.clone(),
+                    gguf::GgmlType::Q6_K,
+                    vec![0u8; 256 / 256 * 210 * 256],
+                )
+            })
+        },
+    );
+    let err = Model::load(&bad).err().unwrap().to_string();
+    assert!(err.contains("blk.0.attn_q.weight"), "{err}");
+}
