@@ -3,8 +3,8 @@
 //! `cargo bench -p quant --bench kernels` (filter with a name prefix, e.g. `-- i2_s/`).
 //!
 //! Every benchmark cycles through enough copies of the weight matrix (≥ 160 MiB in all, beyond
-//! the last-level cache) that each call streams its weights from DRAM, as a forward pass over a
-//! whole model does; the `hot/` group repeats one copy to show the cache-resident compute
+//! the last-level cache; `DLM_BENCH_COLD_MIB` changes it) that each call streams its weights
+//! from DRAM, as a forward pass over a whole model does; the `hot/` group repeats one copy to show the cache-resident compute
 //! ceiling. Throughput is reported as weight bytes per second; GOPS = 2·rows·cols·tokens / time
 //! (see docs/benchmarks.md). Threads: the global rayon pool (all cores) unless the name ends in
 //! `/1thr`. Set `DLM_SIMD=avx2` (etc.) to force a lower level.
@@ -25,7 +25,16 @@ const SHAPES: [(usize, usize, &str); 3] = [
     (2560, 6912, "2560x6912"),
 ];
 const TOKENS: [usize; 3] = [1, 8, 32];
-const COLD_BYTES: usize = 160 << 20;
+
+/// Bytes of weight copies a "cold" benchmark cycles through: 160 MiB, or `DLM_BENCH_COLD_MIB`
+/// (set it above the last-level cache of machines with a bigger one).
+fn cold_bytes() -> usize {
+    std::env::var("DLM_BENCH_COLD_MIB")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(160)
+        << 20
+}
 
 /// Copies of one encoded matrix, enough to overflow the caches.
 struct Weights {
@@ -50,7 +59,7 @@ impl Weights {
             .collect();
         let bytes = quant::quantize(ty, &v, cols).unwrap();
         let n = if cold {
-            COLD_BYTES.div_ceil(bytes.len()).max(2)
+            cold_bytes().div_ceil(bytes.len()).max(2)
         } else {
             1
         };

@@ -25,7 +25,9 @@ fn main() {
         .unwrap_or(1024);
     let n = (mib << 20) / 8;
     // Distinct non-zero contents, written once so every page is really backed.
-    let buf: Vec<u64> = (0..n as u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+    let buf: Vec<u64> = (0..n as u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("buffer: {mib} MiB, cores: {cores}");
     for threads in 1..=cores {

@@ -39,13 +39,14 @@ fn min_cols(ty: GgmlType) -> usize {
     }
 }
 
-/// Row lengths to try: the minimum, a few multiples, and (for I2_S) more than the AVX2 kernel's
-/// 8-chunk i16 group.
+/// Row lengths to try: the minimum, a few multiples, more than the AVX2 I2_S kernel's 8-chunk
+/// i16 group (1152), and rows longer than one L1 column segment of an 8-token tile (2048
+/// columns), so the kernels' split of long rows is exercised.
 fn col_cases(ty: GgmlType) -> Vec<usize> {
     match ty {
-        GgmlType::I2_S => vec![128, 384, 1152],
-        GgmlType::TQ1_0 | GgmlType::TQ2_0 => vec![256, 768],
-        GgmlType::Q8_0 | GgmlType::Q4_0 => vec![32, 96, 320],
+        GgmlType::I2_S => vec![128, 384, 1152, 2688],
+        GgmlType::TQ1_0 | GgmlType::TQ2_0 => vec![256, 768, 2304],
+        GgmlType::Q8_0 | GgmlType::Q4_0 => vec![32, 96, 320, 2080],
         _ => vec![1, 7, 16, 37, 200],
     }
 }
@@ -113,7 +114,7 @@ fn random_acts(n_tokens: usize, cols: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
         let scale = 10f32.powf(rng.random_range(-2.0..2.0));
         for c in 0..cols {
             let v = match (t % 5, c % 97) {
-                (4, _) => 0.0,                                        // an all-zero row
+                (4, _) => 0.0,                                         // an all-zero row
                 (_, 13) => scale * 25.0 * rng.random_range(-1.0..1.0), // outliers
                 (3, _) if c < 256 => 0.0,                              // a zero block
                 _ => scale * rng.random_range(-1.0f32..1.0),
@@ -183,7 +184,10 @@ fn simd_integer_kernels_equal_the_scalar_reference() {
                     let w = QMatrix::new(ty, &data, rows, cols).unwrap();
                     let x = random_acts(n_tokens, cols, &mut rng);
                     let want = run(SimdLevel::Scalar, &w, &x, n_tokens);
-                    assert!(want.iter().all(|v| v.is_finite()), "{ty}: non-finite reference");
+                    assert!(
+                        want.iter().all(|v| v.is_finite()),
+                        "{ty}: non-finite reference"
+                    );
                     for &level in &simd {
                         let got = run(level, &w, &x, n_tokens);
                         for (i, (g, e)) in got.iter().zip(&want).enumerate() {
@@ -223,7 +227,9 @@ fn simd_float_kernels_agree_with_the_scalar_reference() {
                         for t in 0..n_tokens {
                             for r in 0..rows {
                                 let abs: f64 = (0..cols)
-                                    .map(|c| (wf[r * cols + c] as f64 * x[t * cols + c] as f64).abs())
+                                    .map(|c| {
+                                        (wf[r * cols + c] as f64 * x[t * cols + c] as f64).abs()
+                                    })
                                     .sum();
                                 let (g, e) = (got[t * rows + r], want[t * rows + r]);
                                 assert!(
@@ -344,7 +350,11 @@ fn scalar_reference_matches_dequantized_f64_matmul() {
                     for r in 0..rows {
                         let wr = &wf[r * cols..(r + 1) * cols];
                         let exact_q: f64 = wr.iter().zip(&xq).map(|(&w, &x)| w as f64 * x).sum();
-                        let abs_q: f64 = wr.iter().zip(&xq).map(|(&w, &x)| (w as f64 * x).abs()).sum();
+                        let abs_q: f64 = wr
+                            .iter()
+                            .zip(&xq)
+                            .map(|(&w, &x)| (w as f64 * x).abs())
+                            .sum();
                         let y = got[t * rows + r] as f64;
                         let tight = (nb as f64 + 4.0) * U * abs_q + 1e-30;
                         assert!(
@@ -352,8 +362,13 @@ fn scalar_reference_matches_dequantized_f64_matmul() {
                             "{ty} rows {rows} cols {cols} (t {t}, r {r}): {y} vs Σw·x̃ = {exact_q}, \
                              bound {tight}"
                         );
-                        let exact: f64 = wr.iter().zip(xt).map(|(&w, &x)| w as f64 * x as f64).sum();
-                        let act_err: f64 = wr.iter().zip(&err).map(|(&w, &e)| (w as f64).abs() * e).sum();
+                        let exact: f64 =
+                            wr.iter().zip(xt).map(|(&w, &x)| w as f64 * x as f64).sum();
+                        let act_err: f64 = wr
+                            .iter()
+                            .zip(&err)
+                            .map(|(&w, &e)| (w as f64).abs() * e)
+                            .sum();
                         let loose = act_err + tight;
                         assert!(
                             (y - exact).abs() <= loose,
@@ -389,7 +404,10 @@ fn float_scalar_reference_matches_f64_matmul() {
                         abs += p.abs();
                     }
                     let y = got[t * rows + r] as f64;
-                    assert!((y - exact).abs() <= gamma * abs + 1e-30, "{ty} {y} vs {exact}");
+                    assert!(
+                        (y - exact).abs() <= gamma * abs + 1e-30,
+                        "{ty} {y} vs {exact}"
+                    );
                 }
             }
         }
@@ -427,11 +445,16 @@ fn dispatch_and_thread_count_do_not_change_results() {
         let x = random_acts(n_tokens, cols, &mut rng);
         let want = run(selected_level(), &w, &x, n_tokens);
         for threads in [1, 3] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             let mut got = vec![0.0; rows * n_tokens];
             pool.install(|| matmul(&w, &x, n_tokens, &mut got));
             assert!(
-                got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "{ty} with {threads} threads"
             );
         }

@@ -307,8 +307,16 @@ fn quantize_block_acts(
     let mut q = Codes::zeroed(n_tokens * cols);
     let mut d = vec![0.0f32; nb * n_tokens];
     let mut sum = vec![0i32; nb * n_tokens];
-    for (t, (x, q)) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).enumerate() {
-        for (b, (x, q)) in x.chunks_exact(block).zip(q.chunks_exact_mut(block)).enumerate() {
+    for (t, (x, q)) in x
+        .chunks_exact(cols)
+        .zip(q.chunks_exact_mut(cols))
+        .enumerate()
+    {
+        for (b, (x, q)) in x
+            .chunks_exact(block)
+            .zip(q.chunks_exact_mut(block))
+            .enumerate()
+        {
             let (db, sb) = quantize_block(x, q);
             d[b * n_tokens + t] = db;
             sum[b * n_tokens + t] = sb;

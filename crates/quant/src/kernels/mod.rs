@@ -6,22 +6,26 @@
 //! `out[t·rows + r] = Σ_c W[r, c]·x[t·cols + c]`.
 //!
 //! 1. The activations are quantized once per call with the rule of the weight's type
-//!    ([`act`]: per-token int8 for I2_S, Q8_K for TQ1_0/TQ2_0, Q8_0 for Q8_0/Q4_0; none for
+//!    (`act.rs`: per-token int8 for I2_S, Q8_K for TQ1_0/TQ2_0, Q8_0 for Q8_0/Q4_0; none for
 //!    F32/F16/BF16).
 //! 2. The output rows are split into chunks that run in parallel on the current rayon pool.
 //! 3. Inside a chunk, a kernel takes a tile of up to 8 tokens and, for each weight row, unpacks
 //!    each weight block once and multiplies it with all tokens of the tile (bitnet.cpp's `_Nx1`
-//!    idea). A 32-token diffusion block thus reads and unpacks its weights 4 times from cache
-//!    instead of 32 times, which is what lets block diffusion approach the memory-bound cost of
-//!    one decoded token.
+//!    idea). A 32-token diffusion block thus reads and unpacks its weights 4 times from L2
+//!    instead of 32 times from DRAM. Decode (1 token) takes 4 rows at a time instead, to share
+//!    the per-row reductions, and prefetches the next rows itself. Rows longer than one L1's
+//!    worth of the tile's activations are walked in column segments.
 //!
-//! Every kernel exists as a scalar reference ([`scalar`], the definition) and as SIMD variants
+//! Every kernel exists as a scalar reference (`scalar.rs`, the definition) and as SIMD variants
 //! picked at run time ([`SimdLevel`]): AVX2 (`maddubs`: unsigned codes × signed int8), AVX-512
-//! VNNI (`vpdpbusd`, 512-bit), NEON (I2_S, TQ2_0 and F32; the other types use the scalar code
-//! on ARM). The integer kernels give bit-identical results at every level: the integer dot
-//! products are exact and the float epilogues run in the same order with the same operations.
-//! The float kernels (F32/F16/BF16) sum in a different order per level and agree within the
-//! usual `n·ε·Σ|w·x|` bound.
+//! VNNI (`vpdpbusd`, 512-bit), NEON (I2_S, TQ2_0, F32 and BF16; the other types use the scalar
+//! code on ARM). The integer kernels give bit-identical results at every level: the integer
+//! dot products are exact and the float epilogues run in the same order with the same
+//! operations. The float kernels (F32/F16/BF16) sum in a different order per level and agree
+//! within the usual `n·ε·Σ|w·x|` bound.
+//!
+//! `docs/benchmarks.md` has the measured speeds and what they mean for decode vs. block
+//! diffusion.
 
 // The kernels index parallel arrays (tokens, lanes, accumulators) by the same loop counter.
 #![allow(clippy::needless_range_loop)]
@@ -271,7 +275,10 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix, x: &[f32], n_tokens: usize, ou
         level.name()
     );
     if let Err(e) = w.validate() {
-        panic!("matmul: invalid weight matrix ({} x {}): {e}", w.rows, w.cols);
+        panic!(
+            "matmul: invalid weight matrix ({} x {}): {e}",
+            w.rows, w.cols
+        );
     }
     assert_eq!(
         x.len(),
@@ -291,30 +298,37 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix, x: &[f32], n_tokens: usize, ou
     let acts = Acts::new(w.ty, x, n_tokens, w.cols);
     let kernel = kernel_fn(level, w.ty);
     let out = Out::new(out, w.rows, n_tokens);
-    let chunk = chunk_rows(w, n_tokens);
-    if chunk >= w.rows {
-        kernel(w, &acts, 0..w.rows, &out);
+    let (chunk, parallel) = chunk_rows(w, n_tokens);
+    let n_chunks = w.rows.div_ceil(chunk);
+    let run = |i: usize| kernel(w, &acts, i * chunk..((i + 1) * chunk).min(w.rows), &out);
+    if parallel && n_chunks > 1 {
+        (0..n_chunks).into_par_iter().for_each(run);
     } else {
-        let n_chunks = w.rows.div_ceil(chunk);
-        (0..n_chunks).into_par_iter().for_each(|i| {
-            let rows = i * chunk..((i + 1) * chunk).min(w.rows);
-            kernel(w, &acts, rows, &out);
-        });
+        (0..n_chunks).for_each(run);
     }
 }
 
-/// How many rows one parallel task takes: about 4 tasks per thread so that work-stealing
-/// evens out, at most ~256 KiB of weights so a task's rows stay in L2 while its token tiles
-/// reuse them, a multiple of 16, and everything in one task when the call is tiny.
-fn chunk_rows(w: &QMatrix, n_tokens: usize) -> usize {
+/// How many rows one kernel call takes, and whether the calls run in parallel.
+///
+/// A kernel walks its rows once per tile of up to 8 tokens, so with several tiles a chunk's
+/// weights should stay in L2: at most ~256 KiB of them (at least 16 rows). In parallel, about 4
+/// chunks per thread so that work-stealing evens out; a tiny call runs on the calling thread.
+/// Chunk sizes are multiples of 16 rows.
+fn chunk_rows(w: &QMatrix, n_tokens: usize) -> (usize, bool) {
     let threads = rayon::current_num_threads().max(1);
-    let work = w.rows * w.cols * n_tokens;
-    if threads == 1 || work < 1 << 18 {
-        return w.rows;
-    }
-    let by_threads = w.rows.div_ceil(threads * 4);
-    let by_cache = (256 << 10) / w.row_bytes().max(1);
-    by_threads.min(by_cache).max(16).next_multiple_of(16)
+    let parallel = threads > 1 && w.rows * w.cols * n_tokens >= 1 << 18;
+    let by_cache = if n_tokens > 1 {
+        (256 << 10) / w.row_bytes().max(1)
+    } else {
+        w.rows
+    };
+    let by_threads = if parallel {
+        w.rows.div_ceil(threads * 4)
+    } else {
+        w.rows
+    };
+    let chunk = by_threads.min(by_cache).max(16).next_multiple_of(16);
+    (chunk, parallel)
 }
 
 /// One kernel: computes the output rows `rows` for every token.
@@ -364,7 +378,10 @@ impl<'a> Out<'a> {
     /// only the rows of its own chunk.
     #[inline]
     pub(crate) unsafe fn set(&self, t: usize, r: usize, v: f32) {
-        assert!(t < self.n_tokens && r < self.rows, "output index out of range");
+        assert!(
+            t < self.n_tokens && r < self.rows,
+            "output index out of range"
+        );
         // SAFETY: in bounds (checked above) of the slice `ptr` came from; exclusive per the
         // caller's contract.
         unsafe { self.ptr.add(t * self.rows + r).write(v) }
@@ -380,7 +397,7 @@ pub(crate) fn token_rows<'s, E, const T: usize>(
     std::array::from_fn(|i| row(t0 + i))
 }
 
-/// Calls `$f::<G…, T>(t0, args…)` for consecutive token tiles of at most 8 (or 4) tokens, with
+/// Calls `$f::<G…, T>(t0, args…)` for consecutive token tiles of at most 8 (6, 4, 3) tokens, with
 /// `T` the tile's size as a constant, so the token loops unroll and the accumulators live in
 /// registers. `G…` are optional leading generic arguments, written `f[K,](…)`.
 #[allow(unused_macros)]
@@ -404,6 +421,23 @@ macro_rules! for_token_tiles {
             6 => $f::<$($g)* 6>($t0, $($arg),*),
             7 => $f::<$($g)* 7>($t0, $($arg),*),
             _ => $f::<$($g)* 8>($t0, $($arg),*),
+        }
+    };
+    (@match 6, $nt:ident, $t0:ident, $f:ident [$($g:tt)*] ($($arg:expr),*)) => {
+        match $nt {
+            1 => $f::<$($g)* 1>($t0, $($arg),*),
+            2 => $f::<$($g)* 2>($t0, $($arg),*),
+            3 => $f::<$($g)* 3>($t0, $($arg),*),
+            4 => $f::<$($g)* 4>($t0, $($arg),*),
+            5 => $f::<$($g)* 5>($t0, $($arg),*),
+            _ => $f::<$($g)* 6>($t0, $($arg),*),
+        }
+    };
+    (@match 3, $nt:ident, $t0:ident, $f:ident [$($g:tt)*] ($($arg:expr),*)) => {
+        match $nt {
+            1 => $f::<$($g)* 1>($t0, $($arg),*),
+            2 => $f::<$($g)* 2>($t0, $($arg),*),
+            _ => $f::<$($g)* 3>($t0, $($arg),*),
         }
     };
     (@match 4, $nt:ident, $t0:ident, $f:ident [$($g:tt)*] ($($arg:expr),*)) => {

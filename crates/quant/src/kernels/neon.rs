@@ -106,7 +106,8 @@ fn i2s_tile<const T: usize>(t0: usize, w: &QMatrix, a: &I8Acts, rows: Range<usiz
                 ];
                 for t in 0..T {
                     // SAFETY: token rows hold 128·chunks codes (asserted above).
-                    acc[t] = unsafe { dot4x16(acc[t], &codes, q[t].as_ptr().add(128 * c + 16 * h)) };
+                    acc[t] =
+                        unsafe { dot4x16(acc[t], &codes, q[t].as_ptr().add(128 * c + 16 * h)) };
                 }
             }
         }
@@ -128,7 +129,13 @@ fn neon_tq2_0(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
 }
 
 #[target_feature(enable = "neon")]
-fn tq2_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+fn tq2_0_tile<const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    a: &BlockActs,
+    rows: Range<usize>,
+    out: &Out,
+) {
     let q: [&[i8]; T] = token_rows(|t| a.row(t), t0);
     let nb = w.cols / 256;
     for q in &q {

@@ -202,7 +202,8 @@ fn float_rows(
             for (i, &xv) in xt.iter().enumerate() {
                 acc[i % 8] += decode(wr, i) * xv;
             }
-            let s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+            let s =
+                ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
             // SAFETY: this task owns rows `rows`.
             unsafe { out.set(t, r, s) };
         }
@@ -216,7 +217,9 @@ fn f32_weights(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
 }
 
 fn f16_weights(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
-    float_rows(w, acts, rows, out, |b, i| f16::decode([b[2 * i], b[2 * i + 1]]));
+    float_rows(w, acts, rows, out, |b, i| {
+        f16::decode([b[2 * i], b[2 * i + 1]])
+    });
 }
 
 fn bf16_weights(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {

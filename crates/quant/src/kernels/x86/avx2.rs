@@ -1,7 +1,9 @@
 //! AVX2 kernels (+ FMA, F16C): `maddubs` on unsigned codes × int8 activations.
 //!
 //! Every kernel walks a row chunk once per tile of up to 8 tokens; per weight block it unpacks
-//! the codes once into registers and multiplies them with each token of the tile.
+//! the codes once into registers and multiplies them with each token of the tile. Decode tiles
+//! (1 token) take 4 rows per step instead (see `with_row_group!`), the float kernels a 3-row ×
+//! 3-token register tile.
 //!
 //! `maddubs` sums pairs into i16 lanes, so the integer kernels bound how long they stay in i16:
 //! a code is at most 3 (I2_S/TQ2_0 2-bit fields, even the never-written 3) or 15 (Q4_0) and an
@@ -13,11 +15,12 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::{
-    block_tile, prefetch, float_weight, hsum_i32, load, row_groups, top_trit, tq1_0_shifted, with_row_group,
-    BF16_W, F16_W, F32_W,
+    block_tile, float_weight, hsum_i32, i2s_driver, load, prefetch, row_groups, top_trit,
+    tq1_0_shifted, with_row_group, BF16_W, F16_W, F32_W,
 };
-use crate::kernels::scalar::i2s_epilogue;
-use crate::kernels::{for_token_tiles, token_rows, Acts, BlockActs, I8Acts, KernelFn, Out, QMatrix};
+use crate::kernels::{
+    for_token_tiles, token_rows, Acts, BlockActs, I8Acts, KernelFn, Out, QMatrix,
+};
 use crate::GgmlType;
 
 pub(in crate::kernels) fn kernel(ty: GgmlType) -> KernelFn {
@@ -109,24 +112,18 @@ fn i2s_rows<const R: usize, const T: usize>(
     rows: Range<usize>,
     out: &Out,
 ) {
-    let q: [&[i8]; T] = token_rows(|t| a.row(t), t0);
-    let w_scale = w.i2s_scale();
-    for (r, n, wr) in row_groups::<R>(w, rows) {
-        let s = i2s_dot::<R, T>(&wr, &q);
-        for i in 0..n {
-            for t in 0..T {
-                let (tt, y) = (t0 + t, s[i][t]);
-                // SAFETY: this task owns rows `rows` (see `matmul_with`).
-                unsafe { out.set(tt, r + i, i2s_epilogue(y, a.sum[tt], a.scale[tt], w_scale)) };
-            }
-        }
-    }
+    i2s_driver::<R, T>(t0, w, a, rows, out, |wr, q, cs| i2s_dot::<R, T>(wr, q, cs));
 }
 
-/// `Σ code·q` of `R` I2_S rows against `T` tokens.
+/// `Σ code·q` of `R` I2_S rows against `T` tokens over the 128-element chunks `cs`.
 #[target_feature(enable = "avx2")]
-fn i2s_dot<const R: usize, const T: usize>(w: &[&[u8]; R], q: &[&[i8]; T]) -> [[i32; T]; R] {
+fn i2s_dot<const R: usize, const T: usize>(
+    w: &[&[u8]; R],
+    q: &[&[i8]; T],
+    cs: Range<usize>,
+) -> [[i32; T]; R] {
     let chunks = w[0].len() / 32;
+    assert!(cs.end <= chunks);
     for w in w {
         assert_eq!(w.len(), 32 * chunks);
     }
@@ -138,16 +135,16 @@ fn i2s_dot<const R: usize, const T: usize>(w: &[&[u8]; R], q: &[&[i8]; T]) -> [[
     let mask = _mm256_set1_epi8(3);
     let ones = _mm256_set1_epi16(1);
     let mut acc32 = [[_mm256_setzero_si256(); T]; R];
-    let mut c0 = 0;
-    while c0 < chunks {
-        let c1 = chunks.min(c0 + 8);
+    let mut c0 = cs.start;
+    while c0 < cs.end {
+        let c1 = cs.end.min(c0 + 8);
         let mut acc16 = [[_mm256_setzero_si256(); T]; R];
         for c in c0..c1 {
             for i in 0..R {
                 if c % 2 == 0 {
                     prefetch(w[i].as_ptr(), 32 * c + ahead);
                 }
-                // SAFETY: c < chunks, so bytes 32c..32c + 32 are inside each row.
+                // SAFETY: c < cs.end ≤ chunks, so bytes 32c..32c + 32 are inside each row.
                 let x = unsafe { load(w[i].as_ptr().add(32 * c)) };
                 let codes = [
                     _mm256_and_si256(_mm256_srli_epi16::<6>(x), mask),
@@ -188,7 +185,13 @@ fn tq2_0_avx2(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn tq2_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+fn tq2_0_tile<const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    a: &BlockActs,
+    rows: Range<usize>,
+    out: &Out,
+) {
     with_row_group!(T, tq2_0_rows(t0, w, a, rows, out));
 }
 
@@ -221,7 +224,8 @@ fn tq2_0_rows<const R: usize, const T: usize>(
                     let codes = _mm256_and_si256(v, mask);
                     for t in 0..T {
                         // SAFETY: token rows hold 256·nb codes (asserted in block_tile), b < nb.
-                        let x = unsafe { load(q[t].as_ptr().add(256 * b + 128 * h + 32 * n).cast()) };
+                        let x =
+                            unsafe { load(q[t].as_ptr().add(256 * b + 128 * h + 32 * n).cast()) };
                         acc16[t] = _mm256_add_epi16(acc16[t], _mm256_maddubs_epi16(codes, x));
                     }
                 }
@@ -239,7 +243,13 @@ fn tq1_0_avx2(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn tq1_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+fn tq1_0_tile<const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    a: &BlockActs,
+    rows: Range<usize>,
+    out: &Out,
+) {
     with_row_group!(T, tq1_0_rows(t0, w, a, rows, out));
 }
 
@@ -381,9 +391,13 @@ fn hsum_ps(v: __m256) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn float_avx2<const K: u8>(w: &QMatrix, x: &[f32], rows: Range<usize>, out: &Out) {
-    for_token_tiles!(4, x.len() / w.cols, float_tile[K,](w, x, rows.clone(), out));
+    for_token_tiles!(3, x.len() / w.cols, float_tile[K,](w, x, rows.clone(), out));
 }
 
+/// A 3-row × T-token register tile (9 accumulators for 3 tokens, which with the operands fits
+/// the 16 registers without spills): each 8-column step widens 3 weight vectors and loads T
+/// activation vectors once for 3·T FMAs, so neither the weight conversion nor the activation
+/// traffic (L2-resident for long rows) limits the FMA rate.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn float_tile<const K: u8, const T: usize>(
     t0: usize,
@@ -392,48 +406,40 @@ fn float_tile<const K: u8, const T: usize>(
     rows: Range<usize>,
     out: &Out,
 ) {
+    const R: usize = 3;
     let cols = w.cols;
     let xs: [&[f32]; T] = token_rows(|t| &x[t * cols..(t + 1) * cols], t0);
-    let n16 = cols / 16 * 16;
     let n8 = cols / 8 * 8;
-    for r in rows {
-        let wr = w.row(r);
-        let p = wr.as_ptr();
-        // Two accumulators per token: independent FMA chains.
-        let mut acc = [[_mm256_setzero_ps(); 2]; T];
+    let wbytes = if K == F32_W { 4 } else { 2 };
+    for (r, n, wr) in row_groups::<R>(w, rows) {
+        for w in &wr {
+            assert_eq!(w.len(), cols * wbytes);
+        }
+        let mut acc = [[_mm256_setzero_ps(); T]; R];
         let mut i = 0;
-        while i < n16 {
-            // SAFETY: i + 16 ≤ cols, and the row holds `cols` elements.
-            let (w0, w1) = unsafe { (load_w8::<K>(p, i), load_w8::<K>(p, i + 8)) };
-            for t in 0..T {
-                // SAFETY: token rows hold `cols` values.
-                let (x0, x1) = unsafe {
-                    (
-                        _mm256_loadu_ps(xs[t].as_ptr().add(i)),
-                        _mm256_loadu_ps(xs[t].as_ptr().add(i + 8)),
-                    )
-                };
-                acc[t][0] = _mm256_fmadd_ps(w0, x0, acc[t][0]);
-                acc[t][1] = _mm256_fmadd_ps(w1, x1, acc[t][1]);
+        while i < n8 {
+            // SAFETY: i + 8 ≤ cols; the rows (asserted) and the token rows hold `cols` values.
+            unsafe {
+                let xv: [__m256; T] =
+                    std::array::from_fn(|t| _mm256_loadu_ps(xs[t].as_ptr().add(i)));
+                for k in 0..R {
+                    let wv = load_w8::<K>(wr[k].as_ptr(), i);
+                    for t in 0..T {
+                        acc[k][t] = _mm256_fmadd_ps(wv, xv[t], acc[k][t]);
+                    }
+                }
             }
-            i += 16;
+            i += 8;
         }
-        if i < n8 {
-            // SAFETY: i + 8 ≤ cols.
-            let w0 = unsafe { load_w8::<K>(p, i) };
+        for k in 0..n {
             for t in 0..T {
-                // SAFETY: token rows hold `cols` values.
-                let x0 = unsafe { _mm256_loadu_ps(xs[t].as_ptr().add(i)) };
-                acc[t][0] = _mm256_fmadd_ps(w0, x0, acc[t][0]);
+                let mut s = hsum_ps(acc[k][t]);
+                for j in n8..cols {
+                    s += float_weight::<K>(wr[k], j) * xs[t][j];
+                }
+                // SAFETY: this task owns rows `rows`.
+                unsafe { out.set(t0 + t, r + k, s) };
             }
-        }
-        for t in 0..T {
-            let mut s = hsum_ps(_mm256_add_ps(acc[t][0], acc[t][1]));
-            for j in n8..cols {
-                s += float_weight::<K>(wr, j) * xs[t][j];
-            }
-            // SAFETY: this task owns rows `rows`.
-            unsafe { out.set(t0 + t, r, s) };
         }
     }
 }

@@ -12,9 +12,13 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::{block_tile, load, prefetch, row_groups, tq1_0_shifted, with_row_group, BF16_W, F16_W, F32_W};
-use crate::kernels::scalar::i2s_epilogue;
-use crate::kernels::{for_token_tiles, token_rows, Acts, BlockActs, I8Acts, KernelFn, Out, QMatrix};
+use super::{
+    block_tile, i2s_driver, load, prefetch, row_groups, tq1_0_shifted, with_row_group, BF16_W,
+    F16_W, F32_W,
+};
+use crate::kernels::{
+    for_token_tiles, token_rows, Acts, BlockActs, I8Acts, KernelFn, Out, QMatrix,
+};
 use crate::GgmlType;
 
 pub(in crate::kernels) fn kernel(ty: GgmlType) -> KernelFn {
@@ -126,25 +130,19 @@ fn i2s_rows<const R: usize, const T: usize>(
     rows: Range<usize>,
     out: &Out,
 ) {
-    let q: [&[i8]; T] = token_rows(|t| a.row(t), t0);
-    let w_scale = w.i2s_scale();
-    for (r, n, wr) in row_groups::<R>(w, rows) {
-        let s = i2s_dot::<R, T>(&wr, &q);
-        for i in 0..n {
-            for t in 0..T {
-                let (tt, y) = (t0 + t, s[i][t]);
-                // SAFETY: this task owns rows `rows` (see `matmul_with`).
-                unsafe { out.set(tt, r + i, i2s_epilogue(y, a.sum[tt], a.scale[tt], w_scale)) };
-            }
-        }
-    }
+    i2s_driver::<R, T>(t0, w, a, rows, out, |wr, q, cs| i2s_dot::<R, T>(wr, q, cs));
 }
 
-/// `Σ code·q` of `R` I2_S rows against `T` tokens; two accumulators per row and token (one per
-/// half of a chunk).
+/// `Σ code·q` of `R` I2_S rows against `T` tokens over the 128-element chunks `cs`; two
+/// accumulators per row and token (one per half of a chunk).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn i2s_dot<const R: usize, const T: usize>(w: &[&[u8]; R], q: &[&[i8]; T]) -> [[i32; T]; R] {
+fn i2s_dot<const R: usize, const T: usize>(
+    w: &[&[u8]; R],
+    q: &[&[i8]; T],
+    cs: Range<usize>,
+) -> [[i32; T]; R] {
     let chunks = w[0].len() / 32;
+    assert!(cs.end <= chunks);
     for w in w {
         assert_eq!(w.len(), 32 * chunks);
     }
@@ -155,12 +153,12 @@ fn i2s_dot<const R: usize, const T: usize>(w: &[&[u8]; R], q: &[&[i8]; T]) -> [[
     let ahead = R * 32 * chunks;
     let (sh01, sh23) = (shifts(6, 4), shifts(2, 0));
     let mut acc = [[[_mm512_setzero_si512(); 2]; T]; R];
-    for c in 0..chunks {
+    for c in cs {
         for i in 0..R {
             if c % 2 == 0 {
                 prefetch(w[i].as_ptr(), 32 * c + ahead);
             }
-            // SAFETY: c < chunks, so bytes 32c..32c + 32 are inside each row.
+            // SAFETY: c < cs.end ≤ chunks, so bytes 32c..32c + 32 are inside each row.
             let (c01, c23) = unsafe {
                 let p = w[i].as_ptr().add(32 * c);
                 (fields(p, sh01), fields(p, sh23))
@@ -194,7 +192,13 @@ fn tq2_0_512(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn tq2_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+fn tq2_0_tile<const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    a: &BlockActs,
+    rows: Range<usize>,
+    out: &Out,
+) {
     with_row_group!(T, tq2_0_rows(t0, w, a, rows, out));
 }
 
@@ -242,7 +246,13 @@ fn tq1_0_512(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn tq1_0_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+fn tq1_0_tile<const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    a: &BlockActs,
+    rows: Range<usize>,
+    out: &Out,
+) {
     with_row_group!(T, tq1_0_rows(t0, w, a, rows, out));
 }
 
@@ -395,9 +405,11 @@ unsafe fn load_x16(p: *const f32, n: usize) -> __m512 {
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn float_512<const K: u8>(w: &QMatrix, x: &[f32], rows: Range<usize>, out: &Out) {
-    for_token_tiles!(8, x.len() / w.cols, float_tile[K,](w, x, rows.clone(), out));
+    for_token_tiles!(4, x.len() / w.cols, float_tile[K,](w, x, rows.clone(), out));
 }
 
+/// A 4-row × T-token register tile (16 accumulators for 4 tokens): each 16-column step widens
+/// 4 weight vectors and loads T activation vectors once for 4·T FMAs.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn float_tile<const K: u8, const T: usize>(
     t0: usize,
@@ -406,42 +418,40 @@ fn float_tile<const K: u8, const T: usize>(
     rows: Range<usize>,
     out: &Out,
 ) {
+    const R: usize = 4;
     let cols = w.cols;
     let xs: [&[f32]; T] = token_rows(|t| &x[t * cols..(t + 1) * cols], t0);
-    for r in rows {
-        let wr = w.row(r);
-        assert_eq!(wr.len(), cols * if K == F32_W { 4 } else { 2 });
-        let p = wr.as_ptr();
-        let mut acc = [[_mm512_setzero_ps(); 2]; T];
+    let wbytes = if K == F32_W { 4 } else { 2 };
+    for (r, n, wr) in row_groups::<R>(w, rows) {
+        for w in &wr {
+            assert_eq!(w.len(), cols * wbytes);
+        }
+        let mut acc = [[_mm512_setzero_ps(); T]; R];
         let mut i = 0;
-        while i + 32 <= cols {
-            // SAFETY: i + 32 ≤ cols, and the row and the token rows hold `cols` elements.
-            unsafe {
-                let (w0, w1) = (load_w16::<K>(p, i, 16), load_w16::<K>(p, i + 16, 16));
-                for t in 0..T {
-                    let xp = xs[t].as_ptr().add(i);
-                    acc[t][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xp), acc[t][0]);
-                    acc[t][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xp.add(16)), acc[t][1]);
-                }
-            }
-            i += 32;
-        }
         while i < cols {
-            let n = (cols - i).min(16);
-            // SAFETY: elements i..i + n are inside the row and the token rows.
+            let m = (cols - i).min(16);
+            // SAFETY: elements i..i + m are inside the rows (asserted) and the token rows; the
+            // masked loads read nothing beyond them.
             unsafe {
-                let w0 = load_w16::<K>(p, i, n);
+                let mut xv = [_mm512_setzero_ps(); T];
                 for t in 0..T {
-                    let x0 = load_x16(xs[t].as_ptr().add(i), n);
-                    acc[t][0] = _mm512_fmadd_ps(w0, x0, acc[t][0]);
+                    xv[t] = load_x16(xs[t].as_ptr().add(i), m);
+                }
+                for k in 0..R {
+                    let wv = load_w16::<K>(wr[k].as_ptr(), i, m);
+                    for t in 0..T {
+                        acc[k][t] = _mm512_fmadd_ps(wv, xv[t], acc[k][t]);
+                    }
                 }
             }
-            i += n;
+            i += m;
         }
-        for t in 0..T {
-            let s = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]));
-            // SAFETY: this task owns rows `rows`.
-            unsafe { out.set(t0 + t, r, s) };
+        for k in 0..n {
+            for t in 0..T {
+                let s = _mm512_reduce_add_ps(acc[k][t]);
+                // SAFETY: this task owns rows `rows`.
+                unsafe { out.set(t0 + t, r + k, s) };
+            }
         }
     }
 }

@@ -15,8 +15,8 @@ pub(super) mod avx512;
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::scalar::block_epilogue;
-use super::{token_rows, BlockActs, Out, QMatrix};
+use super::scalar::{block_epilogue, i2s_epilogue};
+use super::{token_rows, BlockActs, I8Acts, Out, QMatrix};
 
 /// Unaligned 32-byte load.
 ///
@@ -98,6 +98,20 @@ macro_rules! with_row_group {
 }
 pub(super) use with_row_group;
 
+/// `k·v` per lane; `k` is a constant at every call site (0, 1, 8 or 128), so this folds to a
+/// shift instead of a 10-cycle `vpmulld`.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn times_k(v: __m256i, k: i32) -> __m256i {
+    match k {
+        0 => _mm256_setzero_si256(),
+        1 => v,
+        8 => _mm256_slli_epi32::<3>(v),
+        128 => _mm256_slli_epi32::<7>(v),
+        _ => _mm256_mullo_epi32(v, _mm256_set1_epi32(k)),
+    }
+}
+
 /// The running block-scaled sums of an `R × T` tile, kept in registers: one vector across 8
 /// tokens (R = 1, T = 8), one across 4 rows (R = 4, T = 1), scalars otherwise.
 #[derive(Clone, Copy)]
@@ -141,7 +155,7 @@ impl<const R: usize, const T: usize> BlockSums<R, T> {
                     _mm256_loadu_ps(ds.as_ptr()),
                 )
             };
-            let v = _mm256_sub_epi32(hsum8_i32(acc[0].as_slice()), _mm256_mullo_epi32(s, _mm256_set1_epi32(k)));
+            let v = _mm256_sub_epi32(hsum8_i32(acc[0].as_slice()), times_k(s, k));
             let dd = _mm256_mul_ps(d, _mm256_set1_ps(d_w[0]));
             self.tokens8 = _mm256_add_ps(self.tokens8, _mm256_mul_ps(_mm256_cvtepi32_ps(v), dd));
         } else if R == 4 && T == 1 {
@@ -194,6 +208,57 @@ pub(super) fn row_groups<'w, const R: usize>(
     })
 }
 
+/// Activation bytes a token tile keeps in L1 while it walks one column segment of its rows.
+const L1_ACT_BYTES: usize = 16 << 10;
+
+/// Column segments for a tile of `t` tokens, in units of `unit_cols` columns (an I2_S chunk or
+/// a block): each segment's activations for the tile fit in [`L1_ACT_BYTES`], so rows longer
+/// than that (the FFN down matrix's 6912) don't stream the activations from L2 once per row.
+/// The integer results do not depend on the split; the float running sums continue across it.
+fn segments(units: usize, unit_cols: usize, t: usize) -> impl Iterator<Item = Range<usize>> {
+    let per = (L1_ACT_BYTES / (t * unit_cols)).max(1);
+    (0..units)
+        .step_by(per)
+        .map(move |u| u..(u + per).min(units))
+}
+
+/// The I2_S driver: `dot(rows, q, chunks)` gives `Σ code·q` of each row of a group over the
+/// 128-element chunks `chunks`; the sums of all segments then go through `i2s_epilogue`.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn i2s_driver<const R: usize, const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    a: &I8Acts,
+    rows: Range<usize>,
+    out: &Out,
+    dot: impl Fn(&[&[u8]; R], &[&[i8]; T], Range<usize>) -> [[i32; T]; R],
+) {
+    let q: [&[i8]; T] = token_rows(|t| a.row(t), t0);
+    let w_scale = w.i2s_scale();
+    let groups: Vec<_> = row_groups::<R>(w, rows).collect();
+    let mut sums = vec![[[0i32; T]; R]; groups.len()];
+    for cs in segments(w.cols / 128, 128, T) {
+        for ((_, _, wr), sum) in groups.iter().zip(sums.iter_mut()) {
+            let s = dot(wr, &q, cs.clone());
+            for i in 0..R {
+                for t in 0..T {
+                    sum[i][t] = sum[i][t].wrapping_add(s[i][t]);
+                }
+            }
+        }
+    }
+    for ((r, n, _), s) in groups.iter().zip(&sums) {
+        for i in 0..*n {
+            for t in 0..T {
+                let (tt, y) = (t0 + t, s[i][t]);
+                // SAFETY: this task owns rows `rows` (see `matmul_with`).
+                unsafe { out.set(tt, r + i, i2s_epilogue(y, a.sum[tt], a.scale[tt], w_scale)) };
+            }
+        }
+    }
+}
+
 /// Runs `block_dot` over the blocks of every row in `rows`, `R` rows at a time, for the tokens
 /// `t0..t0 + T`. `block_dot(blks, b, q, acc)` writes the raw i32-lane dots of block `b` of each
 /// row (whose `bbytes` bytes start at `blks[i]`) with each token; `k` and `d_at` are the `Σq`
@@ -217,31 +282,41 @@ pub(super) fn block_tile<const R: usize, const T: usize>(
     }
     assert!(d_at + 2 <= bbytes);
     let ahead = R * nb * bbytes;
-    for (r, n, wr) in row_groups::<R>(w, rows) {
-        for w in &wr {
+    let groups: Vec<_> = row_groups::<R>(w, rows).collect();
+    for (_, _, wr) in &groups {
+        for w in wr {
             assert_eq!(w.len(), nb * bbytes);
         }
-        let mut sums = BlockSums::<R, T>::new();
-        for b in 0..nb {
-            // SAFETY: b < nb and every row holds nb blocks of `bbytes` (asserted above), so each
-            // pointer has `bbytes` readable bytes, the f16 scale among them.
-            let (blks, d_w) = unsafe {
-                let blks: [*const u8; R] = std::array::from_fn(|i| wr[i].as_ptr().add(b * bbytes));
-                let d_w: [f32; R] = std::array::from_fn(|i| {
-                    f16_to_f32(std::ptr::read_unaligned(blks[i].add(d_at).cast::<u16>()).to_le())
-                });
-                (blks, d_w)
-            };
-            for &p in &blks {
-                prefetch(p, ahead);
-                prefetch(p, ahead + 64);
+    }
+    let mut sums = vec![BlockSums::<R, T>::new(); groups.len()];
+    for bs in segments(nb, bsize, T) {
+        for ((_, _, wr), sums) in groups.iter().zip(sums.iter_mut()) {
+            for b in bs.clone() {
+                // SAFETY: b < nb and every row holds nb blocks of `bbytes` (asserted above), so
+                // each pointer has `bbytes` readable bytes, the f16 scale among them.
+                let (blks, d_w) = unsafe {
+                    let blks: [*const u8; R] =
+                        std::array::from_fn(|i| wr[i].as_ptr().add(b * bbytes));
+                    let d_w: [f32; R] = std::array::from_fn(|i| {
+                        f16_to_f32(
+                            std::ptr::read_unaligned(blks[i].add(d_at).cast::<u16>()).to_le(),
+                        )
+                    });
+                    (blks, d_w)
+                };
+                for &p in &blks {
+                    prefetch(p, ahead);
+                    prefetch(p, ahead + 64);
+                }
+                let mut acc = [[_mm256_setzero_si256(); T]; R];
+                block_dot(&blks, b, &q, &mut acc);
+                sums.add(&acc, a, (b, t0), k, &d_w);
             }
-            let mut acc = [[_mm256_setzero_si256(); T]; R];
-            block_dot(&blks, b, &q, &mut acc);
-            sums.add(&acc, a, (b, t0), k, &d_w);
         }
+    }
+    for ((r, n, _), sums) in groups.iter().zip(&sums) {
         let y = sums.get();
-        for i in 0..n {
+        for i in 0..*n {
             for t in 0..T {
                 // SAFETY: this task owns rows `rows`.
                 unsafe { out.set(t0 + t, r + i, y[i][t]) };
