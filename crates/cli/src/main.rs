@@ -87,16 +87,30 @@ fn parse_outtype(s: &str) -> Result<OutType, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build_global()
-        {
-            eprintln!("error: cannot start {n} threads: {e}");
+    // One pool for the whole command, entered once: the main thread is one of its workers, so
+    // each matmul does not pay for waking the pool from outside.
+    let pool = match rayon::ThreadPoolBuilder::new()
+        .num_threads(cli.threads.unwrap_or(0))
+        .build()
+    {
+        Ok(pool) => pool,
+        Err(e) => {
+            eprintln!("error: cannot start the worker threads: {e}");
             return ExitCode::from(2);
         }
+    };
+    let result = pool.install(|| run(cli.command));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
     }
-    let result = match cli.command {
+}
+
+fn run(command: Command) -> Result<(), String> {
+    match command {
         Command::Convert {
             input,
             outfile,
@@ -144,12 +158,5 @@ fn main() -> ExitCode {
             json,
         } => generate::tokenize(&model, &text, bos, json),
         Command::Inspect { file, json } => inspect::run(&file, json).map_err(|e| e.to_string()),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::from(2)
-        }
     }
 }
