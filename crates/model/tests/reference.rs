@@ -424,7 +424,7 @@ fn unsupported_architectures_shapes_and_types_are_named_at_load() {
                 (
                     t.dims.clone(),
                     gguf::GgmlType::Q6_K,
-                    vec![0u8; 256 / 256 * 210 * 256],
+                    vec![0u8; 210 * 256], // 256 rows of one 210-byte Q6_K block
                 )
             })
         },
