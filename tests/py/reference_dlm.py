@@ -24,10 +24,6 @@ def softmax(x):
     return e / e.sum()
 
 
-def rms_norm(x, w, eps):
-    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
-
-
 class KV:
     """Per-layer rotated keys and values of positions 0..len."""
 
@@ -47,51 +43,12 @@ def forward_cached(m, tokens, start, kv, B, write):
     """tokens at positions start..start+T; keys are the cache's, with positions start..start+T
     replaced by this call's; prefix positions (< start) always visible, others block-causal.
     With `write`, this call's K/V are stored (appended or overwritten)."""
-    T = len(tokens)
-    x = m.w["model.embed_tokens.weight"][tokens].astype(np.float64)
-    pos = start + np.arange(T)
-    cached_len = len(kv)
-    total = max(cached_len, start + T)
-    allowed = np.array([[p < start or p // B <= q // B for p in range(total)] for q in pos])
-    for l in range(m.layers):
-        p = f"model.layers.{l}"
-        a = rms_norm(x, m.w[f"{p}.input_layernorm.weight"], m.eps)
-        q = m.linear(f"{p}.self_attn.q_proj", a).reshape(T, m.nh, m.hd)
-        k = m.linear(f"{p}.self_attn.k_proj", a).reshape(T, m.nkv, m.hd)
-        v = m.linear(f"{p}.self_attn.v_proj", a).reshape(T, m.nkv, m.hd)
-        if f"{p}.self_attn.q_norm.weight" in m.w:
-            q = rms_norm(q, m.w[f"{p}.self_attn.q_norm.weight"], m.eps)
-            k = rms_norm(k, m.w[f"{p}.self_attn.k_norm.weight"], m.eps)
-        q, k = m.rope(q, pos), m.rope(k, pos)
-        K = np.zeros((total, m.nkv, m.hd))
-        V = np.zeros((total, m.nkv, m.hd))
-        K[:cached_len] = kv.k[l]
-        V[:cached_len] = kv.v[l]
-        K[start : start + T] = k
-        V[start : start + T] = v
-        if write:
-            kv.k[l], kv.v[l] = K, V
-        g = m.nh // m.nkv
-        Kr, Vr = np.repeat(K, g, axis=1), np.repeat(V, g, axis=1)
-        scores = np.einsum("thd,shd->hts", q, Kr) / np.sqrt(m.hd)
-        scores = np.where(allowed[None], scores, -np.inf)
-        scores = scores - scores.max(axis=-1, keepdims=True)
-        probs = np.exp(scores)
-        probs /= probs.sum(axis=-1, keepdims=True)
-        o = np.einsum("hts,shd->thd", probs, Vr).reshape(T, m.nh * m.hd)
-        if f"{p}.self_attn.attn_sub_norm.weight" in m.w:
-            o = rms_norm(o, m.w[f"{p}.self_attn.attn_sub_norm.weight"], m.eps)
-        x = x + m.linear(f"{p}.self_attn.o_proj", o)
-        f = rms_norm(x, m.w[f"{p}.post_attention_layernorm.weight"], m.eps)
-        gate = m.linear(f"{p}.mlp.gate_proj", f)
-        up = m.linear(f"{p}.mlp.up_proj", f)
-        act = np.maximum(gate, 0) ** 2 if m.relu2 else gate / (1 + np.exp(-gate))
-        mm = act * up
-        if f"{p}.mlp.ffn_sub_norm.weight" in m.w:
-            mm = rms_norm(mm, m.w[f"{p}.mlp.ffn_sub_norm.weight"], m.eps)
-        x = x + m.linear(f"{p}.mlp.down_proj", mm)
-    x = rms_norm(x, m.w["model.norm.weight"], m.eps)
-    return x @ m.lm_head.astype(np.float64).T
+    total = max(len(kv), start + len(tokens))
+    allowed = np.array([[p < start or p // B <= q // B for p in range(total)] for q in range(start, start + len(tokens))])
+    logits, keys, values = m.run(tokens, start, kv.k, kv.v, allowed)
+    if write:
+        kv.k, kv.v = keys, values
+    return logits
 
 
 def main():

@@ -116,13 +116,23 @@ class Model:
         return x * cos + rot * sin
 
     def forward(self, tokens, mask):
+        """Logits of every position; `mask` None = causal, else the block size (block-causal)."""
+        T = len(tokens)
+        allowed = np.array([[j <= i if mask is None else j // mask <= i // mask for j in range(T)] for i in range(T)])
+        empty = [np.zeros((0, self.nkv, self.hd)) for _ in range(self.layers)]
+        logits, _, _ = self.run(tokens, 0, empty, empty, allowed)
+        return logits
+
+    def run(self, tokens, start, past_k, past_v, allowed):
+        """The decoder over `tokens` at positions start..start+T, attending to per-layer rotated
+        keys/values `past_k`/`past_v` (P positions) in which positions start..start+T are replaced
+        by this call's (appended when P <= start). `allowed[i, p]` says whether query i may see key
+        position p. Returns (logits, keys, values) with the updated per-layer arrays."""
         T = len(tokens)
         x = self.w["model.embed_tokens.weight"][tokens].astype(np.float64)
-        pos = np.arange(T)
-        allowed = np.zeros((T, T), dtype=bool)
-        for i in range(T):
-            for j in range(T):
-                allowed[i, j] = j <= i if mask is None else (j // mask) <= (i // mask)
+        pos = start + np.arange(T)
+        total = max(past_k[0].shape[0], start + T)
+        keys, values = [], []
         for l in range(self.layers):
             p = f"model.layers.{l}"
             a = rms_norm(x, self.w[f"{p}.input_layernorm.weight"], self.eps)
@@ -133,15 +143,21 @@ class Model:
                 q = rms_norm(q, self.w[f"{p}.self_attn.q_norm.weight"], self.eps)
                 k = rms_norm(k, self.w[f"{p}.self_attn.k_norm.weight"], self.eps)
             q, k = self.rope(q, pos), self.rope(k, pos)
+            K = np.zeros((total, self.nkv, self.hd))
+            V = np.zeros((total, self.nkv, self.hd))
+            K[: past_k[l].shape[0]] = past_k[l]
+            V[: past_v[l].shape[0]] = past_v[l]
+            K[start : start + T] = k
+            V[start : start + T] = v
+            keys.append(K)
+            values.append(V)
             g = self.nh // self.nkv
-            k = np.repeat(k, g, axis=1)
-            v = np.repeat(v, g, axis=1)
-            scores = np.einsum("thd,shd->hts", q, k) / np.sqrt(self.hd)
+            scores = np.einsum("thd,shd->hts", q, np.repeat(K, g, axis=1)) / np.sqrt(self.hd)
             scores = np.where(allowed[None], scores, -np.inf)
             scores = scores - scores.max(axis=-1, keepdims=True)
             probs = np.exp(scores)
             probs /= probs.sum(axis=-1, keepdims=True)
-            o = np.einsum("hts,shd->thd", probs, v).reshape(T, self.nh * self.hd)
+            o = np.einsum("hts,shd->thd", probs, np.repeat(V, g, axis=1)).reshape(T, self.nh * self.hd)
             if f"{p}.self_attn.attn_sub_norm.weight" in self.w:
                 o = rms_norm(o, self.w[f"{p}.self_attn.attn_sub_norm.weight"], self.eps)
             x = x + self.linear(f"{p}.self_attn.o_proj", o)
@@ -154,7 +170,7 @@ class Model:
                 m = rms_norm(m, self.w[f"{p}.mlp.ffn_sub_norm.weight"], self.eps)
             x = x + self.linear(f"{p}.mlp.down_proj", m)
         x = rms_norm(x, self.w["model.norm.weight"], self.eps)
-        return x @ self.lm_head.astype(np.float64).T
+        return x @ self.lm_head.astype(np.float64).T, keys, values
 
 
 def main():
