@@ -40,7 +40,7 @@ fn inspect_json(path: &Path) -> Json {
 }
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+    shared_fixtures()
 }
 
 fn tensor<'a>(d: &'a Json, name: &str) -> &'a Json {
@@ -176,4 +176,15 @@ fn bad_input_exits_2_with_a_message_naming_the_problem() {
         tensor(&inspect_json(&out), "blk.0.ffn_up.weight")["type"],
         "TQ2_0"
     );
+}
+
+/// `../shared/fixtures` next to the repository, or `/work/shared/fixtures` where the checkout
+/// lives elsewhere.
+fn shared_fixtures() -> PathBuf {
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
+    if beside.exists() {
+        beside
+    } else {
+        PathBuf::from("/work/shared/fixtures")
+    }
 }

@@ -200,8 +200,7 @@ fn chat_prompts_use_the_models_template() {
 }
 
 fn stories_with_mask(dir: &Path) -> PathBuf {
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/stories260K");
+    let fixture = shared_fixtures().join("stories260K");
     let out = dir.join("stories-mask.gguf");
     let (ok, _, err) = dlm(&[
         "convert",
@@ -361,4 +360,15 @@ fn bench_compares_ar_with_a_threshold_sweep() {
         prompts.to_str().unwrap(),
     ]);
     assert!(!ok && err.contains("p.jsonl:1"), "{err}");
+}
+
+/// `../shared/fixtures` next to the repository, or `/work/shared/fixtures` where the checkout
+/// lives elsewhere.
+fn shared_fixtures() -> PathBuf {
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
+    if beside.exists() {
+        beside
+    } else {
+        PathBuf::from("/work/shared/fixtures")
+    }
 }

@@ -414,7 +414,7 @@ fn bad_checkpoints_give_errors_that_name_the_problem() {
 }
 
 fn stories() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/stories260K")
+    shared_fixtures().join("stories260K")
 }
 
 #[test]
@@ -502,8 +502,7 @@ fn q8_0_falls_back_to_f16_for_rows_it_cannot_encode() {
 
 #[test]
 fn the_real_fast_dllm_v2_tokenizer_yields_its_mask_token_and_block_size() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/third-party/fast-dllm-v2-7b-tokenizer");
+    let dir = shared_fixtures().join("third-party/fast-dllm-v2-7b-tokenizer");
     let config = convert::checkpoint::read_json_opt(&dir.join("config.json"))
         .unwrap()
         .unwrap();
@@ -570,4 +569,15 @@ fn the_bundled_model_is_what_the_converter_makes_from_the_fixture() {
         std::fs::read(&out).unwrap() == std::fs::read(&bundled).unwrap(),
         "models/stories260K.gguf is stale: regenerate it with the command in README.md"
     );
+}
+
+/// `../shared/fixtures` next to the repository, or `/work/shared/fixtures` where the checkout
+/// lives elsewhere.
+fn shared_fixtures() -> PathBuf {
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
+    if beside.exists() {
+        beside
+    } else {
+        PathBuf::from("/work/shared/fixtures")
+    }
 }

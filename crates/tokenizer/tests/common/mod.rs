@@ -5,11 +5,16 @@ use std::path::PathBuf;
 
 use gguf::Metadata;
 
-/// `/work/shared/fixtures/<rel>`, found from this crate's directory.
+/// `../shared/fixtures/<rel>` next to the repository, or `/work/shared/fixtures/<rel>` where the
+/// checkout lives elsewhere.
 pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures")
-        .join(rel)
+    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
+    let base = if beside.exists() {
+        beside
+    } else {
+        PathBuf::from("/work/shared/fixtures")
+    };
+    base.join(rel)
 }
 
 /// The metadata of a GGUF file.
