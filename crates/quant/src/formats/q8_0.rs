@@ -44,19 +44,7 @@ pub fn dequantize_block(b: &[u8], y: &mut [f32]) {
 /// # Panics
 /// If `src.len()` is not a multiple of 32.
 pub fn quantize(src: &[f32]) -> Vec<u8> {
-    assert_eq!(
-        src.len() % BLOCK_SIZE,
-        0,
-        "Q8_0: element count must be a multiple of 32"
-    );
-    let mut out = vec![0u8; src.len() / BLOCK_SIZE * BLOCK_BYTES];
-    for (x, b) in src
-        .chunks_exact(BLOCK_SIZE)
-        .zip(out.chunks_exact_mut(BLOCK_BYTES))
-    {
-        quantize_block(x, b);
-    }
-    out
+    super::quantize_blocks("Q8_0", src, BLOCK_SIZE, BLOCK_BYTES, quantize_block)
 }
 
 /// Decodes whole blocks into `out`.
@@ -64,22 +52,14 @@ pub fn quantize(src: &[f32]) -> Vec<u8> {
 /// # Panics
 /// If `out.len()` is not a multiple of 32 or `bytes.len() != out.len() / 32 * 34`.
 pub fn dequantize(bytes: &[u8], out: &mut [f32]) {
-    assert_eq!(
-        out.len() % BLOCK_SIZE,
-        0,
-        "Q8_0: element count must be a multiple of 32"
+    super::dequantize_blocks(
+        "Q8_0",
+        bytes,
+        out,
+        BLOCK_SIZE,
+        BLOCK_BYTES,
+        dequantize_block,
     );
-    assert_eq!(
-        bytes.len(),
-        out.len() / BLOCK_SIZE * BLOCK_BYTES,
-        "Q8_0: byte length does not match element count"
-    );
-    for (b, y) in bytes
-        .chunks_exact(BLOCK_BYTES)
-        .zip(out.chunks_exact_mut(BLOCK_SIZE))
-    {
-        dequantize_block(b, y);
-    }
 }
 
 #[cfg(test)]
