@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
+use common::shared_fixtures;
 use convert::tiny::{TinyFamily, TinySpec};
 use serde_json::Value as Json;
 
@@ -176,15 +179,4 @@ fn bad_input_exits_2_with_a_message_naming_the_problem() {
         tensor(&inspect_json(&out), "blk.0.ffn_up.weight")["type"],
         "TQ2_0"
     );
-}
-
-/// `../shared/fixtures` next to the repository, or `/work/shared/fixtures` where the checkout
-/// lives elsewhere.
-fn shared_fixtures() -> PathBuf {
-    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
-    if beside.exists() {
-        beside
-    } else {
-        PathBuf::from("/work/shared/fixtures")
-    }
 }

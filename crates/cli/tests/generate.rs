@@ -3,6 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
+use common::shared_fixtures;
 use convert::tiny::{TinyFamily, TinySpec};
 use serde_json::Value as Json;
 
@@ -360,15 +363,4 @@ fn bench_compares_ar_with_a_threshold_sweep() {
         prompts.to_str().unwrap(),
     ]);
     assert!(!ok && err.contains("p.jsonl:1"), "{err}");
-}
-
-/// `../shared/fixtures` next to the repository, or `/work/shared/fixtures` where the checkout
-/// lives elsewhere.
-fn shared_fixtures() -> PathBuf {
-    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
-    if beside.exists() {
-        beside
-    } else {
-        PathBuf::from("/work/shared/fixtures")
-    }
 }
