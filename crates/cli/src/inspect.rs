@@ -6,9 +6,6 @@ use std::path::Path;
 use gguf::{GgufError, GgufFile};
 use serde_json::{json, Value as Json};
 
-/// Mask-token spellings recognised when the file has no `tokenizer.ggml.mask_token_id`.
-const MASK_SPELLINGS: &[&str] = &["|<MASK>|", "<|mask|>", "<|mdm_mask|>"];
-
 /// Builds the JSON description; the text form is rendered from it.
 pub fn describe(path: &Path, file: &GgufFile) -> Result<Json, GgufError> {
     let md = &file.metadata;
@@ -38,7 +35,7 @@ pub fn describe(path: &Path, file: &GgufFile) -> Result<Json, GgufError> {
         Some(id) => Some(id),
         None => tokens.as_ref().and_then(|t| {
             t.iter()
-                .position(|s| MASK_SPELLINGS.contains(s))
+                .position(|s| tokenizer::MASK_SPELLINGS.contains(s))
                 .map(|p| p as u32)
         }),
     };

@@ -348,7 +348,7 @@ pub fn decode_dlm(
                     }
                     // Token shift: position j is predicted by the logits of position j − 1
                     // (position 0 of a block by its own, as in the reference).
-                    let logits = if params.use_block_cache
+                    let mut logits = if params.use_block_cache
                         && block_cached
                         && seq[start + lo] != mask_id
                     {
@@ -378,8 +378,7 @@ pub fn decode_dlm(
                     };
                     let vocab = logits.len() / masked.len();
                     let mut choices = Vec::with_capacity(masked.len());
-                    for (r, &j) in masked.iter().enumerate() {
-                        let row = &mut logits[r * vocab..(r + 1) * vocab].to_vec();
+                    for (row, &j) in logits.chunks_exact_mut(vocab).zip(&masked) {
                         let choice = sampler.sample(row, &[], &suppress);
                         // Confidence = the plain softmax probability of the chosen token.
                         let conf = softmax_prob(row, choice.token, 1.0);

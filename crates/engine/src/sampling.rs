@@ -142,7 +142,6 @@ impl Sampler {
         }
         self.probs
             .sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let full: Vec<(u32, f32)> = self.probs.clone();
         let mut keep = self.probs.len();
         if p.top_k > 0 {
             keep = keep.min(p.top_k);
@@ -168,18 +167,15 @@ impl Sampler {
         let kept = &self.probs[..keep.max(1)];
         let mass: f32 = kept.iter().map(|(_, pr)| pr).sum();
         let mut r = self.rng.random::<f32>() * mass;
-        let mut token = kept[kept.len() - 1].0;
-        for (id, pr) in kept {
-            if r < *pr {
-                token = *id;
+        // The kept tokens are a prefix of `probs`, whose values are the untruncated probabilities.
+        let (mut token, mut prob) = kept[kept.len() - 1];
+        for &(id, pr) in kept {
+            if r < pr {
+                (token, prob) = (id, pr);
                 break;
             }
             r -= pr;
         }
-        let prob = full
-            .iter()
-            .find(|(id, _)| *id == token)
-            .map_or(0.0, |(_, pr)| *pr);
         Choice { token, prob }
     }
 }
