@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 use convert::tiny::{TinyFamily, TinySpec};
 use convert::{ConvertOptions, OutType};
 use model::{Attention, Batch, Logits, Model};
@@ -190,40 +192,7 @@ fn greedy_decoding_with_the_kv_cache_matches_the_reference_for_32_tokens() {
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
         let mut cache = model.new_cache(64);
-        let mut logits = model
-            .forward(
-                &mut cache,
-                &Batch {
-                    tokens: prompt,
-                    attention: Attention::Causal,
-                    commit: true,
-                    logits: Logits::Last,
-                },
-            )
-            .unwrap();
-        let mut got = Vec::new();
-        for _ in 0..32 {
-            let next = logits
-                .iter()
-                .enumerate()
-                .fold(
-                    (0, f32::NEG_INFINITY),
-                    |b, (i, v)| if *v > b.1 { (i, *v) } else { b },
-                )
-                .0 as u32;
-            got.push(next);
-            logits = model
-                .forward(
-                    &mut cache,
-                    &Batch {
-                        tokens: &[next],
-                        attention: Attention::Causal,
-                        commit: true,
-                        logits: Logits::Last,
-                    },
-                )
-                .unwrap();
-        }
+        let got = common::greedy(&model, &mut cache, prompt, 32, None);
         assert_eq!(got, want, "{family:?}");
         assert_eq!(cache.len(), 5 + 32);
     }

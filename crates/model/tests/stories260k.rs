@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use model::{Attention, Batch, Logits, Model};
+mod common;
+
+use model::Model;
 
 /// llama2.c test_all.py `expected_stdout` (stories260K, temperature 0, 200 steps).
 const EXPECTED: &str = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it was too high.\nLily's mom said, \"Lily, let's go to the park.\" Lily was sad and didn't know what to do. She said, \"I want to play with your ball, but I can't find it.\"\nLily was sad and didn't know what to do. She said, \"I'm sorry, Lily. I didn't know what to do.\"\nLily didn't want to help her mom, so she";
@@ -39,44 +41,8 @@ fn greedy_from_bos_reproduces_llama2c() {
         .get_str_array("tokenizer.ggml.tokens")
         .unwrap();
     let mut cache = model.new_cache(201);
-    let mut logits = model
-        .forward(
-            &mut cache,
-            &Batch {
-                tokens: &[1],
-                attention: Attention::Causal,
-                commit: true,
-                logits: Logits::Last,
-            },
-        )
-        .unwrap();
-    let mut out = Vec::new();
     // run.c -n 200: 200 forwards from BOS, each printing its next token; it stops at BOS.
-    for _ in 0..200 {
-        let next = logits
-            .iter()
-            .enumerate()
-            .fold(
-                (0, f32::NEG_INFINITY),
-                |b, (i, v)| if *v > b.1 { (i, *v) } else { b },
-            )
-            .0 as u32;
-        if next == 1 {
-            break;
-        }
-        out.push(next);
-        logits = model
-            .forward(
-                &mut cache,
-                &Batch {
-                    tokens: &[next],
-                    attention: Attention::Causal,
-                    commit: true,
-                    logits: Logits::Last,
-                },
-            )
-            .unwrap();
-    }
+    let out = common::greedy(&model, &mut cache, &[1], 200, Some(1));
     let text = detokenize(&tokens, &out);
     assert_eq!(text, EXPECTED);
 }
