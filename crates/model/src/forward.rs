@@ -63,6 +63,26 @@ pub struct Batch<'a> {
     pub logits: Logits,
 }
 
+/// One sequence's part of a [`Model::forward_many`] call.
+pub struct SeqBatch<'a, 'c> {
+    /// The sequence's cache.
+    pub cache: &'c mut KvCache,
+    /// Its new tokens and what to do with them.
+    pub batch: Batch<'a>,
+    /// `Some(at)` re-runs cached positions `at ..` (see [`Model::forward_in_place`]); `None`
+    /// runs the tokens after the cache.
+    pub at: Option<usize>,
+}
+
+/// A checked item's rows in the concatenated batch.
+struct Segment {
+    item: usize,
+    offset: usize,
+    n: usize,
+    start: usize,
+    logit_rows: Vec<usize>,
+}
+
 /// Dot product with eight independent partial sums, so the compiler vectorizes it.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
@@ -174,7 +194,11 @@ impl Model {
     /// Runs the decoder over `batch.tokens` at positions `cache.len() ..` and returns the
     /// selected logits rows (`rows × vocab`, row-major, in the order requested).
     pub fn forward(&self, cache: &mut KvCache, batch: &Batch) -> Result<Vec<f32>> {
-        self.run(cache, batch, None)
+        self.run_one(SeqBatch {
+            cache,
+            batch: batch.clone(),
+            at: None,
+        })
     }
 
     /// Re-runs positions `at .. at + n` that are already in the cache (Fast-dLLM's sub-block
@@ -187,40 +211,127 @@ impl Model {
         batch: &Batch,
         at: usize,
     ) -> Result<Vec<f32>> {
-        if at + batch.tokens.len() > cache.len() {
-            return Err(ModelError::Request(format!(
-                "positions {at}..{} are not all in the cache of {} positions",
-                at + batch.tokens.len(),
-                cache.len()
-            )));
-        }
-        self.run(cache, batch, Some(at))
+        self.run_one(SeqBatch {
+            cache,
+            batch: batch.clone(),
+            at: Some(at),
+        })
     }
 
-    fn run(&self, cache: &mut KvCache, batch: &Batch, at: Option<usize>) -> Result<Vec<f32>> {
-        let cfg = &self.config;
+    fn run_one(&self, item: SeqBatch) -> Result<Vec<f32>> {
+        let mut items = [item];
+        self.forward_many(&mut items)
+            .pop()
+            .expect("one result per item")
+    }
+
+    /// Runs several sequences' new tokens in one pass: the matrix multiplications see every
+    /// sequence's rows at once (that is what makes serving concurrent requests cheaper than
+    /// running them one by one); attention stays within each sequence and its own cache.
+    /// Returns one result per item, in order; an item that fails its checks gets its error and
+    /// leaves its cache untouched without affecting the others.
+    pub fn forward_many(&self, items: &mut [SeqBatch]) -> Vec<Result<Vec<f32>>> {
+        let mut results: Vec<Result<Vec<f32>>> = Vec::with_capacity(items.len());
+        let mut segs: Vec<Segment> = Vec::new();
+        let mut embeddings: Vec<f32> = Vec::new();
+        let mut rows_total = 0;
+        for (idx, item) in items.iter().enumerate() {
+            match self
+                .check(item)
+                .and_then(|rows| Ok((rows, self.embed(item.batch.tokens)?)))
+            {
+                Ok((logit_rows, x)) => {
+                    let n = item.batch.tokens.len();
+                    segs.push(Segment {
+                        item: idx,
+                        offset: rows_total,
+                        n,
+                        start: item.at.unwrap_or(item.cache.len()),
+                        logit_rows,
+                    });
+                    rows_total += n;
+                    embeddings.extend_from_slice(&x);
+                    results.push(Ok(Vec::new()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if segs.is_empty() {
+            return results;
+        }
+        let logits = self.run(items, &segs, embeddings);
+        let vocab = self.config.vocab;
+        let mut at = 0;
+        for seg in &segs {
+            let len = seg.logit_rows.len() * vocab;
+            results[seg.item] = Ok(logits[at..at + len].to_vec());
+            at += len;
+        }
+        results
+    }
+
+    /// Checks one item against its cache and returns the batch rows that want logits.
+    fn check(&self, item: &SeqBatch) -> Result<Vec<usize>> {
+        let batch = &item.batch;
         let n = batch.tokens.len();
-        let start = at.unwrap_or(cache.len());
         if n == 0 {
             return Err(ModelError::Request(
                 "a forward needs at least one token".into(),
             ));
         }
-        if start + n > cache.capacity() {
+        let start = match item.at {
+            None => item.cache.len(),
+            Some(at) => {
+                if at + n > item.cache.len() {
+                    return Err(ModelError::Request(format!(
+                        "positions {at}..{} are not all in the cache of {} positions",
+                        at + n,
+                        item.cache.len()
+                    )));
+                }
+                at
+            }
+        };
+        if start + n > item.cache.capacity() {
             return Err(ModelError::Request(format!(
                 "{} positions exceed the context of {} tokens",
                 start + n,
-                cache.capacity()
+                item.cache.capacity()
             )));
         }
         if let Attention::BlockCausal { block_size: 0 } = batch.attention {
             return Err(ModelError::Request("block size must be positive".into()));
         }
+        Ok(match &batch.logits {
+            Logits::None => Vec::new(),
+            Logits::Last => vec![n - 1],
+            Logits::All => (0..n).collect(),
+            Logits::Rows(r) => {
+                if let Some(bad) = r.iter().find(|i| **i >= n) {
+                    return Err(ModelError::Request(format!(
+                        "logits row {bad} is outside the batch of {n}"
+                    )));
+                }
+                r.clone()
+            }
+        })
+    }
+
+    /// The layers over the checked segments' rows (`x` = their embeddings, concatenated);
+    /// returns the requested logits rows of every segment, concatenated in segment order.
+    fn run(&self, items: &mut [SeqBatch], segs: &[Segment], mut x: Vec<f32>) -> Vec<f32> {
+        let cfg = &self.config;
+        let n: usize = segs.iter().map(|s| s.n).sum();
         let (h, hd, nh, nkv) = (cfg.hidden, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads);
         let (qd, kvd, group) = (nh * hd, cfg.kv_dim(), cfg.group());
         let scale = 1.0 / (hd as f32).sqrt();
+        // Which segment each row belongs to.
+        let row_seg: Vec<usize> = segs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| std::iter::repeat_n(i, s.n))
+            .collect();
 
-        let mut x = self.embed(batch.tokens)?;
         let mut a = vec![0.0; n * h];
         for (li, layer) in self.weights.layers.iter().enumerate() {
             rms_norm_rows(&x, &layer.attn_norm, cfg.eps, &mut a);
@@ -234,66 +345,89 @@ impl Model {
                 rms_norm_in_place(&mut q, qn, cfg.eps);
                 rms_norm_in_place(&mut k, kn, cfg.eps);
             }
-            self.rope(&mut q, nh, start);
-            self.rope(&mut k, nkv, start);
+            for s in segs {
+                self.rope(&mut q[s.offset * qd..(s.offset + s.n) * qd], nh, s.start);
+                self.rope(&mut k[s.offset * kvd..(s.offset + s.n) * kvd], nkv, s.start);
+            }
 
-            // Attention: each query over the visible positions; a position is read from this
-            // call's keys/values when it is one of the new ones, else from the cache.
-            let (ck, cv) = cache.layer(li);
-            let total = cache.len().max(start + n);
+            // Attention: each query over its own sequence's visible positions; a position is read
+            // from this call's keys/values when it is one of the new ones, else from the cache.
             let mut o = vec![0.0; n * qd];
-            o.par_chunks_mut(qd).enumerate().for_each(|(i, orow)| {
-                let qpos = start + i;
-                // (is_new, row) per visible key position: cached positions before `start` are the
-                // prefix and always visible; the others follow the attention rule.
-                let visible: Vec<(bool, usize)> = (0..total)
-                    .filter(|&p| p < start || batch.attention.allows(qpos, p))
-                    .map(|p| {
-                        if p >= start && p < start + n {
-                            (true, p - start)
-                        } else {
-                            (false, p)
-                        }
+            {
+                let caches: Vec<(&[f32], &[f32], usize)> = segs
+                    .iter()
+                    .map(|s| {
+                        let c = &items[s.item].cache;
+                        let (ck, cv) = c.layer(li);
+                        (ck, cv, c.len())
                     })
                     .collect();
-                let mut scores = vec![0.0f32; visible.len()];
-                for hq in 0..nh {
-                    let kh = hq / group;
-                    let qv = &q[i * qd + hq * hd..i * qd + (hq + 1) * hd];
-                    let key = |p: usize| -> &[f32] {
-                        match visible[p] {
-                            (false, r) => &ck[r * kvd + kh * hd..r * kvd + (kh + 1) * hd],
-                            (true, j) => &k[j * kvd + kh * hd..j * kvd + (kh + 1) * hd],
-                        }
-                    };
-                    let mut max = f32::NEG_INFINITY;
-                    for (p, s) in scores.iter_mut().enumerate() {
-                        *s = dot(qv, key(p)) * scale;
-                        max = max.max(*s);
-                    }
-                    let mut total = 0.0;
-                    for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        total += *s;
-                    }
-                    let out = &mut orow[hq * hd..(hq + 1) * hd];
-                    out.fill(0.0);
-                    for (p, s) in scores.iter().enumerate() {
-                        let w = s / total;
-                        let val = match visible[p] {
-                            (false, r) => &cv[r * kvd + kh * hd..r * kvd + (kh + 1) * hd],
-                            (true, j) => &v[j * kvd + kh * hd..j * kvd + (kh + 1) * hd],
+                o.par_chunks_mut(qd).enumerate().for_each(|(row, orow)| {
+                    let si = row_seg[row];
+                    let s = &segs[si];
+                    let attention = items[s.item].batch.attention;
+                    let (ck, cv, cached) = caches[si];
+                    let (start, i) = (s.start, row - s.offset);
+                    let qpos = start + i;
+                    let total = cached.max(start + s.n);
+                    // (is_new, row) per visible key position: cached positions before `start` are
+                    // the prefix and always visible; the others follow the attention rule.
+                    let visible: Vec<(bool, usize)> = (0..total)
+                        .filter(|&p| p < start || attention.allows(qpos, p))
+                        .map(|p| {
+                            if p >= start && p < start + s.n {
+                                (true, s.offset + p - start)
+                            } else {
+                                (false, p)
+                            }
+                        })
+                        .collect();
+                    let mut scores = vec![0.0f32; visible.len()];
+                    for hq in 0..nh {
+                        let kh = hq / group;
+                        let qv = &q[row * qd + hq * hd..row * qd + (hq + 1) * hd];
+                        let key = |p: usize| -> &[f32] {
+                            match visible[p] {
+                                (false, r) => &ck[r * kvd + kh * hd..r * kvd + (kh + 1) * hd],
+                                (true, j) => &k[j * kvd + kh * hd..j * kvd + (kh + 1) * hd],
+                            }
                         };
-                        for (o, v) in out.iter_mut().zip(val) {
-                            *o += w * v;
+                        let mut max = f32::NEG_INFINITY;
+                        for (p, sc) in scores.iter_mut().enumerate() {
+                            *sc = dot(qv, key(p)) * scale;
+                            max = max.max(*sc);
+                        }
+                        let mut total = 0.0;
+                        for sc in scores.iter_mut() {
+                            *sc = (*sc - max).exp();
+                            total += *sc;
+                        }
+                        let out = &mut orow[hq * hd..(hq + 1) * hd];
+                        out.fill(0.0);
+                        for (p, sc) in scores.iter().enumerate() {
+                            let w = sc / total;
+                            let val = match visible[p] {
+                                (false, r) => &cv[r * kvd + kh * hd..r * kvd + (kh + 1) * hd],
+                                (true, j) => &v[j * kvd + kh * hd..j * kvd + (kh + 1) * hd],
+                            };
+                            for (o, v) in out.iter_mut().zip(val) {
+                                *o += w * v;
+                            }
                         }
                     }
-                }
-            });
-            if batch.commit {
-                match at {
-                    None => cache.append(li, &k, &v),
-                    Some(at) => cache.overwrite(li, at, &k, &v),
+                });
+            }
+            for s in segs {
+                let item = &mut items[s.item];
+                if item.batch.commit {
+                    let (kr, vr) = (
+                        &k[s.offset * kvd..(s.offset + s.n) * kvd],
+                        &v[s.offset * kvd..(s.offset + s.n) * kvd],
+                    );
+                    match item.at {
+                        None => item.cache.append(li, kr, vr),
+                        Some(at) => item.cache.overwrite(li, at, kr, vr),
+                    }
                 }
             }
             if let Some(sub) = &layer.attn_sub_norm {
@@ -324,23 +458,20 @@ impl Model {
                 *x += d;
             }
         }
-        if batch.commit && at.is_none() {
-            cache.advance(n);
+        for s in segs {
+            let item = &mut items[s.item];
+            if item.batch.commit && item.at.is_none() {
+                item.cache.advance(s.n);
+            }
         }
 
-        let rows: Vec<usize> = match &batch.logits {
-            Logits::None => return Ok(Vec::new()),
-            Logits::Last => vec![n - 1],
-            Logits::All => (0..n).collect(),
-            Logits::Rows(r) => {
-                if let Some(bad) = r.iter().find(|i| **i >= n) {
-                    return Err(ModelError::Request(format!(
-                        "logits row {bad} is outside the batch of {n}"
-                    )));
-                }
-                r.clone()
-            }
-        };
+        let rows: Vec<usize> = segs
+            .iter()
+            .flat_map(|s| s.logit_rows.iter().map(move |r| s.offset + r))
+            .collect();
+        if rows.is_empty() {
+            return Vec::new();
+        }
         let mut sel = vec![0.0; rows.len() * h];
         for (dst, &r) in sel.chunks_exact_mut(h).zip(&rows) {
             dst.copy_from_slice(&x[r * h..(r + 1) * h]);
@@ -353,6 +484,6 @@ impl Model {
             rows.len(),
             &mut logits,
         );
-        Ok(logits)
+        logits
     }
 }

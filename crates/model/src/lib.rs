@@ -20,7 +20,7 @@ use gguf::GgufFile;
 pub use cache::KvCache;
 pub use config::{Activation, ModelConfig, RopeStyle};
 pub use error::{ModelError, Result};
-pub use forward::{Attention, Batch, Logits};
+pub use forward::{Attention, Batch, Logits, SeqBatch};
 use weights::Weights;
 
 /// A loaded model: the mapped file, its config and the located tensors.
