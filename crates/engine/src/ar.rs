@@ -1,9 +1,15 @@
 //! Plain autoregressive decoding: prefill the prompt in one forward, then one token per forward.
+//!
+//! The loop runs over any [`BlockForward`] with blocks of one position (block-causal attention
+//! with block size 1 is causal attention), so the same code decodes alone ([`generate_ar`]) or
+//! as one of many sequences sharing forward passes (the scheduler).
 
 use std::time::Instant;
 
-use model::{Attention, Batch, Logits, Model};
+use model::{Logits, Model};
 use tokenizer::{DecodeStream, Tokenizer};
+
+use crate::dlm::{BlockForward, ModelSequence};
 
 use crate::sampling::{Sampler, SamplingParams};
 use crate::stop::StopText;
@@ -40,21 +46,47 @@ pub fn generate_ar(
     params: &GenerateParams,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Generation, EngineError> {
+    let capacity = params.capacity(prompt.len(), model.config.context_length)?;
+    let mut seq = ModelSequence::new(model, capacity);
+    decode_ar(&mut seq, tok, prompt, params, on_text)
+}
+
+impl GenerateParams {
+    /// Cache positions a prompt of `prompt_len` tokens needs under a context of `context`
+    /// (the prompt plus `max_tokens`, at most the context); an error when the prompt leaves no
+    /// room.
+    pub fn capacity(&self, prompt_len: usize, context: usize) -> Result<usize, EngineError> {
+        if prompt_len >= context {
+            return Err(EngineError::PromptTooLong {
+                prompt: prompt_len,
+                context,
+            });
+        }
+        Ok((prompt_len + self.max_tokens).min(context))
+    }
+}
+
+/// The autoregressive loop over any [`BlockForward`] (its capacity bounds the output).
+pub fn decode_ar(
+    fwd: &mut dyn BlockForward,
+    tok: &Tokenizer,
+    prompt: &[u32],
+    params: &GenerateParams,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Generation, EngineError> {
     params.sampling.validate().map_err(EngineError::Params)?;
     if prompt.is_empty() {
         return Err(EngineError::Params(
             "the prompt is empty: it needs at least one token (add BOS or some text)".into(),
         ));
     }
-    let ctx = model.config.context_length;
-    if prompt.len() >= ctx {
+    let capacity = fwd.capacity();
+    if prompt.len() >= capacity {
         return Err(EngineError::PromptTooLong {
             prompt: prompt.len(),
-            context: ctx,
+            context: capacity,
         });
     }
-    let capacity = (prompt.len() + params.max_tokens).min(ctx);
-    let mut cache = model.new_cache(capacity);
     let mut sampler = Sampler::new(params.sampling.clone());
     let suppress: Vec<u32> = tok.mask_id().into_iter().collect();
     let eog = tok.eog_ids();
@@ -66,15 +98,7 @@ pub fn generate_ar(
     };
 
     let t0 = Instant::now();
-    let mut logits = model.forward(
-        &mut cache,
-        &Batch {
-            tokens: prompt,
-            attention: Attention::Causal,
-            commit: true,
-            logits: Logits::Last,
-        },
-    )?;
+    let mut logits = fwd.forward(prompt, 1, true, Logits::Last)?;
     stats.forward_passes += 1;
     stats.prefill_seconds = t0.elapsed().as_secs_f64();
 
@@ -99,18 +123,10 @@ pub fn generate_ar(
             finish = FinishReason::Stop;
             break;
         }
-        if tokens.len() == params.max_tokens || cache.len() >= capacity {
+        if tokens.len() == params.max_tokens || fwd.cache_len() >= capacity {
             break;
         }
-        logits = model.forward(
-            &mut cache,
-            &Batch {
-                tokens: &[choice.token],
-                attention: Attention::Causal,
-                commit: true,
-                logits: Logits::Last,
-            },
-        )?;
+        logits = fwd.forward(&[choice.token], 1, true, Logits::Last)?;
         stats.forward_passes += 1;
     }
     if !stop.stopped() {

@@ -76,6 +76,23 @@ impl DlmParams {
     }
 }
 
+impl DlmParams {
+    /// Cache positions a prompt of `prompt_len` tokens needs under a context of `context`:
+    /// whole blocks up to the token cap (the last block may extend past it), at most the context;
+    /// an error when the prompt leaves no room.
+    pub fn capacity(&self, prompt_len: usize, context: usize) -> Result<usize, EngineError> {
+        if prompt_len >= context {
+            return Err(EngineError::PromptTooLong {
+                prompt: prompt_len,
+                context,
+            });
+        }
+        let b = self.block_size.max(1);
+        let needed = (prompt_len + self.max_tokens).div_ceil(b) * b + 1;
+        Ok(needed.min(context))
+    }
+}
+
 /// The state of the block being decoded, after a step (for `--visual`).
 #[derive(Clone, Debug)]
 pub struct BlockState<'a> {
@@ -240,17 +257,8 @@ pub fn generate_dlm(
     on_step: &mut dyn FnMut(&BlockState),
 ) -> Result<Generation, EngineError> {
     params.validate().map_err(EngineError::Params)?;
-    let ctx = model.config.context_length;
-    if prompt.len() >= ctx {
-        return Err(EngineError::PromptTooLong {
-            prompt: prompt.len(),
-            context: ctx,
-        });
-    }
-    // Whole blocks: the last block may extend past the cap.
-    let needed =
-        (prompt.len() + params.max_tokens).div_ceil(params.block_size) * params.block_size + 1;
-    let mut seq = ModelSequence::new(model, needed.min(ctx));
+    let capacity = params.capacity(prompt.len(), model.config.context_length)?;
+    let mut seq = ModelSequence::new(model, capacity);
     decode_dlm(&mut seq, tok, prompt, mask_id, params, on_text, on_step)
 }
 

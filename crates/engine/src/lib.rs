@@ -1,18 +1,21 @@
-//! Decoding on top of the model: sampling, stop rules, streamed text, and the autoregressive
-//! loop, and the Fast-dLLM v2 block-diffusion loop ([`dlm`]).
+//! Decoding on top of the model: sampling, stop rules, streamed text, the autoregressive loop,
+//! the Fast-dLLM v2 block-diffusion loop ([`dlm`]), and the [`scheduler`] that lets concurrent
+//! sequences share forward passes.
 
 mod ar;
 pub mod dlm;
 pub mod sampling;
+pub mod scheduler;
 pub mod stop;
 
 use serde::Serialize;
 
-pub use ar::{generate_ar, GenerateParams};
+pub use ar::{decode_ar, generate_ar, GenerateParams};
 pub use dlm::{
     decode_dlm, generate_dlm, resolve_mask_id, BlockForward, BlockState, DlmParams, ModelSequence,
 };
 pub use sampling::{Choice, Sampler, SamplingParams};
+pub use scheduler::{ScheduledSequence, Scheduler, SchedulerConfig, SchedulerStats};
 
 /// Why generation ended (OpenAI `finish_reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -89,6 +92,12 @@ pub enum EngineError {
     /// The mask token is missing or unusable for block diffusion.
     #[error("{0}")]
     Mask(String),
+    /// The caller cancelled the generation (a client went away).
+    #[error("the generation was cancelled")]
+    Cancelled,
+    /// The scheduler that runs the forward passes has stopped.
+    #[error("the scheduler has stopped")]
+    SchedulerStopped,
     /// The prompt does not fit the context.
     #[error("the prompt has {prompt} tokens but the model's context is {context}")]
     PromptTooLong {
