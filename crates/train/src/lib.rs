@@ -1,0 +1,10 @@
+//! Fast-dLLM v2 supervised fine-tuning on candle: turns an autoregressive checkpoint into a
+//! block-diffusion LM (mask token, complementary masks, block attention, response-only loss).
+
+pub mod error;
+pub mod loss;
+pub mod model;
+pub mod optim;
+pub mod plot;
+
+pub use error::{Result, TrainError};
