@@ -1,0 +1,125 @@
+//! The server's command line: the seed's `dlm_server` flags plus limits and auth.
+
+use std::path::PathBuf;
+
+/// The bundled default model, relative to the repository root.
+pub const DEFAULT_MODEL: &str = "models/stories260K.gguf";
+
+/// The bundled model when it can be found: relative to the working directory, else to the
+/// repository this binary was built from.
+pub fn default_model_path() -> PathBuf {
+    let here = PathBuf::from(DEFAULT_MODEL);
+    if here.exists() {
+        return here;
+    }
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(DEFAULT_MODEL);
+    if repo.exists() {
+        repo
+    } else {
+        here
+    }
+}
+
+/// Decoding modes a server or request may choose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeArg {
+    /// Fast-dLLM v2 block diffusion (needs a mask token).
+    Dlm,
+    /// Autoregressive, one token per forward.
+    Ar,
+}
+
+/// `dlm_server` / `dlm serve` flags.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// The GGUF model [default: the bundled demo model].
+    #[arg(short, long)]
+    pub model: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 = any free port; the chosen one is logged).
+    #[arg(long, default_value_t = 30000)]
+    pub port: u16,
+    /// Decoding mode [default: dlm when the model has a mask token, else ar].
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+    /// Block size for block diffusion [default: the model's dlm.block_size, else 32].
+    #[arg(long)]
+    pub block_size: Option<usize>,
+    /// Sub-block size, decoded left to right inside a block.
+    #[arg(long, default_value_t = 8)]
+    pub small_block_size: usize,
+    /// Commit every masked token whose probability exceeds this.
+    #[arg(long, default_value_t = 0.95)]
+    pub threshold: f32,
+    /// The mask token id [default: auto-detected from the model's vocabulary and metadata].
+    #[arg(long)]
+    pub mask_token_id: Option<u32>,
+    /// Kernel worker threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Requests decoded at the same time (each holds one KV cache).
+    #[arg(long, default_value_t = 16)]
+    pub max_concurrency: usize,
+    /// Requests allowed to wait for a slot; more are refused with 429.
+    #[arg(long, default_value_t = 64)]
+    pub queue_size: usize,
+    /// Context length per request [default: the model's].
+    #[arg(long)]
+    pub ctx_size: Option<usize>,
+    /// Require `Authorization: Bearer KEY` on /v1 routes.
+    #[arg(long, env = "DLM_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// The model id clients see and send [default: the file name without .gguf].
+    #[arg(long)]
+    pub model_alias: Option<String>,
+    /// Sampling temperature when a request sends none (0 = greedy, the Fast-dLLM v2 default).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub max_body_bytes: usize,
+}
+
+impl ServeArgs {
+    /// The model file to load.
+    pub fn model_path(&self) -> PathBuf {
+        self.model.clone().unwrap_or_else(default_model_path)
+    }
+
+    /// Checks values that clap cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_concurrency == 0 {
+            return Err("--max-concurrency must be at least 1".into());
+        }
+        if self.block_size == Some(0) {
+            return Err("--block-size must be positive".into());
+        }
+        if self.small_block_size == 0 {
+            return Err("--small-block-size must be positive".into());
+        }
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return Err(format!(
+                "--threshold must be in [0, 1], got {}",
+                self.threshold
+            ));
+        }
+        if !(0.0..=2.0).contains(&self.temperature) {
+            return Err(format!(
+                "--temperature must be in [0, 2], got {}",
+                self.temperature
+            ));
+        }
+        if self.ctx_size == Some(0) {
+            return Err("--ctx-size must be positive".into());
+        }
+        if self.api_key.as_deref() == Some("") {
+            return Err("--api-key / DLM_API_KEY is empty".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,788 @@
+//! The HTTP surface: routes, auth, admission to decoding slots, JSON and SSE answers.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use engine::{EngineError, FinishReason, Generation};
+use futures_util::stream::{self, Stream};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use crate::api;
+use crate::config::ServeArgs;
+use crate::error::ApiError;
+use crate::metrics::{Metrics, Snapshot};
+use crate::runner::{CancelOnDrop, Event, Plan, Runner};
+
+/// Everything the handlers share.
+pub struct AppState {
+    runner: OnceLock<Arc<Runner>>,
+    /// The metrics.
+    pub metrics: Metrics,
+    slots: Arc<Semaphore>,
+    max_concurrency: usize,
+    queue_size: usize,
+    api_key: Option<String>,
+    created: u64,
+}
+
+impl AppState {
+    /// State for a server that is still loading its model.
+    pub fn new(args: &ServeArgs) -> Arc<AppState> {
+        Arc::new(AppState {
+            runner: OnceLock::new(),
+            metrics: Metrics::default(),
+            slots: Arc::new(Semaphore::new(args.max_concurrency)),
+            max_concurrency: args.max_concurrency,
+            queue_size: args.queue_size,
+            api_key: args.api_key.clone(),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        })
+    }
+
+    /// Installs the loaded model: the server starts answering.
+    pub fn set_ready(&self, runner: Runner) {
+        let _ = self.runner.set(Arc::new(runner));
+    }
+
+    fn ready(&self) -> Result<&Arc<Runner>, ApiError> {
+        self.runner.get().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "model_loading",
+                "the model is still loading; retry shortly",
+            )
+        })
+    }
+
+    /// Waits for a decoding slot, or refuses when the queue is full.
+    async fn admit(self: &Arc<Self>) -> Result<Slot, ApiError> {
+        let t0 = Instant::now();
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let m = &self.metrics;
+                if m.queue_depth.fetch_add(1, Ordering::SeqCst) >= self.queue_size as u64 {
+                    m.queue_depth.fetch_sub(1, Ordering::SeqCst);
+                    m.rejected.fetch_add(1, Ordering::Relaxed);
+                    return Err(ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limit_error",
+                        "queue_full",
+                        format!(
+                            "the server is busy: {} requests decoding and {} waiting; retry later",
+                            self.max_concurrency, self.queue_size
+                        ),
+                    ));
+                }
+                // Leaves the queue even if the client goes away while waiting.
+                let _queued = QueueGuard(self.clone());
+                self.slots.clone().acquire_owned().await.map_err(|_| {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "server_error",
+                        "shutting_down",
+                        "the server is shutting down",
+                    )
+                })?
+            }
+        };
+        self.metrics.queue_wait.observe(t0.elapsed().as_secs_f64());
+        self.metrics.slots_busy.fetch_add(1, Ordering::SeqCst);
+        Ok(Slot {
+            state: self.clone(),
+            _permit: permit,
+        })
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let (mut snap, runner) = (
+            Snapshot {
+                slots_total: self.max_concurrency,
+                forward_passes: 0,
+                sequence_forwards: 0,
+                forward_positions: 0,
+                busy_seconds: 0.0,
+                live_sequences: 0,
+                ready: false,
+            },
+            self.runner.get(),
+        );
+        if let Some(r) = runner {
+            let s = r.scheduler.stats();
+            snap.forward_passes = s.steps.load(Ordering::Relaxed);
+            snap.sequence_forwards = s.requests.load(Ordering::Relaxed);
+            snap.forward_positions = s.positions.load(Ordering::Relaxed);
+            snap.busy_seconds = s.busy_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            snap.live_sequences = s.live.load(Ordering::Relaxed);
+            snap.ready = true;
+        }
+        snap
+    }
+}
+
+struct QueueGuard(Arc<AppState>);
+
+impl Drop for QueueGuard {
+    fn drop(&mut self) {
+        self.0.metrics.queue_depth.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A decoding slot, held until the sequence ends.
+struct Slot {
+    state: Arc<AppState>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.state.metrics.slots_busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The application's routes over `state`.
+pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    let v1 = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .merge(v1)
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state)
+}
+
+/// Counts every answer by route and status.
+async fn count(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let resp = next.run(req).await;
+    st.metrics.request(&route, resp.status().as_u16());
+    resp
+}
+
+async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(key) = &st.api_key {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given.map(str::trim) != Some(key.as_str()) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_api_key",
+                "Incorrect or missing API key: send `Authorization: Bearer <key>`",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "not_found",
+        format!("no route {} {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        "method_not_allowed",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn health(State(st): State<Arc<AppState>>) -> Response {
+    match st.runner.get() {
+        Some(_) => Json(json!({"status": "ok"})).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "loading"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(&st.snapshot()),
+    )
+        .into_response()
+}
+
+fn model_card(st: &AppState, r: &Runner) -> Value {
+    json!({
+        "id": r.alias,
+        "object": "model",
+        "created": st.created,
+        "owned_by": "dlm",
+        "dlm": {
+            "architecture": r.model.config.arch,
+            "context_length": r.context,
+            "mask_token_id": r.mask_id,
+            "block_size": r.block_size,
+            "mode": match r.mode { crate::runner::DefaultMode::Ar => "ar", _ => "dlm" },
+        },
+    })
+}
+
+async fn models(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let r = st.ready()?;
+    Ok(Json(
+        json!({"object": "list", "data": [model_card(&st, r)]}),
+    ))
+}
+
+async fn model(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let r = st.ready()?;
+    if id != r.alias {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            format!(
+                "The model `{id}` does not exist; this server serves `{}`",
+                r.alias
+            ),
+        ));
+    }
+    Ok(Json(model_card(&st, r)))
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                "invalid_request_error",
+                "request_too_large",
+                "the request body is larger than the server accepts (--max-body-bytes)",
+            )
+        } else {
+            ApiError {
+                status: if status.is_client_error() {
+                    status
+                } else {
+                    StatusCode::BAD_REQUEST
+                },
+                ..ApiError::invalid(None, format!("cannot read the request body: {e}"))
+            }
+        }
+    })
+}
+
+/// Which API shape a generation answers in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Chat,
+    Completion,
+}
+
+/// What the answer needs besides the generation.
+#[derive(Clone)]
+struct Answer {
+    shape: Shape,
+    id: String,
+    created: u64,
+    model: String,
+    mode: &'static str,
+    started: Instant,
+}
+
+impl Answer {
+    fn new(shape: Shape, model: &str, mode: &'static str) -> Answer {
+        let prefix = match shape {
+            Shape::Chat => "chatcmpl",
+            Shape::Completion => "cmpl",
+        };
+        Answer {
+            shape,
+            id: format!("{prefix}-{:024x}", rand::random::<u128>() >> 32),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            model: model.to_string(),
+            mode,
+            started: Instant::now(),
+        }
+    }
+
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.shape, chunk) {
+            (Shape::Chat, false) => "chat.completion",
+            (Shape::Chat, true) => "chat.completion.chunk",
+            (Shape::Completion, _) => "text_completion",
+        }
+    }
+
+    fn choice(&self, index: usize, text: &str, finish: Option<FinishReason>, delta: bool) -> Value {
+        match (self.shape, delta) {
+            (Shape::Chat, false) => json!({
+                "index": index,
+                "message": {"role": "assistant", "content": text, "refusal": null},
+                "logprobs": null,
+                "finish_reason": finish,
+            }),
+            (Shape::Chat, true) => {
+                let delta = if finish.is_some() && text.is_empty() {
+                    json!({})
+                } else {
+                    json!({"content": text})
+                };
+                json!({"index": index, "delta": delta, "logprobs": null, "finish_reason": finish})
+            }
+            (Shape::Completion, _) => json!({
+                "index": index,
+                "text": text,
+                "logprobs": null,
+                "finish_reason": finish,
+            }),
+        }
+    }
+
+    fn envelope(&self, choices: Vec<Value>, chunk: bool) -> Value {
+        json!({
+            "id": self.id,
+            "object": self.object(chunk),
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": null,
+            "choices": choices,
+        })
+    }
+}
+
+fn usage(gens: &[&Generation]) -> Value {
+    let prompt: usize = gens.iter().map(|g| g.stats.prompt_tokens).sum();
+    let completion: usize = gens.iter().map(|g| g.tokens.len()).sum();
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    })
+}
+
+/// The non-standard `timings` object (as llama.cpp's server): what the decoder did.
+fn timings(mode: &str, gens: &[&Generation]) -> Value {
+    let forwards: usize = gens.iter().map(|g| g.stats.forward_passes).sum();
+    let generated: usize = gens.iter().map(|g| g.tokens.len()).sum();
+    let prefill: f64 = gens.iter().map(|g| g.stats.prefill_seconds).sum();
+    let decode: f64 = gens.iter().map(|g| g.stats.decode_seconds).sum();
+    json!({
+        "mode": mode,
+        "forward_passes": forwards,
+        "tokens_per_forward": if forwards > 0 { generated as f64 / forwards as f64 } else { 0.0 },
+        "prompt_ms": prefill * 1e3,
+        "predicted_ms": decode * 1e3,
+    })
+}
+
+fn engine_error(e: EngineError) -> ApiError {
+    match e {
+        EngineError::Params(m) | EngineError::Mask(m) => ApiError::invalid(None, m),
+        EngineError::PromptTooLong { .. } => {
+            ApiError::invalid(None, e.to_string()).with_code("context_length_exceeded")
+        }
+        EngineError::Model(model::ModelError::Request(m)) => ApiError::invalid(None, m),
+        other => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "generation_failed",
+            other.to_string(),
+        ),
+    }
+}
+
+/// Starts one generation in a slot; the slot and the metrics are settled when it ends.
+fn launch(
+    st: &Arc<AppState>,
+    runner: &Arc<Runner>,
+    prompt: Vec<u32>,
+    plan: Plan,
+    slot: Slot,
+) -> (mpsc::UnboundedReceiver<Event>, CancelOnDrop) {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let state = st.clone();
+    let rx = runner.start(prompt, plan, cancel.clone(), move |result| {
+        let m = &state.metrics;
+        match result {
+            Ok(g) => {
+                m.prompt_tokens
+                    .fetch_add(g.stats.prompt_tokens as u64, Ordering::Relaxed);
+                m.generated_tokens
+                    .fetch_add(g.tokens.len() as u64, Ordering::Relaxed);
+                if g.stats.forward_passes > 0 && !g.tokens.is_empty() {
+                    m.tokens_per_forward
+                        .observe(g.tokens.len() as f64 / g.stats.forward_passes as f64);
+                }
+            }
+            Err(EngineError::Cancelled) => {
+                m.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
+        drop(slot);
+    });
+    (rx, CancelOnDrop(cancel))
+}
+
+async fn chat(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let runner = st.ready()?.clone();
+    let body = api::parse_body(&body_bytes(body)?)?;
+    let req = api::chat_request(&body)?;
+    let prompt = runner.chat_prompt(&req.messages)?;
+    let plan = runner.plan(&req.options, prompt.len())?;
+    let answer = Answer::new(Shape::Chat, &runner.alias, plan.name());
+    let slot = st.admit().await?;
+    let (rx, guard) = launch(&st, &runner, prompt, plan, slot);
+    if req.options.stream {
+        Ok(stream_answer(
+            st,
+            answer,
+            rx,
+            guard,
+            req.options.include_usage,
+        ))
+    } else {
+        let g = collect(rx, guard).await?;
+        Ok(single_answer(&st, &answer, &[(String::new(), g)]))
+    }
+}
+
+async fn completions(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let runner = st.ready()?.clone();
+    let body = api::parse_body(&body_bytes(body)?)?;
+    let req = api::completion_request(&body)?;
+    let mut jobs = Vec::new();
+    for text in &req.prompts {
+        let prompt = runner.text_prompt(text)?;
+        let plan = runner.plan(&req.options, prompt.len())?;
+        jobs.push((prompt, plan));
+    }
+    let answer = Answer::new(Shape::Completion, &runner.alias, jobs[0].1.name());
+    if req.options.stream {
+        let (prompt, plan) = jobs.pop().expect("one prompt when streaming");
+        let slot = st.admit().await?;
+        let (rx, guard) = launch(&st, &runner, prompt, plan, slot);
+        return Ok(stream_answer(
+            st,
+            answer,
+            rx,
+            guard,
+            req.options.include_usage,
+        ));
+    }
+    let mut running = Vec::new();
+    for (prompt, plan) in jobs {
+        let slot = st.admit().await?;
+        running.push(launch(&st, &runner, prompt, plan, slot));
+    }
+    let mut done = Vec::new();
+    for ((rx, guard), text) in running.into_iter().zip(&req.prompts) {
+        let echo = if req.echo {
+            text.clone()
+        } else {
+            String::new()
+        };
+        done.push((echo, collect(rx, guard).await?));
+    }
+    Ok(single_answer(&st, &answer, &done))
+}
+
+/// Waits for the end of a generation (dropping the guard cancels it if this future is dropped).
+async fn collect(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    _guard: CancelOnDrop,
+) -> Result<Generation, ApiError> {
+    while let Some(event) = rx.recv().await {
+        match event {
+            Event::Text(_) => {}
+            Event::Done(g) => return Ok(g),
+            Event::Failed(e) => return Err(engine_error(e)),
+        }
+    }
+    Err(engine_error(EngineError::SchedulerStopped))
+}
+
+fn single_answer(st: &AppState, a: &Answer, done: &[(String, Generation)]) -> Response {
+    let choices = done
+        .iter()
+        .enumerate()
+        .map(|(i, (echo, g))| {
+            a.choice(
+                i,
+                &format!("{echo}{}", g.text),
+                Some(g.finish_reason),
+                false,
+            )
+        })
+        .collect();
+    let gens: Vec<&Generation> = done.iter().map(|(_, g)| g).collect();
+    let mut body = a.envelope(choices, false);
+    body["usage"] = usage(&gens);
+    body["timings"] = timings(a.mode, &gens);
+    st.metrics
+        .latency
+        .observe(a.started.elapsed().as_secs_f64());
+    Json(body).into_response()
+}
+
+/// Where a stream is.
+enum Phase {
+    Role,
+    Body,
+    Usage(Generation),
+    Done,
+    End,
+}
+
+struct StreamState {
+    st: Arc<AppState>,
+    answer: Answer,
+    rx: mpsc::UnboundedReceiver<Event>,
+    _guard: CancelOnDrop,
+    include_usage: bool,
+    phase: Phase,
+    first_text: bool,
+}
+
+fn data(v: &Value) -> Result<SseEvent, Infallible> {
+    Ok(SseEvent::default().data(v.to_string()))
+}
+
+impl StreamState {
+    fn chunk(&self, text: &str, finish: Option<FinishReason>) -> Value {
+        let mut c = self
+            .answer
+            .envelope(vec![self.answer.choice(0, text, finish, true)], true);
+        if self.include_usage {
+            c["usage"] = Value::Null;
+        }
+        c
+    }
+
+    /// The next event, or None at the end.
+    async fn next(&mut self) -> Option<Result<SseEvent, Infallible>> {
+        loop {
+            match std::mem::replace(&mut self.phase, Phase::Body) {
+                Phase::Role => {
+                    if self.answer.shape != Shape::Chat {
+                        continue; // completions start with text
+                    }
+                    let mut c = self.chunk("", None);
+                    c["choices"][0]["delta"] = json!({"role": "assistant", "content": ""});
+                    return Some(data(&c));
+                }
+                Phase::Body => match self.rx.recv().await {
+                    Some(Event::Text(text)) => {
+                        if !self.first_text {
+                            self.first_text = true;
+                            let elapsed = self.answer.started.elapsed().as_secs_f64();
+                            self.st.metrics.ttft.observe(elapsed);
+                        }
+                        return Some(data(&self.chunk(&text, None)));
+                    }
+                    Some(Event::Done(g)) => {
+                        let c = self.chunk("", Some(g.finish_reason));
+                        self.st
+                            .metrics
+                            .latency
+                            .observe(self.answer.started.elapsed().as_secs_f64());
+                        self.phase = if self.include_usage {
+                            Phase::Usage(g)
+                        } else {
+                            Phase::Done
+                        };
+                        return Some(data(&c));
+                    }
+                    Some(Event::Failed(e)) => {
+                        self.phase = Phase::Done;
+                        return Some(data(&engine_error(e).body()));
+                    }
+                    None => {
+                        self.phase = Phase::Done;
+                        return Some(data(&engine_error(EngineError::SchedulerStopped).body()));
+                    }
+                },
+                Phase::Usage(g) => {
+                    self.phase = Phase::Done;
+                    let mut c = self.answer.envelope(Vec::new(), true);
+                    c["usage"] = usage(&[&g]);
+                    c["timings"] = timings(self.answer.mode, &[&g]);
+                    return Some(data(&c));
+                }
+                Phase::Done => {
+                    self.phase = Phase::End;
+                    return Some(Ok(SseEvent::default().data("[DONE]")));
+                }
+                Phase::End => {
+                    self.phase = Phase::End;
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+fn stream_answer(
+    st: Arc<AppState>,
+    answer: Answer,
+    rx: mpsc::UnboundedReceiver<Event>,
+    guard: CancelOnDrop,
+    include_usage: bool,
+) -> Response {
+    let state = StreamState {
+        st,
+        answer,
+        rx,
+        _guard: guard,
+        include_usage,
+        phase: Phase::Role,
+        first_text: false,
+    };
+    let events: std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>> =
+        Box::pin(stream::unfold(state, |mut s| async move {
+            s.next().await.map(|e| (e, s))
+        }));
+    let mut resp = Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        "no-cache".parse().expect("valid header"),
+    );
+    resp
+}
+
+/// Binds, loads the model in the background (`/health` answers 503 meanwhile), and serves until
+/// Ctrl-C or SIGTERM.
+pub fn serve(args: ServeArgs) -> Result<(), String> {
+    args.validate()?;
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(args.threads.unwrap_or(0))
+            .thread_name(|i| format!("dlm-kernel-{i}"))
+            .build()
+            .map_err(|e| format!("cannot start the worker threads: {e}"))?,
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    rt.block_on(async move {
+        let addr = format!("{}:{}", args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the bound address: {e}"))?;
+        let state = AppState::new(&args);
+        let app = router(state.clone(), args.max_body_bytes);
+        tracing::info!("listening on http://{local} (loading the model)");
+        let (fail_tx, mut fail_rx) = mpsc::channel::<String>(1);
+        let loader_state = state.clone();
+        let load_args = args.clone();
+        tokio::task::spawn_blocking(move || {
+            let t0 = Instant::now();
+            match Runner::load(&load_args, Some(pool)) {
+                Ok((runner, lines)) => {
+                    for line in lines {
+                        tracing::info!("{line}");
+                    }
+                    loader_state.set_ready(runner);
+                    tracing::info!(
+                        "ready in {:.2} s: POST http://{local}/v1/chat/completions",
+                        t0.elapsed().as_secs_f64()
+                    );
+                }
+                Err(e) => {
+                    let _ = fail_tx.blocking_send(e);
+                }
+            }
+        });
+        let shutdown = async move {
+            tokio::select! {
+                _ = shutdown_signal() => None,
+                // A successful load drops the sender: only a failure ends the server here.
+                Some(e) = fail_rx.recv() => Some(e),
+            }
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Option<String>>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let reason = shutdown.await;
+            let _ = stop_tx.send(reason);
+        });
+        server.await.map_err(|e| format!("server error: {e}"))?;
+        match stop_rx.await {
+            Ok(Some(load_error)) => Err(load_error),
+            _ => Ok(()),
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,401 @@
+//! The loaded model and how a request becomes a decoding sequence.
+//!
+//! [`Runner::plan`] turns a request's options into engine parameters (checking them against the
+//! model and the context) before the request waits for a slot; [`Runner::start`] then runs the
+//! autoregressive or block-diffusion loop on a blocking thread through the engine's scheduler and
+//! returns a channel of [`Event`]s: final text pieces as they appear, then the result.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use engine::{
+    decode_ar, decode_dlm, DlmParams, EngineError, GenerateParams, Generation, SamplingParams,
+    Scheduler, SchedulerConfig,
+};
+use model::Model;
+use tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
+use tokio::sync::mpsc;
+
+use crate::api::GenOptions;
+use crate::config::{ModeArg, ServeArgs};
+use crate::error::ApiError;
+
+/// How the server decodes when a request does not say.
+#[derive(Clone, Debug)]
+pub enum DefaultMode {
+    /// Autoregressive.
+    Ar,
+    /// Block diffusion.
+    Dlm {
+        /// The mask token.
+        mask_id: u32,
+        /// Block size.
+        block_size: usize,
+    },
+}
+
+/// A model ready to serve.
+pub struct Runner {
+    /// The model.
+    pub model: Arc<Model>,
+    /// Its tokenizer.
+    pub tok: Tokenizer,
+    /// Its chat template.
+    pub template: ChatTemplate,
+    /// The scheduler that batches sequences.
+    pub scheduler: Scheduler,
+    /// The id clients see.
+    pub alias: String,
+    /// Default decoding mode.
+    pub mode: DefaultMode,
+    /// The mask token, when the model has one (for per-request `mode: dlm`).
+    pub mask_id: Option<u32>,
+    /// The model's trained block size, or 32.
+    pub block_size: usize,
+    /// Default sub-block size.
+    pub small_block_size: usize,
+    /// Default threshold.
+    pub threshold: f32,
+    /// Context per request.
+    pub context: usize,
+    /// Temperature when a request sends none.
+    pub temperature: f32,
+}
+
+/// A request's decoding plan, checked.
+#[derive(Clone, Debug)]
+pub enum Plan {
+    /// Autoregressive.
+    Ar(GenerateParams),
+    /// Block diffusion with this mask token.
+    Dlm(DlmParams, u32),
+}
+
+impl Plan {
+    /// `"ar"` or `"dlm"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Plan::Ar(_) => "ar",
+            Plan::Dlm(..) => "dlm",
+        }
+    }
+}
+
+/// What a running generation reports.
+#[derive(Debug)]
+pub enum Event {
+    /// Final text (never changes afterwards).
+    Text(String),
+    /// The generation ended.
+    Done(Generation),
+    /// It failed.
+    Failed(EngineError),
+}
+
+/// Sets the flag when dropped: the generation stops at its next forward once its client is gone.
+pub struct CancelOnDrop(pub Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Runner {
+    /// Loads the model and starts the scheduler; the returned lines describe the setup for the
+    /// startup log.
+    pub fn load(
+        args: &ServeArgs,
+        pool: Option<Arc<rayon::ThreadPool>>,
+    ) -> Result<(Runner, Vec<String>), String> {
+        let path = args.model_path();
+        let model = Model::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let tok = Tokenizer::from_gguf(&model.file().metadata)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if tok.vocab_size() > model.config.vocab {
+            return Err(format!(
+                "{}: the tokenizer has {} tokens but the model's embedding has {} rows; the file is inconsistent",
+                path.display(),
+                tok.vocab_size(),
+                model.config.vocab
+            ));
+        }
+        let template = ChatTemplate::from_gguf(&model.file().metadata, &tok)
+            .map_err(|e| format!("{}: chat template: {e}", path.display()))?;
+        let mut log = Vec::new();
+        let trained = model
+            .file()
+            .metadata
+            .opt_u32("dlm.block_size")
+            .ok()
+            .flatten()
+            .map(|b| b as usize);
+        let block_size = args.block_size.or(trained).unwrap_or(32);
+        if let (Some(t), Some(b)) = (trained, args.block_size) {
+            if t != b {
+                log.push(format!(
+                    "warning: the model was trained with block size {t} but --block-size is {b}; quality drops when they differ"
+                ));
+            }
+        }
+        let mask_id = match args.mask_token_id {
+            Some(_) => {
+                Some(engine::resolve_mask_id(&tok, args.mask_token_id).map_err(|e| e.to_string())?)
+            }
+            None => tok.mask_id(),
+        };
+        let mode = match (args.mode, mask_id) {
+            (Some(ModeArg::Ar), _) => {
+                log.push("mode: ar (--mode ar)".into());
+                DefaultMode::Ar
+            }
+            (_, Some(mask_id)) => {
+                log.push(format!(
+                    "mode: dlm (Fast-dLLM v2 block diffusion: mask token {mask_id} {:?}, block size {block_size}, sub-block {}, threshold {})",
+                    tok.token_text(mask_id).unwrap_or("?"),
+                    args.small_block_size,
+                    args.threshold
+                ));
+                DefaultMode::Dlm {
+                    mask_id,
+                    block_size,
+                }
+            }
+            (Some(ModeArg::Dlm), None) => {
+                return Err(engine::resolve_mask_id(&tok, None)
+                    .expect_err("no mask token")
+                    .to_string())
+            }
+            (None, None) => {
+                log.push("mode: ar (the model has no mask token, so it cannot decode by block diffusion)".into());
+                DefaultMode::Ar
+            }
+        };
+        if !block_size.is_multiple_of(args.small_block_size) {
+            return Err(format!(
+                "--small-block-size {} must divide the block size {block_size}",
+                args.small_block_size
+            ));
+        }
+        let context = match args.ctx_size {
+            Some(c) => c.min(model.config.context_length),
+            None => model.config.context_length,
+        };
+        let alias = args.model_alias.clone().unwrap_or_else(|| stem(&path));
+        log.insert(
+            0,
+            format!(
+                "model {} ({}, {} layers, hidden {}, vocab {}, context {context}) served as `{alias}`",
+                path.display(),
+                model.config.arch,
+                model.config.n_layers,
+                model.config.hidden,
+                model.config.vocab,
+            ),
+        );
+        let model = Arc::new(model);
+        let scheduler = Scheduler::start(model.clone(), pool, SchedulerConfig::default());
+        Ok((
+            Runner {
+                model,
+                tok,
+                template,
+                scheduler,
+                alias,
+                mode,
+                mask_id,
+                block_size,
+                small_block_size: args.small_block_size,
+                threshold: args.threshold,
+                context,
+                temperature: args.temperature,
+            },
+            log,
+        ))
+    }
+
+    /// Renders a conversation with the model's chat template and tokenizes it.
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, ApiError> {
+        let text = self.template.render(messages, true).map_err(|e| {
+            ApiError::param(
+                "messages",
+                format!("the chat template refused the messages: {e}"),
+            )
+        })?;
+        self.tok
+            .encode(&text, false)
+            .map_err(|e| ApiError::param("messages", format!("tokenizing the prompt: {e}")))
+    }
+
+    /// Tokenizes a raw completion prompt (the model's own BOS rule applies).
+    pub fn text_prompt(&self, text: &str) -> Result<Vec<u32>, ApiError> {
+        let ids = self
+            .tok
+            .encode(text, self.tok.add_bos_token())
+            .map_err(|e| ApiError::param("prompt", format!("tokenizing the prompt: {e}")))?;
+        if ids.is_empty() {
+            return Err(ApiError::param(
+                "prompt",
+                "the prompt is empty and the model adds no BOS token",
+            ));
+        }
+        Ok(ids)
+    }
+
+    /// Checks a request's options against the model and a prompt of `prompt_len` tokens and
+    /// returns the decoding plan.
+    pub fn plan(&self, o: &GenOptions, prompt_len: usize) -> Result<Plan, ApiError> {
+        if let Some(m) = &o.model {
+            if m != &self.alias {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    "model_not_found",
+                    format!(
+                        "The model `{m}` does not exist; this server serves `{}`",
+                        self.alias
+                    ),
+                ));
+            }
+        }
+        if prompt_len >= self.context {
+            return Err(ApiError::param(
+                "messages",
+                format!(
+                    "This model's maximum context length is {} tokens, but the prompt has {prompt_len} tokens",
+                    self.context
+                ),
+            )
+            .with_code("context_length_exceeded"));
+        }
+        let room = self.context - prompt_len;
+        let max_tokens = match o.max_tokens {
+            Some(n) if n > room => {
+                return Err(ApiError::param(
+                    "max_tokens",
+                    format!(
+                        "This model's maximum context length is {} tokens; the prompt has {prompt_len} tokens, so max_tokens can be at most {room}, got {n}",
+                        self.context
+                    ),
+                )
+                .with_code("context_length_exceeded"))
+            }
+            Some(n) => n,
+            None => room,
+        };
+        let sampling = SamplingParams {
+            temperature: o.temperature.unwrap_or(self.temperature),
+            top_k: o.top_k.unwrap_or(0),
+            top_p: o.top_p.unwrap_or(1.0),
+            min_p: o.min_p.unwrap_or(0.0),
+            repetition_penalty: o.repetition_penalty.unwrap_or(1.0),
+            seed: o.seed,
+        };
+        let dlm = match (o.mode, &self.mode) {
+            (Some(ModeArg::Ar), _) | (None, DefaultMode::Ar) => None,
+            (Some(ModeArg::Dlm), _) | (None, DefaultMode::Dlm { .. }) => match self.mask_id {
+                Some(mask) => Some(mask),
+                None => {
+                    return Err(ApiError::param(
+                        "mode",
+                        "this model has no mask token, so it cannot decode by block diffusion; use mode \"ar\"",
+                    ))
+                }
+            },
+        };
+        let Some(mask_id) = dlm else {
+            return Ok(Plan::Ar(GenerateParams {
+                max_tokens,
+                stop: o.stop.clone(),
+                sampling,
+            }));
+        };
+        let block_size = o.block_size.unwrap_or(match self.mode {
+            DefaultMode::Dlm { block_size, .. } => block_size,
+            DefaultMode::Ar => self.block_size,
+        });
+        let small = o
+            .small_block_size
+            .unwrap_or(self.small_block_size.min(block_size));
+        let params = DlmParams {
+            block_size,
+            small_block_size: small,
+            threshold: o.threshold.unwrap_or(self.threshold),
+            max_tokens,
+            stop: o.stop.clone(),
+            sampling,
+            use_block_cache: false,
+        };
+        params.validate().map_err(|e| {
+            let param = if e.starts_with("small_block_size") {
+                "small_block_size"
+            } else {
+                "block_size"
+            };
+            ApiError::param(param, e)
+        })?;
+        Ok(Plan::Dlm(params, mask_id))
+    }
+
+    /// Runs `plan` on `prompt` on a blocking thread. `finish` sees the outcome when the
+    /// sequence ends (whether or not anyone still listens) and is where the caller's slot is
+    /// released. Text and the result arrive on the returned channel.
+    pub fn start<F>(
+        self: &Arc<Self>,
+        prompt: Vec<u32>,
+        plan: Plan,
+        cancel: Arc<AtomicBool>,
+        finish: F,
+    ) -> mpsc::UnboundedReceiver<Event>
+    where
+        F: FnOnce(&Result<Generation, EngineError>) + Send + 'static,
+    {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let runner = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut on_text = |piece: &str| {
+                if tx.send(Event::Text(piece.to_string())).is_err() {
+                    cancel.store(true, Ordering::SeqCst);
+                }
+            };
+            let result = match &plan {
+                Plan::Ar(params) => runner.capacity_ar(params, prompt.len()).and_then(|cap| {
+                    let mut seq = runner.scheduler.sequence(cap, cancel.clone());
+                    decode_ar(&mut seq, &runner.tok, &prompt, params, &mut on_text)
+                }),
+                Plan::Dlm(params, mask_id) => params
+                    .capacity(prompt.len(), runner.context)
+                    .and_then(|cap| {
+                        let mut seq = runner.scheduler.sequence(cap, cancel.clone());
+                        decode_dlm(
+                            &mut seq,
+                            &runner.tok,
+                            &prompt,
+                            *mask_id,
+                            params,
+                            &mut on_text,
+                            &mut |_| {},
+                        )
+                    }),
+            };
+            finish(&result);
+            let _ = tx.send(match result {
+                Ok(g) => Event::Done(g),
+                Err(e) => Event::Failed(e),
+            });
+        });
+        rx
+    }
+
+    fn capacity_ar(&self, p: &GenerateParams, prompt_len: usize) -> Result<usize, EngineError> {
+        p.capacity(prompt_len, self.context)
+    }
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
+}
