@@ -28,7 +28,7 @@ use gguf::Metadata;
 
 pub use error::TokenizerError;
 pub use stream::DecodeStream;
-pub use template::{ChatMessage, ChatTemplate, TemplateSource};
+pub use template::{ChatMessage, ChatTemplate, TemplateSource, SPECIAL_TOKEN_NAMES};
 
 use error::tk_message;
 

@@ -53,10 +53,14 @@ impl ChatMessage {
     }
 }
 
+/// The special token variables a template is rendered with, when the model has the token.
+pub const SPECIAL_TOKEN_NAMES: &[&str] = &["bos_token", "eos_token", "unk_token", "pad_token"];
+
 /// Where the chat template in use comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TemplateSource {
-    /// The model's own `tokenizer.chat_template`.
+    /// The model's own template: the GGUF `tokenizer.chat_template`, or the checkpoint's given to
+    /// [`ChatTemplate::from_source`].
     Gguf,
     /// No template in the file; the vocabulary has `<|im_start|>`/`<|im_end|>`, so ChatML.
     ChatmlFallback,
@@ -124,6 +128,38 @@ impl ChatTemplate {
             env,
             text,
             source,
+            special_tokens,
+        })
+    }
+
+    /// A template from its Jinja source as a Hugging Face checkpoint holds it
+    /// (`tokenizer_config.json` `chat_template`, or `chat_template.jinja`), rendered with the given
+    /// special token texts: pairs of a name from [`SPECIAL_TOKEN_NAMES`] and the token's text
+    /// (`("eos_token", "<|im_end|>")`). Its [`source`](Self::source) is
+    /// [`TemplateSource::Gguf`], the model's own template. An unknown name is an error.
+    pub fn from_source(
+        text: &str,
+        special_tokens: &[(&str, &str)],
+    ) -> Result<ChatTemplate, TokenizerError> {
+        let special_tokens = special_tokens
+            .iter()
+            .map(|(name, token)| {
+                let name = SPECIAL_TOKEN_NAMES
+                    .iter()
+                    .find(|known| *known == name)
+                    .ok_or_else(|| {
+                        TokenizerError::Template(format!(
+                            "unknown special token variable `{name}` (known: {})",
+                            SPECIAL_TOKEN_NAMES.join(", ")
+                        ))
+                    })?;
+                Ok((*name, token.to_string()))
+            })
+            .collect::<Result<Vec<_>, TokenizerError>>()?;
+        Ok(ChatTemplate {
+            env: environment(text)?,
+            text: text.to_string(),
+            source: TemplateSource::Gguf,
             special_tokens,
         })
     }

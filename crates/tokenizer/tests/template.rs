@@ -137,3 +137,20 @@ fn chat_messages_serialize_as_role_and_content() {
         r#"{"role":"user","content":"hi"}"#
     );
 }
+
+#[test]
+fn from_source_renders_a_checkpoint_template_with_the_given_special_tokens() {
+    let t = ChatTemplate::from_source(
+        "{{ bos_token }}{% for m in messages %}{{ m.role }}: {{ m.content }}{{ eos_token }}{% endfor %}",
+        &[("bos_token", "<s>"), ("eos_token", "</s>")],
+    )
+    .unwrap();
+    assert_eq!(t.source(), TemplateSource::Gguf);
+    assert_eq!(
+        t.render(&[ChatMessage::new("user", "hi")], false).unwrap(),
+        "<s>user: hi</s>"
+    );
+    let err = ChatTemplate::from_source("x", &[("mask_token", "|<MASK>|")]).unwrap_err();
+    assert!(err.to_string().contains("mask_token"), "{err}");
+    assert!(ChatTemplate::from_source("{% if %}", &[]).is_err());
+}
