@@ -50,6 +50,8 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Serve a model over the OpenAI API (the same program as `dlm_server`).
+    Serve(server::ServeArgs),
     /// Generate text with a GGUF model; streams to stdout, speeds to stderr.
     Generate(generate::GenerateCmd),
     /// Measure autoregressive vs block-diffusion decoding on a prompt set.
@@ -87,6 +89,17 @@ fn parse_outtype(s: &str) -> Result<OutType, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Serve(args) = cli.command {
+        // The server builds its own kernel pool and async runtime.
+        server::init_logging();
+        return match server::serve(args, cli.threads) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::from(2)
+            }
+        };
+    }
     // One pool for the whole command, entered once: the main thread is one of its workers, so
     // each matmul does not pay for waking the pool from outside.
     let pool = match rayon::ThreadPoolBuilder::new()
@@ -149,6 +162,7 @@ fn run(command: Command) -> Result<(), String> {
                     );
                 })
         }
+        Command::Serve(_) => unreachable!("handled before the pool starts"),
         Command::Generate(cmd) => generate::generate(cmd),
         Command::Bench(cmd) => bench::bench(cmd),
         Command::Tokenize {

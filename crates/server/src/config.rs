@@ -59,9 +59,6 @@ pub struct ServeArgs {
     /// The mask token id [default: auto-detected from the model's vocabulary and metadata].
     #[arg(long)]
     pub mask_token_id: Option<u32>,
-    /// Kernel worker threads [default: all cores].
-    #[arg(long)]
-    pub threads: Option<usize>,
     /// Requests decoded at the same time (each holds one KV cache).
     #[arg(long, default_value_t = 16)]
     pub max_concurrency: usize,

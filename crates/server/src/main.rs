@@ -13,12 +13,15 @@ use clap::Parser;
 struct Cli {
     #[command(flatten)]
     args: server::ServeArgs,
+    /// Kernel worker threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn main() -> ExitCode {
     server::init_logging();
     let cli = Cli::parse();
-    match server::serve(cli.args) {
+    match server::serve(cli.args, cli.threads) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

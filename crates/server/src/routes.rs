@@ -698,12 +698,12 @@ fn stream_answer(
 }
 
 /// Binds, loads the model in the background (`/health` answers 503 meanwhile), and serves until
-/// Ctrl-C or SIGTERM.
-pub fn serve(args: ServeArgs) -> Result<(), String> {
+/// Ctrl-C or SIGTERM. `threads` sizes the kernel pool (default: all cores).
+pub fn serve(args: ServeArgs, threads: Option<usize>) -> Result<(), String> {
     args.validate()?;
     let pool = Arc::new(
         rayon::ThreadPoolBuilder::new()
-            .num_threads(args.threads.unwrap_or(0))
+            .num_threads(threads.unwrap_or(0))
             .thread_name(|i| format!("dlm-kernel-{i}"))
             .build()
             .map_err(|e| format!("cannot start the worker threads: {e}"))?,
