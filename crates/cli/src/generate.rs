@@ -88,9 +88,13 @@ pub struct GenerateCmd {
     /// Print the block after every diffusion step on stderr (masks as ▒).
     #[arg(long)]
     pub visual: bool,
-    /// Print prompt ids, generated ids, text and statistics as JSON.
+    /// Print prompt ids, generated ids, text and statistics as JSON (one line per sample).
     #[arg(long)]
     pub json: bool,
+    /// Generate this many samples from the prompt (seeds --seed, --seed + 1, …), e.g. to make
+    /// self-distillation data with --json.
+    #[arg(long, default_value_t = 1)]
+    pub samples: usize,
 }
 
 /// The decoding plan resolved against a model: mode, mask id and DLM settings.
@@ -184,13 +188,29 @@ pub fn generate(cmd: GenerateCmd) -> Result<(), String> {
             }
         },
     };
+    for i in 0..cmd.samples.max(1) {
+        let seed = cmd.seed.map(|s| s.wrapping_add(i as u64));
+        generate_one(&cmd, &model, &tok, &plan, &prompt, seed)?;
+    }
+    Ok(())
+}
+
+/// One generation of `dlm generate` (repeated for `--samples`).
+fn generate_one(
+    cmd: &GenerateCmd,
+    model: &Model,
+    tok: &Tokenizer,
+    plan: &Plan,
+    prompt: &[u32],
+    seed: Option<u64>,
+) -> Result<(), String> {
     let sampling = SamplingParams {
         temperature: cmd.temperature,
         top_k: cmd.top_k,
         top_p: cmd.top_p,
         min_p: cmd.min_p,
         repetition_penalty: cmd.repeat_penalty,
-        seed: cmd.seed,
+        seed,
     };
     let stdout = std::io::stdout();
     let json_out = cmd.json;
@@ -201,7 +221,7 @@ pub fn generate(cmd: GenerateCmd) -> Result<(), String> {
             let _ = out.flush();
         }
     };
-    let (generation, mode) = match plan {
+    let (generation, mode) = match *plan {
         Plan::Ar => {
             let params = GenerateParams {
                 max_tokens: cmd.max_tokens,
@@ -209,7 +229,7 @@ pub fn generate(cmd: GenerateCmd) -> Result<(), String> {
                 sampling,
             };
             (
-                engine::generate_ar(&model, &tok, &prompt, &params, &mut on_text)
+                engine::generate_ar(model, tok, prompt, &params, &mut on_text)
                     .map_err(|e| e.to_string())?,
                 "ar",
             )
@@ -234,15 +254,15 @@ pub fn generate(cmd: GenerateCmd) -> Result<(), String> {
                         "[block {} | forward {}] {}",
                         state.block_index,
                         state.forward_passes,
-                        render_block(&tok, state)
+                        render_block(tok, state)
                     );
                 }
             };
             (
                 engine::generate_dlm(
-                    &model,
-                    &tok,
-                    &prompt,
+                    model,
+                    tok,
+                    prompt,
                     mask_id,
                     &params,
                     &mut on_text,
