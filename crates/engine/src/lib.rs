@@ -95,6 +95,9 @@ pub enum EngineError {
     /// The caller cancelled the generation (a client went away).
     #[error("the generation was cancelled")]
     Cancelled,
+    /// An internal failure (a bug), reported instead of crashing.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The scheduler that runs the forward passes has stopped.
     #[error("the scheduler has stopped")]
     SchedulerStopped,

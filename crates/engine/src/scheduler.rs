@@ -319,7 +319,9 @@ impl Worker {
             jobs.push(self.waiting.pop_front().expect("front exists"));
         }
         let t0 = Instant::now();
-        let results = {
+        // A bug in a forward must not take the server down: the sequences of a step that
+        // panicked get an error and the scheduler goes on with the next step.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut items: Vec<SeqBatch> = jobs
                 .iter_mut()
                 .map(|j| SeqBatch {
@@ -334,6 +336,20 @@ impl Worker {
                 })
                 .collect();
             self.model.forward_many(&mut items)
+        }));
+        let results: Vec<Result<Vec<f32>, EngineError>> = match outcome {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map_err(EngineError::from))
+                .collect(),
+            Err(_) => jobs
+                .iter()
+                .map(|_| {
+                    Err(EngineError::Internal(
+                        "the forward pass failed unexpectedly (a bug: please report it)".into(),
+                    ))
+                })
+                .collect(),
         };
         let s = &self.stats;
         s.busy_micros
