@@ -458,7 +458,7 @@ impl TrainConfig {
         if bd == 0 {
             return bad("conversion.bd_size", "must be at least 1".into());
         }
-        if t.seq_len == 0 || t.seq_len % bd != 0 {
+        if t.seq_len == 0 || !t.seq_len.is_multiple_of(bd) {
             return bad(
                 "training.seq_len",
                 format!(

@@ -585,7 +585,7 @@ pub fn pack(
     pad_to_block: bool,
     mask_id: u32,
 ) -> Result<Packed> {
-    if bd == 0 || seq_len == 0 || seq_len % bd != 0 {
+    if bd == 0 || seq_len == 0 || !seq_len.is_multiple_of(bd) {
         return Err(TrainError::Config(format!(
             "training.seq_len {seq_len} must be a positive multiple of conversion.bd_size {bd}"
         )));

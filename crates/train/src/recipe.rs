@@ -155,7 +155,7 @@ pub struct Views {
 /// The window's length must be a multiple of `noise.bd`.
 pub fn sample_views(window: &Window, noise: &NoiseConfig, rng: &mut impl Rng) -> Result<Views> {
     let l = window.input_ids.len();
-    if noise.bd == 0 || l % noise.bd != 0 || window.labels.len() != l {
+    if noise.bd == 0 || !l.is_multiple_of(noise.bd) || window.labels.len() != l {
         return Err(TrainError::Data(format!(
             "a window of {l} ids and {} labels is not whole blocks of {}",
             window.labels.len(),
@@ -422,11 +422,11 @@ mod tests {
         let mut rng = step_rng(3, 5);
         let t: Vec<f32> = (0..2).map(|_| rng.random::<f32>()).collect();
         let u: Vec<f32> = (0..8).map(|_| rng.random::<f32>()).collect();
-        for b in 0..2 {
-            assert_eq!(v.block_p[b], (1.0 - 1e-3) * t[b] + 1e-3);
+        for (p, t) in v.block_p.iter().zip(&t) {
+            assert_eq!(*p, (1.0 - 1e-3) * t + 1e-3);
         }
-        for i in 3..7 {
-            let masked = u[i] < v.block_p[i / 4];
+        for (i, u) in u.iter().enumerate().take(7).skip(3) {
+            let masked = *u < v.block_p[i / 4];
             assert_eq!(v.views[0].noisy()[i] == MASK, masked, "pos {i}");
         }
         // Same (seed, step) → same views; another step → its own stream.
