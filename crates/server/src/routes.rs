@@ -383,7 +383,8 @@ impl Answer {
             "object": self.object(chunk),
             "created": self.created,
             "model": self.model,
-            "system_fingerprint": null,
+            // No `system_fingerprint`: OpenAI's schema types it as a string (not null) and marks
+            // it deprecated, so it is left out (python/tests validate against that schema).
             "choices": choices,
         })
     }
