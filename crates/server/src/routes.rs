@@ -194,6 +194,7 @@ async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Resp
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if given.map(str::trim) != Some(key.as_str()) {
+            drain(req).await;
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_request_error",
@@ -206,21 +207,32 @@ async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Resp
     next.run(req).await
 }
 
+/// Reads what is left of a refused request's body (up to the body limit). Answering with body
+/// bytes unread makes hyper close the keep-alive connection after the answer, and a client
+/// that reuses it for its next request sees "server disconnected" (python/tests/test_hostile.py).
+async fn drain(req: Request) {
+    let _ = axum::body::to_bytes(req.into_body(), 64 << 20).await;
+}
+
 async fn not_found(req: Request) -> ApiError {
+    let message = format!("no route {} {}", req.method(), req.uri().path());
+    drain(req).await;
     ApiError::new(
         StatusCode::NOT_FOUND,
         "invalid_request_error",
         "not_found",
-        format!("no route {} {}", req.method(), req.uri().path()),
+        message,
     )
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {
+    let message = format!("{} is not allowed on {}", req.method(), req.uri().path());
+    drain(req).await;
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "invalid_request_error",
         "method_not_allowed",
-        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+        message,
     )
 }
 
