@@ -9,8 +9,7 @@ use candle_core::{Tensor, D};
 use crate::error::{Result, TrainError};
 use crate::model::TrainModel;
 
-/// The label that marks a row as not supervised.
-pub const IGNORE: i64 = -100;
+pub use crate::data::IGNORE;
 
 /// Σ cross-entropy of `hidden: [n, hidden]` (pre-final-norm rows) against `targets` (one per row,
 /// [`IGNORE`] = skipped), and the number of supervised rows. No supervised row gives a zero

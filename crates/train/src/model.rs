@@ -228,7 +228,9 @@ pub struct TrainModel {
 }
 
 /// The memory-mapped safetensors of a checkpoint directory (one file or the shards of an index).
-fn open_safetensors(dir: &Path) -> Result<(candle_core::safetensors::MmapedSafetensors, PathBuf)> {
+pub(crate) fn open_safetensors(
+    dir: &Path,
+) -> Result<(candle_core::safetensors::MmapedSafetensors, PathBuf)> {
     let single = dir.join("model.safetensors");
     let index = dir.join("model.safetensors.index.json");
     let files: Vec<PathBuf> = if single.is_file() {
@@ -554,14 +556,17 @@ impl TrainModel {
     }
 
     /// Final hidden states `[b·t, hidden]` (before the final norm) of `ids: [b, t]`, where token
-    /// `j` sits at RoPE position `positions[j]` and `mask: [t, t]` is added to every head's
-    /// attention scores (0 = visible, −∞ = hidden).
-    pub fn hidden(&self, ids: &Tensor, positions: &[u32], mask: &Tensor) -> Result<Tensor> {
+    /// `j` sits at RoPE position `positions[j]` and attends as `attn` says.
+    pub fn hidden(&self, ids: &Tensor, positions: &[u32], attn: Attn) -> Result<Tensor> {
         let c = &self.config;
         let (b, t) = ids.dims2()?;
-        if positions.len() != t || mask.dims2()? != (t, t) {
+        let ok = match attn {
+            Attn::Mask(mask) => mask.dims2()? == (t, t),
+            Attn::BlockDiffusion(m) => t == 2 * m.l,
+        };
+        if positions.len() != t || !ok {
             return Err(TrainError::Config(format!(
-                "forward over {t} tokens needs {t} positions and a {t}×{t} mask"
+                "forward over {t} tokens needs {t} positions and attention for {t} tokens"
             )));
         }
         let (nh, nkv, hd) = (c.heads, c.kv_heads, c.head_dim);
@@ -584,11 +589,10 @@ impl TrainModel {
             let q = heads(self.linear(&a, &l.q)?, nh, &l.q_norm)?;
             let k = heads(self.linear(&a, &l.k)?, nkv, &l.k_norm)?;
             let v = heads(self.linear(&a, &l.v)?, nkv, &None)?;
-            let q = rope(&q, &cos, &sin)?;
+            let q = (rope(&q, &cos, &sin)? * scale)?;
             let k = repeat_kv(&rope(&k, &cos, &sin)?, nh / nkv)?;
             let v = repeat_kv(&v, nh / nkv)?;
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
-            let o = softmax_last(&scores)?.matmul(&v)?;
+            let o = attend(&q, &k, &v, attn)?;
             let o = o.transpose(1, 2)?.reshape((b * t, nh * hd))?;
             let o = match &l.attn_sub_norm {
                 Some(w) => rms_norm(&o, w.as_tensor(), c.eps)?,
@@ -627,22 +631,23 @@ impl TrainModel {
     pub fn causal_hidden(&self, ids: &Tensor) -> Result<Tensor> {
         let t = ids.dim(1)?;
         let positions: Vec<u32> = (0..t as u32).collect();
-        self.hidden(ids, &positions, &causal_mask(t, &self.device)?)
+        self.hidden(ids, &positions, Attn::Mask(&causal_mask(t, &self.device)?))
     }
 
     /// Block-diffusion training forward: `ids: [b, 2L]` is `[noisy | clean]`, both halves at
-    /// positions `0..L`, under the additive `mask: [2L, 2L]`; returns the hidden states of the
-    /// noisy half only, `[b·L, hidden]` (pass the rows that need them to [`TrainModel::logits`]).
-    pub fn dlm_hidden(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// positions `0..L`, with the block-diffusion attention of `masks`; returns the hidden states
+    /// of the noisy half only, `[b·L, hidden]` (pass the rows that need them to
+    /// [`TrainModel::logits`]).
+    pub fn dlm_hidden(&self, ids: &Tensor, masks: &DlmMasks) -> Result<Tensor> {
         let (b, t2) = ids.dims2()?;
-        if t2 % 2 != 0 {
+        let l = masks.l;
+        if t2 != 2 * l {
             return Err(TrainError::Config(format!(
-                "[noisy | clean] input of odd length {t2}"
+                "[noisy | clean] input of {t2} tokens for windows of {l}"
             )));
         }
-        let l = t2 / 2;
         let positions: Vec<u32> = (0..l as u32).chain(0..l as u32).collect();
-        let h = self.hidden(ids, &positions, mask)?;
+        let h = self.hidden(ids, &positions, Attn::BlockDiffusion(masks))?;
         let hd = h.dim(1)?;
         Ok(h.reshape((b, t2, hd))?
             .narrow(1, 0, l)?
@@ -677,6 +682,98 @@ impl TrainModel {
         }
         Ok(())
     }
+}
+
+/// How the tokens of a forward attend to each other.
+#[derive(Clone, Copy, Debug)]
+pub enum Attn<'a> {
+    /// An additive mask `[t, t]` on every head's scores (0 = visible, −∞ = hidden).
+    Mask(&'a Tensor),
+    /// The Fast-dLLM v2 training layout `[noisy | clean]` (`recipe::block_diff_allowed`),
+    /// computed blockwise without the `2L × 2L` score matrix, of which three quarters are masked.
+    BlockDiffusion(&'a DlmMasks),
+}
+
+/// The `L × L` masks the blockwise block-diffusion attention needs.
+#[derive(Clone, Debug)]
+pub struct DlmMasks {
+    /// Window length `L`.
+    pub l: usize,
+    /// Block size.
+    pub bd: usize,
+    /// Clean → clean: key block ≤ query block.
+    clean: Tensor,
+    /// Noisy → clean: key block < query block.
+    earlier: Tensor,
+}
+
+impl DlmMasks {
+    /// The masks for windows of `l` tokens in blocks of `bd` (`l` a positive multiple of `bd`).
+    pub fn new(l: usize, bd: usize, device: &Device) -> Result<DlmMasks> {
+        if bd == 0 || l == 0 || l % bd != 0 {
+            return Err(TrainError::Config(format!(
+                "windows of {l} tokens are not whole blocks of {bd}"
+            )));
+        }
+        let mask = |allow: fn(usize, usize) -> bool| -> Result<Tensor> {
+            let v: Vec<f32> = (0..l * l)
+                .map(|i| {
+                    if allow((i / l) / bd, (i % l) / bd) {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
+                .collect();
+            Ok(Tensor::from_vec(v, (l, l), device)?)
+        };
+        Ok(DlmMasks {
+            l,
+            bd,
+            clean: mask(|q, k| k <= q)?,
+            earlier: mask(|q, k| k < q)?,
+        })
+    }
+}
+
+/// Attention of pre-scaled `q` over `k`, `v` (all `[b, heads, t, d]`) → `[b, heads, t, d]`.
+///
+/// For [`Attn::BlockDiffusion`] the clean half is block-causal attention over the clean half;
+/// noisy block `j` attends to the clean blocks before it and to itself, one softmax over both
+/// parts: `(e₁·V_clean + e₂·V_block) / (Σe₁ + Σe₂)` with a shared row maximum.
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, attn: Attn) -> Result<Tensor> {
+    let m = match attn {
+        Attn::Mask(mask) => {
+            let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
+            return Ok(softmax_last(&scores)?.matmul(v)?);
+        }
+        Attn::BlockDiffusion(m) => m,
+    };
+    let (b, h, _, d) = q.dims4()?;
+    let (l, bd) = (m.l, m.bd);
+    let nb = l / bd;
+    let half =
+        |x: &Tensor, i: usize| -> Result<Tensor> { Ok(x.narrow(2, i * l, l)?.contiguous()?) };
+    let (qn, qc) = (half(q, 0)?, half(q, 1)?);
+    let (kn, kc) = (half(k, 0)?, half(k, 1)?);
+    let (vn, vc) = (half(v, 0)?, half(v, 1)?);
+    let kc_t = kc.t()?;
+
+    let oc = softmax_last(&qc.matmul(&kc_t)?.broadcast_add(&m.clean)?)?.matmul(&vc)?;
+
+    let s1 = qn.matmul(&kc_t)?.broadcast_add(&m.earlier)?;
+    let blocks = |x: &Tensor| x.reshape((b, h * nb, bd, d));
+    let vb = blocks(&vn)?;
+    let s2 = blocks(&qn)?.matmul(&blocks(&kn)?.t()?)?;
+    let max = s1
+        .max_keepdim(D::Minus1)?
+        .maximum(&s2.max_keepdim(D::Minus1)?.reshape((b, h, l, 1))?)?
+        .detach();
+    let e1 = s1.broadcast_sub(&max)?.exp()?;
+    let e2 = s2.broadcast_sub(&max.reshape((b, h * nb, bd, 1))?)?.exp()?;
+    let denom = (e1.sum_keepdim(D::Minus1)? + e2.sum_keepdim(D::Minus1)?.reshape((b, h, l, 1))?)?;
+    let on = (e1.matmul(&vc)? + e2.matmul(&vb)?.reshape((b, h, l, d))?)?.broadcast_div(&denom)?;
+    Ok(Tensor::cat(&[&on, &oc], 2)?)
 }
 
 /// `q(x)` in the forward pass, identity in the backward pass: `q(x).detach() + (x − x.detach())`.

@@ -96,7 +96,8 @@ pub fn loss_png(path: &Path, series: &[Series], width: u32, height: u32) -> Resu
     if y1 == y0 {
         y1 = y0 + 1.0;
     }
-    let tmp = path.with_extension("png.tmp");
+    // The encoder picks the format from the extension, so the temporary name ends in `.png`.
+    let tmp = path.with_extension("tmp.png");
     {
         let root = BitMapBackend::new(&tmp, (width, height)).into_drawing_area();
         let err = |e: DrawingAreaErrorKind<_>| TrainError::Config(format!("plot: {e}"));

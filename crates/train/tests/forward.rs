@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use convert::tiny::{TinyFamily, TinySpec};
 use convert::{ConvertOptions, OutType};
 use model::{Attention, Batch, Logits, Model};
-use train::model::TrainModel;
+use train::model::{Attn, DlmMasks, TrainModel};
 
 fn fixture(name: &str) -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -123,7 +123,7 @@ fn every_family_matches_the_engine_causal_and_block_causal() {
         let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu).unwrap();
         let ids = Tensor::from_vec(toks.clone(), (1, t), &Device::Cpu).unwrap();
         let positions: Vec<u32> = (0..t as u32).collect();
-        let h = trainer.hidden(&ids, &positions, &mask).unwrap();
+        let h = trainer.hidden(&ids, &positions, Attn::Mask(&mask)).unwrap();
         let b: Vec<f32> = trainer
             .logits(&h)
             .unwrap()
@@ -135,4 +135,46 @@ fn every_family_matches_the_engine_causal_and_block_causal() {
         let d = max_abs_diff(&a, &b);
         assert!(d < 1e-4, "{family:?} block-causal: max |Δlogit| = {d}");
     }
+}
+
+#[test]
+fn blockwise_block_diffusion_attention_equals_the_full_mask() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = TinySpec::new(TinyFamily::Qwen3);
+    spec.hidden = 64;
+    spec.ffn = 128;
+    spec.write(tmp.path()).unwrap();
+    let m = TrainModel::load(tmp.path(), &Device::Cpu, None).unwrap();
+    let (l, bd) = (24, 8);
+    let mut ids = tokens(2 * l, spec.vocab_size, 3);
+    ids.extend(tokens(2 * l, spec.vocab_size, 11));
+    let ids = Tensor::from_vec(ids, (2, 2 * l), &Device::Cpu).unwrap();
+    let full = Tensor::from_vec(
+        train::recipe::block_diff_mask(l, bd),
+        (2 * l, 2 * l),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let positions = train::recipe::positions_2l(l);
+    let a: Vec<f32> = m
+        .hidden(&ids, &positions, Attn::Mask(&full))
+        .unwrap()
+        .reshape((2, 2 * l, 64))
+        .unwrap()
+        .narrow(1, 0, l)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let masks = DlmMasks::new(l, bd, &Device::Cpu).unwrap();
+    let b: Vec<f32> = m
+        .dlm_hidden(&ids, &masks)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let d = max_abs_diff(&a, &b);
+    assert!(d < 1e-4, "max |Δh| = {d}");
 }
