@@ -10,7 +10,9 @@ use engine::{DlmParams, GenerateParams, Generation, SamplingParams};
 use serde_json::{json, Value as Json};
 use tokenizer::{ChatMessage, ChatTemplate, TemplateSource};
 
-use crate::generate::{load, plan, DecodeFlags, Plan};
+use crate::generate::{load, plan};
+use engine::DecodeMode;
+use server::{DecodeArgs, ModeArg};
 
 /// Prompts used when no `--prompts` file is given: story openings for base models, questions for
 /// chat models.
@@ -40,7 +42,7 @@ pub struct BenchCmd {
     pub thresholds: Vec<f32>,
     /// Block-diffusion settings (the threshold flag is replaced by --thresholds).
     #[command(flatten)]
-    pub decode: DecodeFlags,
+    pub decode: DecodeArgs,
     /// Print JSON instead of a Markdown table.
     #[arg(long)]
     pub json: bool,
@@ -177,10 +179,10 @@ pub fn bench(cmd: BenchCmd) -> Result<(), String> {
     let mut rows = vec![];
     let mut dlm_flags = cmd.decode.clone();
     if dlm_flags.mode.is_none() {
-        dlm_flags.mode = Some(crate::generate::Mode::Dlm);
+        dlm_flags.mode = Some(ModeArg::Dlm);
     }
     let note = match plan(&model, &tok, &dlm_flags) {
-        Ok(Plan::Dlm {
+        Ok(DecodeMode::Dlm {
             mask_id,
             block_size,
         }) => {
@@ -219,7 +221,7 @@ pub fn bench(cmd: BenchCmd) -> Result<(), String> {
                 cmd.decode.small_block_size
             )
         }
-        Ok(Plan::Ar) => "autoregressive only".to_string(),
+        Ok(DecodeMode::Ar) => "autoregressive only".to_string(),
         Err(e) => format!("autoregressive only: {e}"),
     };
     let ar_tps = ar.tokens as f64 / ar.seconds.max(1e-12);

@@ -5,42 +5,11 @@ use std::path::Path;
 
 use std::path::PathBuf;
 
-use engine::{BlockState, DlmParams, GenerateParams, SamplingParams};
+use engine::{BlockState, DecodeMode, DlmParams, GenerateParams, SamplingParams};
 use model::Model;
 use serde_json::json;
+use server::DecodeArgs;
 use tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
-
-/// Decoding modes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// Fast-dLLM v2 block diffusion: many tokens per forward (needs a mask token).
-    Dlm,
-    /// Autoregressive: one token per forward.
-    Ar,
-}
-
-/// Block-diffusion and mode flags, shared by every command that decodes.
-#[derive(clap::Args, Clone, Debug)]
-pub struct DecodeFlags {
-    /// Decoding mode [default: dlm when the model has a mask token, else ar].
-    #[arg(long, value_enum)]
-    pub mode: Option<Mode>,
-    /// Block size for block diffusion [default: the model's dlm.block_size, else 32].
-    #[arg(long)]
-    pub block_size: Option<usize>,
-    /// Sub-block size, decoded left to right inside a block.
-    #[arg(long, default_value_t = 8)]
-    pub small_block_size: usize,
-    /// Commit every masked token whose probability exceeds this.
-    #[arg(long, default_value_t = 0.95)]
-    pub threshold: f32,
-    /// The mask token id [default: tokenizer.ggml.mask_token_id, or a |<MASK>| token].
-    #[arg(long)]
-    pub mask_token_id: Option<u32>,
-    /// Fast-dLLM's sub-block cache ("DualCache"): fewer rows per step, approximate.
-    #[arg(long)]
-    pub use_block_cache: bool,
-}
 
 /// `dlm generate`.
 #[derive(clap::Args, Debug)]
@@ -84,7 +53,7 @@ pub struct GenerateCmd {
     pub stop: Vec<String>,
     /// Mode and block-diffusion settings.
     #[command(flatten)]
-    pub decode: DecodeFlags,
+    pub decode: DecodeArgs,
     /// Print the block after every diffusion step on stderr (masks as ▒).
     #[arg(long)]
     pub visual: bool,
@@ -97,60 +66,26 @@ pub struct GenerateCmd {
     pub samples: usize,
 }
 
-/// The decoding plan resolved against a model: mode, mask id and DLM settings.
-pub enum Plan {
-    /// Autoregressive.
-    Ar,
-    /// Block diffusion with this mask id and settings.
-    Dlm { mask_id: u32, block_size: usize },
+/// Resolves `--mode`/`--mask-token-id`/`--block-size` against the model (warnings on stderr).
+pub fn plan(model: &Model, tok: &Tokenizer, flags: &DecodeArgs) -> Result<DecodeMode, String> {
+    flags.validate()?;
+    let (mode, warning) = engine::choose_mode(
+        model,
+        tok,
+        flags.mode.map(Into::into),
+        flags.mask_token_id,
+        flags.block_size,
+    )
+    .map_err(|e| e.to_string())?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+    Ok(mode)
 }
 
-/// Resolves `--mode`/`--mask-token-id`/`--block-size` against the model, with the checks and
-/// warnings users need: no silent garbage.
-pub fn plan(model: &Model, tok: &Tokenizer, flags: &DecodeFlags) -> Result<Plan, String> {
-    let mode = match flags.mode {
-        Some(m) => m,
-        None if flags.mask_token_id.is_some() || tok.mask_id().is_some() => Mode::Dlm,
-        None => Mode::Ar,
-    };
-    if mode == Mode::Ar {
-        return Ok(Plan::Ar);
-    }
-    let mask_id = engine::resolve_mask_id(tok, flags.mask_token_id).map_err(|e| e.to_string())?;
-    let trained = model
-        .file()
-        .metadata
-        .opt_u32("dlm.block_size")
-        .ok()
-        .flatten()
-        .map(|b| b as usize);
-    let block_size = flags.block_size.or(trained).unwrap_or(32);
-    if let Some(t) = trained {
-        if t != block_size {
-            eprintln!(
-                "warning: the model was trained with block size {t} but --block-size is {block_size}; quality drops when they differ (the Fast-dLLM v2 paper measured it): change --small-block-size instead"
-            );
-        }
-    }
-    Ok(Plan::Dlm {
-        mask_id,
-        block_size,
-    })
-}
-
+/// Opens a model and its tokenizer.
 pub fn load(path: &Path) -> Result<(Model, Tokenizer), String> {
-    let model = Model::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let tok = Tokenizer::from_gguf(&model.file().metadata)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if tok.vocab_size() > model.config.vocab {
-        return Err(format!(
-            "{}: the tokenizer has {} tokens but the model's embedding has {} rows; the file is inconsistent",
-            path.display(),
-            tok.vocab_size(),
-            model.config.vocab
-        ));
-    }
-    Ok((model, tok))
+    engine::load_model(path).map_err(|e| e.to_string())
 }
 
 /// Runs `dlm generate`.
@@ -200,7 +135,7 @@ fn generate_one(
     cmd: &GenerateCmd,
     model: &Model,
     tok: &Tokenizer,
-    plan: &Plan,
+    plan: &DecodeMode,
     prompt: &[u32],
     seed: Option<u64>,
 ) -> Result<(), String> {
@@ -222,7 +157,7 @@ fn generate_one(
         }
     };
     let (generation, mode) = match *plan {
-        Plan::Ar => {
+        DecodeMode::Ar => {
             let params = GenerateParams {
                 max_tokens: cmd.max_tokens,
                 stop: cmd.stop.clone(),
@@ -234,7 +169,7 @@ fn generate_one(
                 "ar",
             )
         }
-        Plan::Dlm {
+        DecodeMode::Dlm {
             mask_id,
             block_size,
         } => {

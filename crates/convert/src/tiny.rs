@@ -110,6 +110,32 @@ impl TinySpec {
         self.hidden / self.heads
     }
 
+    /// Writes the checkpoint to `dir/ckpt` and converts it to `dir/model.gguf` with `outtype`
+    /// (the usual start of a test that needs a small model file); returns the GGUF path.
+    pub fn write_gguf(
+        &self,
+        dir: &Path,
+        outtype: crate::OutType,
+    ) -> crate::Result<std::path::PathBuf> {
+        let ckpt = dir.join("ckpt");
+        self.write(&ckpt)
+            .map_err(|source| crate::ConvertError::Io {
+                path: ckpt.clone(),
+                source,
+            })?;
+        let gguf = dir.join("model.gguf");
+        crate::convert(&crate::ConvertOptions {
+            input: ckpt,
+            output: Some(gguf.clone()),
+            outtype,
+            force_ternary: false,
+            add_mask_token: false,
+            name: None,
+            progress: false,
+        })?;
+        Ok(gguf)
+    }
+
     /// Writes the checkpoint directory (created if missing).
     pub fn write(&self, dir: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;

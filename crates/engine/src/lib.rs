@@ -6,6 +6,7 @@ mod ar;
 pub mod dlm;
 pub mod sampling;
 pub mod scheduler;
+mod setup;
 pub mod stop;
 
 use serde::Serialize;
@@ -16,6 +17,7 @@ pub use dlm::{
 };
 pub use sampling::{Choice, Sampler, SamplingParams};
 pub use scheduler::{ScheduledSequence, Scheduler, SchedulerConfig, SchedulerStats};
+pub use setup::{choose_mode, load_model, trained_block_size, DecodeMode, ModeChoice};
 
 /// Why generation ended (OpenAI `finish_reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -95,6 +97,14 @@ pub enum EngineError {
     /// The caller cancelled the generation (a client went away).
     #[error("the generation was cancelled")]
     Cancelled,
+    /// A model file could not be loaded.
+    #[error("{path}: {message}")]
+    Load {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
     /// An internal failure (a bug), reported instead of crashing.
     #[error("internal error: {0}")]
     Internal(String),

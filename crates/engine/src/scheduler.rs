@@ -359,9 +359,7 @@ impl Worker {
         s.positions.fetch_add(positions as u64, Ordering::Relaxed);
         for (job, result) in jobs.into_iter().zip(results) {
             // A sequence that has gone away just drops its answer.
-            let _ = job
-                .reply
-                .send((job.cache, result.map_err(EngineError::from)));
+            let _ = job.reply.send((job.cache, result));
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use convert::tiny::{TinyFamily, TinySpec};
-use convert::{ConvertOptions, OutType};
+use convert::OutType;
 use engine::{
     decode_ar, decode_dlm, generate_ar, generate_dlm, DlmParams, EngineError, GenerateParams,
     SamplingParams, Scheduler, SchedulerConfig,
@@ -14,23 +14,11 @@ use model::Model;
 use tokenizer::Tokenizer;
 
 fn fixture(dir: &std::path::Path) -> (Arc<Model>, Tokenizer) {
-    let ckpt = dir.join("ckpt");
     let mut spec = TinySpec::new(TinyFamily::Qwen2);
     spec.dlm_block_size = Some(8);
     spec.logit_scale = 6.0;
     spec.seed = 5;
-    spec.write(&ckpt).unwrap();
-    let gguf = dir.join("m.gguf");
-    convert::convert(&ConvertOptions {
-        input: ckpt,
-        output: Some(gguf.clone()),
-        outtype: OutType::F32,
-        force_ternary: false,
-        add_mask_token: false,
-        name: None,
-        progress: false,
-    })
-    .unwrap();
+    let gguf = spec.write_gguf(dir, OutType::F32).unwrap();
     let model = Model::load(&gguf).unwrap();
     let tok = Tokenizer::from_gguf(&model.file().metadata).unwrap();
     (Arc::new(model), tok)

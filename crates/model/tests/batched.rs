@@ -1,23 +1,11 @@
 //! Several sequences in one forward pass give each the logits and cache it gets alone.
 
 use convert::tiny::{TinyFamily, TinySpec};
-use convert::{ConvertOptions, OutType};
+use convert::OutType;
 use model::{Attention, Batch, KvCache, Logits, Model, SeqBatch};
 
 fn tiny_model(dir: &std::path::Path, family: TinyFamily) -> Model {
-    let ckpt = dir.join("c");
-    TinySpec::new(family).write(&ckpt).unwrap();
-    let gguf = dir.join("m.gguf");
-    convert::convert(&ConvertOptions {
-        input: ckpt,
-        output: Some(gguf.clone()),
-        outtype: OutType::F32,
-        force_ternary: false,
-        add_mask_token: false,
-        name: None,
-        progress: false,
-    })
-    .unwrap();
+    let gguf = TinySpec::new(family).write_gguf(dir, OutType::F32).unwrap();
     Model::load(&gguf).unwrap()
 }
 

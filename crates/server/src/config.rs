@@ -32,18 +32,19 @@ pub enum ModeArg {
     Ar,
 }
 
-/// `dlm_server` / `dlm serve` flags.
+impl From<ModeArg> for engine::ModeChoice {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Dlm => engine::ModeChoice::Dlm,
+            ModeArg::Ar => engine::ModeChoice::Ar,
+        }
+    }
+}
+
+/// Block-diffusion and mode flags, shared by every command that decodes (`dlm_server`,
+/// `dlm generate`, `dlm bench`).
 #[derive(clap::Args, Clone, Debug)]
-pub struct ServeArgs {
-    /// The GGUF model [default: the bundled demo model].
-    #[arg(short, long)]
-    pub model: Option<PathBuf>,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: String,
-    /// Port to listen on (0 = any free port; the chosen one is logged).
-    #[arg(long, default_value_t = 30000)]
-    pub port: u16,
+pub struct DecodeArgs {
     /// Decoding mode [default: dlm when the model has a mask token, else ar].
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
@@ -56,9 +57,48 @@ pub struct ServeArgs {
     /// Commit every masked token whose probability exceeds this.
     #[arg(long, default_value_t = 0.95)]
     pub threshold: f32,
-    /// The mask token id [default: auto-detected from the model's vocabulary and metadata].
+    /// The mask token id [default: tokenizer.ggml.mask_token_id, or a |<MASK>| token].
     #[arg(long)]
     pub mask_token_id: Option<u32>,
+    /// Fast-dLLM's sub-block cache ("DualCache"): fewer rows per step, approximate.
+    #[arg(long)]
+    pub use_block_cache: bool,
+}
+
+impl DecodeArgs {
+    /// Checks values that clap cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.block_size == Some(0) {
+            return Err("--block-size must be positive".into());
+        }
+        if self.small_block_size == 0 {
+            return Err("--small-block-size must be positive".into());
+        }
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return Err(format!(
+                "--threshold must be in [0, 1], got {}",
+                self.threshold
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `dlm_server` / `dlm serve` flags.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// The GGUF model [default: the bundled demo model].
+    #[arg(short, long)]
+    pub model: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 = any free port; the chosen one is logged).
+    #[arg(long, default_value_t = 30000)]
+    pub port: u16,
+    /// Mode and block-diffusion settings (defaults for requests that do not set them).
+    #[command(flatten)]
+    pub decode: DecodeArgs,
     /// Requests decoded at the same time (each holds one KV cache).
     #[arg(long, default_value_t = 16)]
     pub max_concurrency: usize,
@@ -93,18 +133,7 @@ impl ServeArgs {
         if self.max_concurrency == 0 {
             return Err("--max-concurrency must be at least 1".into());
         }
-        if self.block_size == Some(0) {
-            return Err("--block-size must be positive".into());
-        }
-        if self.small_block_size == 0 {
-            return Err("--small-block-size must be positive".into());
-        }
-        if !(0.0..=1.0).contains(&self.threshold) {
-            return Err(format!(
-                "--threshold must be in [0, 1], got {}",
-                self.threshold
-            ));
-        }
+        self.decode.validate()?;
         if !(0.0..=2.0).contains(&self.temperature) {
             return Err(format!(
                 "--temperature must be in [0, 2], got {}",

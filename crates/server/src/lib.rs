@@ -13,7 +13,7 @@ pub mod metrics;
 pub mod routes;
 pub mod runner;
 
-pub use config::{default_model_path, ServeArgs};
+pub use config::{default_model_path, DecodeArgs, ModeArg, ServeArgs};
 pub use routes::{router, serve, AppState};
 
 /// Logs to stderr; `RUST_LOG` overrides the default `info` level.

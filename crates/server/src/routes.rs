@@ -266,7 +266,7 @@ fn model_card(st: &AppState, r: &Runner) -> Value {
             "context_length": r.context,
             "mask_token_id": r.mask_id,
             "block_size": r.block_size,
-            "mode": match r.mode { crate::runner::DefaultMode::Ar => "ar", _ => "dlm" },
+            "mode": match r.mode { engine::DecodeMode::Ar => "ar", _ => "dlm" },
         },
     })
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use engine::{
-    decode_ar, decode_dlm, DlmParams, EngineError, GenerateParams, Generation, SamplingParams,
-    Scheduler, SchedulerConfig,
+    decode_ar, decode_dlm, DecodeMode, DlmParams, EngineError, GenerateParams, Generation,
+    SamplingParams, Scheduler, SchedulerConfig,
 };
 use model::Model;
 use tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
@@ -21,20 +21,6 @@ use tokio::sync::mpsc;
 use crate::api::GenOptions;
 use crate::config::{ModeArg, ServeArgs};
 use crate::error::ApiError;
-
-/// How the server decodes when a request does not say.
-#[derive(Clone, Debug)]
-pub enum DefaultMode {
-    /// Autoregressive.
-    Ar,
-    /// Block diffusion.
-    Dlm {
-        /// The mask token.
-        mask_id: u32,
-        /// Block size.
-        block_size: usize,
-    },
-}
 
 /// A model ready to serve.
 pub struct Runner {
@@ -49,7 +35,7 @@ pub struct Runner {
     /// The id clients see.
     pub alias: String,
     /// Default decoding mode.
-    pub mode: DefaultMode,
+    pub mode: DecodeMode,
     /// The mask token, when the model has one (for per-request `mode: dlm`).
     pub mask_id: Option<u32>,
     /// The model's trained block size, or 32.
@@ -58,6 +44,8 @@ pub struct Runner {
     pub small_block_size: usize,
     /// Default threshold.
     pub threshold: f32,
+    /// Default for Fast-dLLM's sub-block cache.
+    pub use_block_cache: bool,
     /// Context per request.
     pub context: usize,
     /// Temperature when a request sends none.
@@ -111,72 +99,49 @@ impl Runner {
         pool: Option<Arc<rayon::ThreadPool>>,
     ) -> Result<(Runner, Vec<String>), String> {
         let path = args.model_path();
-        let model = Model::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let tok = Tokenizer::from_gguf(&model.file().metadata)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if tok.vocab_size() > model.config.vocab {
-            return Err(format!(
-                "{}: the tokenizer has {} tokens but the model's embedding has {} rows; the file is inconsistent",
-                path.display(),
-                tok.vocab_size(),
-                model.config.vocab
-            ));
-        }
+        let (model, tok) = engine::load_model(&path).map_err(|e| e.to_string())?;
         let template = ChatTemplate::from_gguf(&model.file().metadata, &tok)
             .map_err(|e| format!("{}: chat template: {e}", path.display()))?;
+        let d = &args.decode;
         let mut log = Vec::new();
-        let trained = model
-            .file()
-            .metadata
-            .opt_u32("dlm.block_size")
-            .ok()
-            .flatten()
-            .map(|b| b as usize);
-        let block_size = args.block_size.or(trained).unwrap_or(32);
-        if let (Some(t), Some(b)) = (trained, args.block_size) {
-            if t != b {
-                log.push(format!(
-                    "warning: the model was trained with block size {t} but --block-size is {b}; quality drops when they differ"
-                ));
-            }
-        }
-        let mask_id = match args.mask_token_id {
-            Some(_) => {
-                Some(engine::resolve_mask_id(&tok, args.mask_token_id).map_err(|e| e.to_string())?)
-            }
-            None => tok.mask_id(),
+        let (mode, warning) = engine::choose_mode(
+            &model,
+            &tok,
+            d.mode.map(Into::into),
+            d.mask_token_id,
+            d.block_size,
+        )
+        .map_err(|e| e.to_string())?;
+        log.extend(warning.map(|w| format!("warning: {w}")));
+        // The mask token also serves requests that ask for `mode: dlm` on an `--mode ar` server.
+        let mask_id = match mode {
+            DecodeMode::Dlm { mask_id, .. } => Some(mask_id),
+            DecodeMode::Ar => tok.mask_id(),
         };
-        let mode = match (args.mode, mask_id) {
-            (Some(ModeArg::Ar), _) => {
-                log.push("mode: ar (--mode ar)".into());
-                DefaultMode::Ar
-            }
-            (_, Some(mask_id)) => {
-                log.push(format!(
-                    "mode: dlm (Fast-dLLM v2 block diffusion: mask token {mask_id} {:?}, block size {block_size}, sub-block {}, threshold {})",
-                    tok.token_text(mask_id).unwrap_or("?"),
-                    args.small_block_size,
-                    args.threshold
-                ));
-                DefaultMode::Dlm {
-                    mask_id,
-                    block_size,
-                }
-            }
-            (Some(ModeArg::Dlm), None) => {
-                return Err(engine::resolve_mask_id(&tok, None)
-                    .expect_err("no mask token")
-                    .to_string())
-            }
-            (None, None) => {
-                log.push("mode: ar (the model has no mask token, so it cannot decode by block diffusion)".into());
-                DefaultMode::Ar
-            }
+        let block_size = match mode {
+            DecodeMode::Dlm { block_size, .. } => block_size,
+            DecodeMode::Ar => d
+                .block_size
+                .or(engine::trained_block_size(&model))
+                .unwrap_or(32),
         };
-        if !block_size.is_multiple_of(args.small_block_size) {
+        log.push(match mode {
+            DecodeMode::Dlm { mask_id, .. } => format!(
+                "mode: dlm (Fast-dLLM v2 block diffusion: mask token {mask_id} {:?}, block size {block_size}, sub-block {}, threshold {})",
+                tok.token_text(mask_id).unwrap_or("?"),
+                d.small_block_size,
+                d.threshold
+            ),
+            DecodeMode::Ar if d.mode.is_some() => "mode: ar (--mode ar)".into(),
+            DecodeMode::Ar => {
+                "mode: ar (the model has no mask token, so it cannot decode by block diffusion)"
+                    .into()
+            }
+        });
+        if !block_size.is_multiple_of(d.small_block_size) {
             return Err(format!(
                 "--small-block-size {} must divide the block size {block_size}",
-                args.small_block_size
+                d.small_block_size
             ));
         }
         let context = match args.ctx_size {
@@ -207,8 +172,9 @@ impl Runner {
                 mode,
                 mask_id,
                 block_size,
-                small_block_size: args.small_block_size,
-                threshold: args.threshold,
+                small_block_size: d.small_block_size,
+                use_block_cache: d.use_block_cache,
+                threshold: d.threshold,
                 context,
                 temperature: args.temperature,
             },
@@ -294,8 +260,8 @@ impl Runner {
             seed: o.seed,
         };
         let dlm = match (o.mode, &self.mode) {
-            (Some(ModeArg::Ar), _) | (None, DefaultMode::Ar) => None,
-            (Some(ModeArg::Dlm), _) | (None, DefaultMode::Dlm { .. }) => match self.mask_id {
+            (Some(ModeArg::Ar), _) | (None, DecodeMode::Ar) => None,
+            (Some(ModeArg::Dlm), _) | (None, DecodeMode::Dlm { .. }) => match self.mask_id {
                 Some(mask) => Some(mask),
                 None => {
                     return Err(ApiError::param(
@@ -313,8 +279,8 @@ impl Runner {
             }));
         };
         let block_size = o.block_size.unwrap_or(match self.mode {
-            DefaultMode::Dlm { block_size, .. } => block_size,
-            DefaultMode::Ar => self.block_size,
+            DecodeMode::Dlm { block_size, .. } => block_size,
+            DecodeMode::Ar => self.block_size,
         });
         let small = o
             .small_block_size
@@ -326,7 +292,7 @@ impl Runner {
             max_tokens,
             stop: o.stop.clone(),
             sampling,
-            use_block_cache: false,
+            use_block_cache: self.use_block_cache,
         };
         params.validate().map_err(|e| {
             let param = if e.starts_with("small_block_size") {
