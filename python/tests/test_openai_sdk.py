@@ -149,18 +149,18 @@ def test_max_tokens_bounds_the_answer(ar_server, max_tokens):
 def test_stop_strings(server):
     client = sdk(server)
     model = model_id(client)
-    base = client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=24).choices[0].message.content
+    base = client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=16).choices[0].message.content
     # A stop string taken from the middle of the greedy answer cuts it right before its first
     # occurrence, with finish_reason "stop".
     stop = base[len(base) // 2 : len(base) // 2 + 3]
     assert len(stop) == 3, base
     want = base[: base.index(stop)]
-    resp = client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=24, stop=[stop, "\u2603never"])
+    resp = client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=16, stop=[stop, "\u2603never"])
     assert resp.choices[0].finish_reason == "stop"
     assert resp.choices[0].message.content == want
     streamed = "".join(
         c.choices[0].delta.content or ""
-        for c in client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=24, stop=stop, stream=True)
+        for c in client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=16, stop=stop, stream=True)
     )
     assert streamed == want
 
