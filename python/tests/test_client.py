@@ -224,3 +224,11 @@ def test_requests_carry_params_model_and_key(monkeypatch):
     assert json.loads(req.content) == {
         "model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 3, "threshold": 0.9,
     }
+
+
+def test_health_while_loading():
+    client = scripted(lambda req: httpx.Response(503, json={"status": "loading"}))
+    with pytest.raises(DlmServerError) as e:
+        client.health()
+    assert e.value.status == 503 and "loading" in e.value.message
+    assert e.value.body == {"status": "loading"}
