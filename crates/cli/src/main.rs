@@ -3,6 +3,7 @@
 mod bench;
 mod generate;
 mod inspect;
+mod train_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +71,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Convert a Hugging Face checkpoint into a block-diffusion LM (Fast-dLLM v2 SFT):
+    /// `dlm train model=smollm2_135m source.path=DIR conversion.total_tokens=100000000`.
+    Train(train_cmd::TrainCmd),
+    /// Check a `dlm train` output directory and compare AR and block-diffusion decoding on it.
+    Validate(train_cmd::ValidateCmd),
     /// Describe a GGUF file: architecture, DLM settings, tensors, size.
     Inspect {
         /// The GGUF file.
@@ -172,5 +178,7 @@ fn run(command: Command) -> Result<(), String> {
             json,
         } => generate::tokenize(&model, &text, bos, json),
         Command::Inspect { file, json } => inspect::run(&file, json).map_err(|e| e.to_string()),
+        Command::Train(cmd) => train_cmd::run_train(cmd),
+        Command::Validate(cmd) => train_cmd::run_validate(cmd),
     }
 }

@@ -710,7 +710,7 @@ pub struct DlmMasks {
 impl DlmMasks {
     /// The masks for windows of `l` tokens in blocks of `bd` (`l` a positive multiple of `bd`).
     pub fn new(l: usize, bd: usize, device: &Device) -> Result<DlmMasks> {
-        if bd == 0 || l == 0 || l % bd != 0 {
+        if bd == 0 || l == 0 || !l.is_multiple_of(bd) {
             return Err(TrainError::Config(format!(
                 "windows of {l} tokens are not whole blocks of {bd}"
             )));
