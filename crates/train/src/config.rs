@@ -856,8 +856,13 @@ mod tests {
     fn presets_set_their_model_specific_values() {
         let s = TrainConfig::load(None, &strings(&["model=stories260k"])).unwrap();
         assert_eq!(
-            (s.training.lr, s.training.seq_len, s.training.batch_size),
-            (1e-3, 256, 16)
+            (
+                s.training.lr,
+                s.training.seq_len,
+                s.training.batch_size,
+                s.training.grad_accum
+            ),
+            (1e-3, 256, 4, 4)
         );
         assert!(!s.training.ternary);
         let b = TrainConfig::load(None, &strings(&["model=bitnet_2b"])).unwrap();
