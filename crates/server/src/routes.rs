@@ -207,11 +207,12 @@ async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Resp
     next.run(req).await
 }
 
-/// Reads what is left of a refused request's body (up to the body limit). Answering with body
-/// bytes unread makes hyper close the keep-alive connection after the answer, and a client
-/// that reuses it for its next request sees "server disconnected" (python/tests/test_hostile.py).
+/// Reads what is left of a refused request's body (up to 4 MiB; beyond that the connection is
+/// closed). Answering with body bytes unread makes hyper close the keep-alive connection after
+/// the answer, and a client that reuses it for its next request sees "server disconnected"
+/// (python/tests/test_hostile.py).
 async fn drain(req: Request) {
-    let _ = axum::body::to_bytes(req.into_body(), 64 << 20).await;
+    let _ = axum::body::to_bytes(req.into_body(), 4 << 20).await;
 }
 
 async fn not_found(req: Request) -> ApiError {
