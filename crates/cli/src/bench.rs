@@ -28,9 +28,9 @@ const DEFAULT_PROMPTS: &[&str] = &[
 /// `dlm bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchCmd {
-    /// The GGUF model.
-    #[arg(short, long, default_value = "models/stories260K.gguf")]
-    pub model: PathBuf,
+    /// The GGUF model [default: the bundled demo model].
+    #[arg(short, long)]
+    pub model: Option<PathBuf>,
     /// JSONL prompt file: one `{"prompt": "..."}` or `{"messages": [...]}` per line.
     #[arg(long)]
     pub prompts: Option<PathBuf>,
@@ -134,7 +134,8 @@ impl Row {
 
 /// Runs `dlm bench`.
 pub fn bench(cmd: BenchCmd) -> Result<(), String> {
-    let (model, tok) = load(&cmd.model)?;
+    let path = cmd.model.clone().unwrap_or_else(server::default_model_path);
+    let (model, tok) = load(&path)?;
     let prompts = read_prompts(&cmd)?;
     let template =
         ChatTemplate::from_gguf(&model.file().metadata, &tok).map_err(|e| e.to_string())?;
@@ -230,7 +231,7 @@ pub fn bench(cmd: BenchCmd) -> Result<(), String> {
         .map(|r| r.json(ar_tps))
         .collect();
     let report = json!({
-        "model": cmd.model.display().to_string(),
+        "model": path.display().to_string(),
         "prompts": encoded.len(),
         "max_tokens": cmd.max_tokens,
         "threads": rayon::current_num_threads(),

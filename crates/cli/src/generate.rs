@@ -14,9 +14,9 @@ use tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 /// `dlm generate`.
 #[derive(clap::Args, Debug)]
 pub struct GenerateCmd {
-    /// The GGUF model.
-    #[arg(short, long, default_value = "models/stories260K.gguf")]
-    pub model: PathBuf,
+    /// The GGUF model [default: the bundled demo model].
+    #[arg(short, long)]
+    pub model: Option<PathBuf>,
     /// Raw text prompt (only the model's own BOS rule is applied). Without -p or --chat the
     /// prompt is the BOS token alone.
     #[arg(short, long)]
@@ -90,7 +90,8 @@ pub fn load(path: &Path) -> Result<(Model, Tokenizer), String> {
 
 /// Runs `dlm generate`.
 pub fn generate(cmd: GenerateCmd) -> Result<(), String> {
-    let (model, tok) = load(&cmd.model)?;
+    let path = cmd.model.clone().unwrap_or_else(server::default_model_path);
+    let (model, tok) = load(&path)?;
     let plan = plan(&model, &tok, &cmd.decode)?;
     let prompt: Vec<u32> = match (&cmd.prompt, &cmd.chat) {
         (Some(_), Some(_)) => return Err("give either -p/--prompt or --chat, not both".into()),

@@ -59,9 +59,9 @@ enum Command {
     Bench(bench::BenchCmd),
     /// Print the token ids of a text (no BOS unless --bos).
     Tokenize {
-        /// The GGUF model.
-        #[arg(short, long, default_value = "models/stories260K.gguf")]
-        model: PathBuf,
+        /// The GGUF model [default: the bundled demo model].
+        #[arg(short, long)]
+        model: Option<PathBuf>,
         /// The text.
         text: String,
         /// Prepend BOS.
@@ -176,7 +176,12 @@ fn run(command: Command) -> Result<(), String> {
             text,
             bos,
             json,
-        } => generate::tokenize(&model, &text, bos, json),
+        } => generate::tokenize(
+            &model.unwrap_or_else(server::default_model_path),
+            &text,
+            bos,
+            json,
+        ),
         Command::Inspect { file, json } => inspect::run(&file, json).map_err(|e| e.to_string()),
         Command::Train(cmd) => train_cmd::run_train(cmd),
         Command::Validate(cmd) => train_cmd::run_validate(cmd),
