@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 /// The bundled default model, relative to the repository root.
-pub const DEFAULT_MODEL: &str = "models/stories260K.gguf";
+pub const DEFAULT_MODEL: &str = "models/stories260K-dlm.gguf";
 
 /// The bundled model when it can be found: relative to the working directory, else to the
 /// repository this binary was built from.
