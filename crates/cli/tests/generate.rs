@@ -364,3 +364,39 @@ fn bench_compares_ar_with_a_threshold_sweep() {
     ]);
     assert!(!ok && err.contains("p.jsonl:1"), "{err}");
 }
+
+/// The bundled default model is the trained demo DLM: with no `-m` it decodes by block diffusion
+/// and commits more than one token per forward at threshold 0.9 (models/README.md).
+#[test]
+fn the_default_model_is_the_trained_demo_dlm() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new(env!("CARGO_BIN_EXE_dlm"))
+        .current_dir(&dir)
+        .args([
+            "generate",
+            "-p",
+            "Once upon a time",
+            "--max-tokens",
+            "64",
+            "--threshold",
+            "0.9",
+            "--json",
+            "--threads",
+            "1",
+        ])
+        .output()
+        .expect("run dlm");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["mode"], "dlm");
+    assert_eq!(v["tokens"].as_array().unwrap().len(), 64);
+    let per_forward = v["stats"]["tokens_per_forward"].as_f64().unwrap();
+    assert!(per_forward > 1.0, "{per_forward} tokens per forward");
+    let text = v["text"].as_str().unwrap();
+    assert!(text.contains("Lily"), "{text}");
+    assert!(!text.contains("|<MASK>|"), "{text}");
+}
