@@ -25,7 +25,8 @@ import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = REPO / "models" / "stories260K.gguf"
+# The original autoregressive stories260K (the bundled default is the demo DLM).
+AR_MODEL = REPO / "models" / "stories260K.gguf"
 STARTUP_TIMEOUT = 120.0
 
 
@@ -210,8 +211,14 @@ def start_server(server_bin):
 
 @pytest.fixture(scope="session")
 def ar_server(start_server) -> ServerProcess:
-    """The bundled stories260K (no mask token: autoregressive), started with no --model."""
-    return start_server("ar")
+    """The original stories260K (no mask token: autoregressive)."""
+    return start_server("ar", "--model", str(AR_MODEL))
+
+
+@pytest.fixture(scope="session")
+def default_server(start_server) -> ServerProcess:
+    """Started with no flags at all: the bundled demo DLM, as a new user's first command."""
+    return start_server("default")
 
 
 @pytest.fixture(scope="session")
@@ -225,8 +232,8 @@ def dlm_server(start_server, mask_model) -> ServerProcess:
 
 @pytest.fixture(scope="session")
 def auth_server(start_server) -> ServerProcess:
-    """The bundled model behind an API key (given through the environment, as DLM_API_KEY)."""
-    return start_server("auth", env={"DLM_API_KEY": "sekrit-key"})
+    """The AR model behind an API key (given through the environment, as DLM_API_KEY)."""
+    return start_server("auth", "--model", str(AR_MODEL), env={"DLM_API_KEY": "sekrit-key"})
 
 
 API_KEY = "sekrit-key"

@@ -10,7 +10,7 @@ import threading
 import httpx
 import pytest
 
-from conftest import sse_events, wait_for
+from conftest import AR_MODEL, sse_events, wait_for
 
 CHAT = "/v1/chat/completions"
 OK_BODY = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
@@ -151,7 +151,9 @@ def test_auth_errors(auth_server, schemas):
 
 @pytest.fixture(scope="module")
 def one_slot_server(start_server):
-    return start_server("one-slot", "--max-concurrency", "1", "--queue-size", "0")
+    return start_server(
+        "one-slot", "--model", str(AR_MODEL), "--max-concurrency", "1", "--queue-size", "0"
+    )
 
 
 def test_queue_full_is_429(one_slot_server, schemas):

@@ -239,3 +239,20 @@ def test_api_key(auth_server):
     # Health and metrics stay open for load balancers and scrapers.
     assert httpx.get(auth_server.url + "/health").status_code == 200
     assert httpx.get(auth_server.url + "/metrics").status_code == 200
+
+
+def test_the_default_server_serves_the_trained_demo_dlm(default_server, schemas):
+    """A new user's first command (`dlm_server`, no flags) serves the bundled demo DLM by block
+    diffusion; its stories come with more than one token per forward at threshold 0.5."""
+    client = sdk(default_server)
+    assert model_id(client) == "stories260K-dlm"
+    raw = httpx.get(default_server.base_url + "/models").json()
+    assert raw["data"][0]["dlm"]["mode"] == "dlm"
+    assert raw["data"][0]["dlm"]["mask_token_id"] == 512
+    resp = client.completions.create(
+        model="stories260K-dlm", prompt="Once upon a time", max_tokens=48, extra_body={"threshold": 0.5}
+    )
+    schemas.validate("CreateCompletionResponse", resp.model_dump(exclude_unset=True))
+    assert resp.choices[0].text.startswith(", there was")
+    timings = resp.model_extra["timings"]
+    assert timings["mode"] == "dlm" and timings["tokens_per_forward"] > 1.0
