@@ -259,13 +259,16 @@ impl Model {
         if segs.is_empty() {
             return results;
         }
-        let logits = self.run(items, &segs, embeddings);
+        // Hand each segment its rows, last first: the first segment (the only one of a
+        // single-sequence forward) keeps the buffer itself, uncopied.
+        let mut logits = self.run(items, &segs, embeddings);
         let vocab = self.config.vocab;
-        let mut at = 0;
-        for seg in &segs {
-            let len = seg.logit_rows.len() * vocab;
-            results[seg.item] = Ok(logits[at..at + len].to_vec());
-            at += len;
+        for seg in segs.iter().rev() {
+            let start = logits.len() - seg.logit_rows.len() * vocab;
+            results[seg.item] = Ok(match start {
+                0 => std::mem::take(&mut logits),
+                _ => logits.split_off(start),
+            });
         }
         results
     }
