@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use convert::tiny::{TinyFamily, TinySpec};
-use convert::{ConvertOptions, OutType};
+use convert::OutType;
 use engine::{generate_dlm, resolve_mask_id, DlmParams};
 use model::Model;
 use tokenizer::Tokenizer;
@@ -34,23 +34,13 @@ struct Fixture {
 /// A tiny Qwen2 DLM whose logits are scaled so that some predictions are confident.
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("ckpt");
     let mut spec = TinySpec::new(TinyFamily::Qwen2);
     spec.dlm_block_size = Some(32);
     spec.logit_scale = 6.0;
     spec.seed = 11;
-    spec.write(&ckpt).unwrap();
-    let gguf = dir.path().join("m.gguf");
-    let opts = ConvertOptions {
-        input: ckpt.clone(),
-        output: Some(gguf.clone()),
-        outtype: OutType::F32,
-        force_ternary: false,
-        add_mask_token: false,
-        name: None,
-        progress: false,
-    };
-    convert::convert(&opts).unwrap();
+    let gguf = spec.write_gguf(dir.path(), OutType::F32).unwrap();
+    // write_gguf keeps the checkpoint beside the GGUF, for the Python reference.
+    let ckpt = dir.path().join("ckpt");
     let model = Model::load(&gguf).unwrap();
     let tok = Tokenizer::from_gguf(&model.file().metadata).unwrap();
     Fixture {

@@ -1,9 +1,7 @@
 //! Each rule of the Fast-dLLM v2 loop, on a scripted model whose logits the test chooses.
 
-use std::path::PathBuf;
-
 use convert::tiny::{TinyFamily, TinySpec};
-use convert::{ConvertOptions, OutType};
+use convert::OutType;
 use engine::{decode_dlm, BlockForward, DlmParams, EngineError, FinishReason};
 use model::Logits;
 use tokenizer::Tokenizer;
@@ -96,23 +94,11 @@ fn peaked(token: u32, p: f64) -> Vec<f32> {
 
 fn tokenizer() -> (tempfile::TempDir, Tokenizer) {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("c");
     let mut spec = TinySpec::new(TinyFamily::Llama);
     spec.layers = 1;
     spec.vocab_size = VOCAB;
     spec.dlm_block_size = Some(8);
-    spec.write(&ckpt).unwrap();
-    let gguf: PathBuf = dir.path().join("t.gguf");
-    let opts = ConvertOptions {
-        input: ckpt,
-        output: Some(gguf.clone()),
-        outtype: OutType::F16,
-        force_ternary: false,
-        add_mask_token: false,
-        name: None,
-        progress: false,
-    };
-    convert::convert(&opts).unwrap();
+    let gguf = spec.write_gguf(dir.path(), OutType::F16).unwrap();
     let file = gguf::GgufFile::open(&gguf).unwrap();
     let tok = Tokenizer::from_gguf(&file.metadata).unwrap();
     assert_eq!(tok.mask_id(), Some(MASK));

@@ -1,25 +1,15 @@
 //! Re-running positions already in the cache (the sub-block cache of Fast-dLLM v2).
 
 use convert::tiny::{TinyFamily, TinySpec};
-use convert::{ConvertOptions, OutType};
+use convert::OutType;
 use model::{Attention, Batch, Logits, Model};
 
 #[test]
 fn rerunning_cached_positions_in_place_reproduces_their_logits_and_updates_the_cache() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("c");
-    TinySpec::new(TinyFamily::Qwen2).write(&ckpt).unwrap();
-    let gguf = dir.path().join("m.gguf");
-    let opts = ConvertOptions {
-        input: ckpt,
-        output: Some(gguf.clone()),
-        outtype: OutType::F32,
-        force_ternary: false,
-        add_mask_token: false,
-        name: None,
-        progress: false,
-    };
-    convert::convert(&opts).unwrap();
+    let gguf = TinySpec::new(TinyFamily::Qwen2)
+        .write_gguf(dir.path(), OutType::F32)
+        .unwrap();
     let model = Model::load(&gguf).unwrap();
     let vocab = model.config.vocab;
     let att = Attention::BlockCausal { block_size: 8 };
