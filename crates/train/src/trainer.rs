@@ -243,19 +243,30 @@ impl Setup {
         Ok(out)
     }
 
+    /// The noisy views of `windows` drawn from `rng` (in order), with the loss normalisers:
+    /// supervised labels of the DLM views and of the AR targets.
+    fn noised(
+        &self,
+        windows: &[&Window],
+        rng: &mut rand_chacha::ChaCha8Rng,
+    ) -> Result<(Vec<recipe::Views>, usize, usize)> {
+        let views = windows
+            .iter()
+            .map(|w| recipe::sample_views(w, &self.noise, rng))
+            .collect::<Result<Vec<_>>>()?;
+        let n_dlm = views.iter().map(|v| v.n_supervised).sum();
+        let n_ar = windows
+            .iter()
+            .map(|w| data::count_supervised(&recipe::ar_targets(w)))
+            .sum();
+        Ok((views, n_dlm, n_ar))
+    }
+
     /// Held-out (DLM, AR) loss over at most 64 windows, with fixed noise (comparable across calls).
     fn evaluate(&self, windows: &[Window]) -> Result<(f64, f64)> {
         let windows: Vec<&Window> = windows.iter().take(64).collect();
         let mut rng = recipe::step_rng(self.cfg.seed ^ 0x6576_616c, 0);
-        let views = windows
-            .iter()
-            .map(|w| recipe::sample_views(w, &self.noise, &mut rng))
-            .collect::<Result<Vec<_>>>()?;
-        let n_dlm: usize = views.iter().map(|v| v.n_supervised).sum();
-        let n_ar: usize = windows
-            .iter()
-            .map(|w| data::count_supervised(&recipe::ar_targets(w)))
-            .sum();
+        let (views, n_dlm, n_ar) = self.noised(&windows, &mut rng)?;
         let both = Objectives {
             dlm: true,
             dlm_weight: 1.0,
@@ -467,15 +478,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
         let windows: Vec<&Window> = (0..windows_per_step)
             .map(|i| &train_w[order.index(base + i)])
             .collect();
-        let views = windows
-            .iter()
-            .map(|w| recipe::sample_views(w, &setup.noise, &mut rng))
-            .collect::<Result<Vec<_>>>()?;
-        let n_dlm: usize = views.iter().map(|v| v.n_supervised).sum();
-        let n_ar: usize = windows
-            .iter()
-            .map(|w| data::count_supervised(&recipe::ar_targets(w)))
-            .sum();
+        let (views, n_dlm, n_ar) = setup.noised(&windows, &mut rng)?;
 
         let mut grads: Vec<Option<Tensor>> = vec![None; params.len()];
         let (mut dlm_sum, mut ar_sum) = (0.0, 0.0);
