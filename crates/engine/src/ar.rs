@@ -56,12 +56,7 @@ impl GenerateParams {
     /// (the prompt plus `max_tokens`, at most the context); an error when the prompt leaves no
     /// room.
     pub fn capacity(&self, prompt_len: usize, context: usize) -> Result<usize, EngineError> {
-        if prompt_len >= context {
-            return Err(EngineError::PromptTooLong {
-                prompt: prompt_len,
-                context,
-            });
-        }
+        crate::check_prompt_fits(prompt_len, context)?;
         Ok((prompt_len + self.max_tokens).min(context))
     }
 }
@@ -81,12 +76,7 @@ pub fn decode_ar(
         ));
     }
     let capacity = fwd.capacity();
-    if prompt.len() >= capacity {
-        return Err(EngineError::PromptTooLong {
-            prompt: prompt.len(),
-            context: capacity,
-        });
-    }
+    crate::check_prompt_fits(prompt.len(), capacity)?;
     let mut sampler = Sampler::new(params.sampling.clone());
     let suppress: Vec<u32> = tok.mask_id().into_iter().collect();
     let eog = tok.eog_ids();

@@ -81,12 +81,7 @@ impl DlmParams {
     /// whole blocks up to the token cap (the last block may extend past it), at most the context;
     /// an error when the prompt leaves no room.
     pub fn capacity(&self, prompt_len: usize, context: usize) -> Result<usize, EngineError> {
-        if prompt_len >= context {
-            return Err(EngineError::PromptTooLong {
-                prompt: prompt_len,
-                context,
-            });
-        }
+        crate::check_prompt_fits(prompt_len, context)?;
         let b = self.block_size.max(1);
         let needed = (prompt_len + self.max_tokens).div_ceil(b) * b + 1;
         Ok(needed.min(context))

@@ -79,6 +79,17 @@ pub struct Generation {
     pub stats: GenerationStats,
 }
 
+/// A prompt must leave room for at least one generated position in the context.
+fn check_prompt_fits(prompt_len: usize, context: usize) -> Result<(), EngineError> {
+    if prompt_len >= context {
+        return Err(EngineError::PromptTooLong {
+            prompt: prompt_len,
+            context,
+        });
+    }
+    Ok(())
+}
+
 /// Decoding errors.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

@@ -110,19 +110,16 @@ impl AppState {
     }
 
     fn snapshot(&self) -> Snapshot {
-        let (mut snap, runner) = (
-            Snapshot {
-                slots_total: self.max_concurrency,
-                forward_passes: 0,
-                sequence_forwards: 0,
-                forward_positions: 0,
-                busy_seconds: 0.0,
-                live_sequences: 0,
-                ready: false,
-            },
-            self.runner.get(),
-        );
-        if let Some(r) = runner {
+        let mut snap = Snapshot {
+            slots_total: self.max_concurrency,
+            forward_passes: 0,
+            sequence_forwards: 0,
+            forward_positions: 0,
+            busy_seconds: 0.0,
+            live_sequences: 0,
+            ready: false,
+        };
+        if let Some(r) = self.runner.get() {
             let s = r.scheduler.stats();
             snap.forward_passes = s.steps.load(Ordering::Relaxed);
             snap.sequence_forwards = s.requests.load(Ordering::Relaxed);

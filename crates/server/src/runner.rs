@@ -327,10 +327,12 @@ impl Runner {
                 }
             };
             let result = match &plan {
-                Plan::Ar(params) => runner.capacity_ar(params, prompt.len()).and_then(|cap| {
-                    let mut seq = runner.scheduler.sequence(cap, cancel.clone());
-                    decode_ar(&mut seq, &runner.tok, &prompt, params, &mut on_text)
-                }),
+                Plan::Ar(params) => params
+                    .capacity(prompt.len(), runner.context)
+                    .and_then(|cap| {
+                        let mut seq = runner.scheduler.sequence(cap, cancel.clone());
+                        decode_ar(&mut seq, &runner.tok, &prompt, params, &mut on_text)
+                    }),
                 Plan::Dlm(params, mask_id) => params
                     .capacity(prompt.len(), runner.context)
                     .and_then(|cap| {
@@ -353,10 +355,6 @@ impl Runner {
             });
         });
         rx
-    }
-
-    fn capacity_ar(&self, p: &GenerateParams, prompt_len: usize) -> Result<usize, EngineError> {
-        p.capacity(prompt_len, self.context)
     }
 }
 
