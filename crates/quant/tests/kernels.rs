@@ -12,7 +12,8 @@
 
 use half::f16;
 use quant::kernels::{
-    available_levels, matmul, matmul_with, quantize_row_i8, selected_level, QMatrix, SimdLevel,
+    amx_available, available_levels, matmul, matmul_tiles, matmul_with, quantize_row_i8,
+    selected_level, QMatrix, SimdLevel, TileBackend, TILE_TYPES,
 };
 use quant::GgmlType;
 use rand::{Rng, SeedableRng};
@@ -160,6 +161,7 @@ fn this_cpu_exercises_its_simd_levels() {
         if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512bw") {
             assert!(levels.contains(&SimdLevel::Avx512Vnni));
         }
+        assert_eq!(levels.contains(&SimdLevel::Amx), amx_available());
     }
     assert_eq!(selected_level(), *levels.last().unwrap());
 }
@@ -205,6 +207,54 @@ fn simd_integer_kernels_equal_the_scalar_reference() {
         }
     }
     eprintln!("compared {compared} integer-kernel runs against the scalar reference");
+}
+
+/// The AMX tile kernels (ternary types) equal the scalar reference bit for bit: the emulated
+/// tiles on every machine, the real instructions where the CPU has AMX-INT8. Shapes cover
+/// partial row groups (rows not a multiple of 32), partial token tiles and odd tile pairs,
+/// rows of several 1024-column segments with a short last one, and every code pattern.
+#[test]
+fn tile_kernels_equal_the_scalar_reference() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut backends = vec![TileBackend::Emulated];
+    if amx_available() {
+        backends.push(TileBackend::Hardware);
+    }
+    eprintln!("tile backends exercised: {backends:?}");
+    let mut compared = 0;
+    for &ty in TILE_TYPES {
+        let cols_cases: &[usize] = match ty {
+            GgmlType::I2_S => &[128, 384, 2688],
+            _ => &[256, 1280, 2304],
+        };
+        for rows in [1, 17, 33, 70] {
+            for &cols in cols_cases {
+                for n_tokens in [1, 4, 16, 17, 33, 40] {
+                    if rows * cols * n_tokens > 70 * 1280 * 17 {
+                        continue; // keep the emulation and the scalar reference fast
+                    }
+                    let data = random_bytes(ty, rows, cols, &mut rng);
+                    let w = QMatrix::new(ty, &data, rows, cols).unwrap();
+                    let x = random_acts(n_tokens, cols, &mut rng);
+                    let want = run(SimdLevel::Scalar, &w, &x, n_tokens);
+                    for &backend in &backends {
+                        let mut got = vec![f32::NAN; n_tokens * rows];
+                        matmul_tiles(backend, &w, &x, n_tokens, &mut got);
+                        for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                            assert_eq!(
+                                g.to_bits(),
+                                e.to_bits(),
+                                "{ty} {backend:?} rows {rows} cols {cols} tokens {n_tokens}: \
+                                 out[{i}] = {g}, scalar {e}"
+                            );
+                        }
+                        compared += 1;
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("compared {compared} tile-kernel runs against the scalar reference");
 }
 
 /// Float kernels sum in another order: both results are within `γ_n·Σ|w·x|` of the exact dot,

@@ -229,7 +229,7 @@ pub(crate) struct Codes {
 }
 
 impl Codes {
-    fn zeroed(len: usize) -> Codes {
+    pub(crate) fn zeroed(len: usize) -> Codes {
         let buf = vec![0i8; len + 63];
         let start = buf.as_ptr().align_offset(64).min(63);
         Codes { buf, start, len }

@@ -32,7 +32,9 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod act;
+mod amx;
 mod scalar;
+mod tiles;
 
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -48,6 +50,7 @@ use rayon::prelude::*;
 use crate::{GgmlType, QuantError};
 
 pub use act::{bitlinear_fake_quant, quantize_row_i8};
+pub use amx::{amx_available, TileBackend, TILE_TYPES};
 
 pub(crate) use act::{Acts, BlockActs, I8Acts};
 
@@ -155,24 +158,30 @@ pub enum SimdLevel {
     Avx512Vnni,
     /// AArch64 Advanced SIMD.
     Neon,
+    /// [`SimdLevel::Avx512Vnni`] plus AMX-INT8 tiles for ternary weights (I2_S, TQ2_0, TQ1_0)
+    /// when a call has at least [`AMX_MIN_TOKENS`] rows; everything else as AVX-512.
+    Amx,
 }
 
 impl SimdLevel {
     /// Every level, slowest first.
-    pub const ALL: [SimdLevel; 4] = [
+    pub const ALL: [SimdLevel; 5] = [
         SimdLevel::Scalar,
         SimdLevel::Neon,
         SimdLevel::Avx2,
         SimdLevel::Avx512Vnni,
+        SimdLevel::Amx,
     ];
 
-    /// The name [`simd_level`] reports: `"scalar"`, `"avx2"`, `"avx512vnni"` or `"neon"`.
+    /// The name [`simd_level`] reports: `"scalar"`, `"avx2"`, `"avx512vnni"`, `"amx"` or
+    /// `"neon"`.
     pub fn name(self) -> &'static str {
         match self {
             SimdLevel::Scalar => "scalar",
             SimdLevel::Avx2 => "avx2",
             SimdLevel::Avx512Vnni => "avx512vnni",
             SimdLevel::Neon => "neon",
+            SimdLevel::Amx => "amx",
         }
     }
 
@@ -201,6 +210,7 @@ impl SimdLevel {
                     && is_x86_feature_detected!("avx512vl")
                     && is_x86_feature_detected!("avx512vnni")
             }
+            SimdLevel::Amx => SimdLevel::Avx512Vnni.is_available() && amx_available(),
             #[cfg(target_arch = "aarch64")]
             SimdLevel::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[allow(unreachable_patterns)]
@@ -218,7 +228,7 @@ pub fn available_levels() -> Vec<SimdLevel> {
 }
 
 /// The level [`matmul`] uses: the fastest available one, or the one named by the environment
-/// variable `DLM_SIMD` (`scalar`, `avx2`, `avx512vnni`, `neon`) when this CPU has it. Detected
+/// variable `DLM_SIMD` (`scalar`, `avx2`, `avx512vnni`, `amx`, `neon`) when this CPU has it. Detected
 /// once per process.
 pub fn selected_level() -> SimdLevel {
     static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
@@ -245,8 +255,8 @@ pub fn selected_level() -> SimdLevel {
     })
 }
 
-/// Which SIMD level is in use (for logs and benchmarks): `"avx512vnni"`, `"avx2"`, `"neon"` or
-/// `"scalar"`.
+/// Which SIMD level is in use (for logs and benchmarks): `"amx"`, `"avx512vnni"`, `"avx2"`,
+/// `"neon"` or `"scalar"`.
 pub fn simd_level() -> &'static str {
     selected_level().name()
 }
@@ -296,6 +306,11 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix, x: &[f32], n_tokens: usize, ou
         return;
     }
     let acts = Acts::new(w.ty, x, n_tokens, w.cols);
+    if level == SimdLevel::Amx && uses_tiles(w.ty, n_tokens) {
+        let out = Out::new(out, w.rows, n_tokens);
+        amx::matmul_tiles(TileBackend::Hardware, w, &acts, n_tokens, &out);
+        return;
+    }
     let kernel = kernel_fn(level, w.ty);
     let out = Out::new(out, w.rows, n_tokens);
     let (chunk, parallel) = chunk_rows(w, n_tokens);
@@ -306,6 +321,54 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix, x: &[f32], n_tokens: usize, ou
     } else {
         (0..n_chunks).for_each(run);
     }
+}
+
+/// The fewest activation rows for which [`SimdLevel::Amx`] takes the tile kernels; fewer rows
+/// (decode) stay on the AVX-512 GEMV, which is memory-bound already.
+pub const AMX_MIN_TOKENS: usize = 4;
+
+/// Whether a call of `n_tokens` rows on `ty` weights runs on tiles at [`SimdLevel::Amx`].
+pub fn uses_tiles(ty: GgmlType, n_tokens: usize) -> bool {
+    TILE_TYPES.contains(&ty) && n_tokens >= AMX_MIN_TOKENS
+}
+
+/// [`matmul`] through the tile kernels on `backend`, whatever the row count: the entry the
+/// tests use to check the emulated tiles everywhere and the real ones where the CPU has them.
+///
+/// # Panics
+/// As [`matmul`]; if `w.ty` is not in [`TILE_TYPES`]; if `backend` is
+/// [`TileBackend::Hardware`] and [`amx_available`] is false.
+pub fn matmul_tiles(
+    backend: TileBackend,
+    w: &QMatrix,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    if let Err(e) = w.validate() {
+        panic!(
+            "matmul_tiles: invalid weight matrix ({} x {}): {e}",
+            w.rows, w.cols
+        );
+    }
+    assert_eq!(
+        x.len(),
+        n_tokens * w.cols,
+        "matmul_tiles: x must hold n_tokens = {n_tokens} rows of {} values",
+        w.cols
+    );
+    assert_eq!(
+        out.len(),
+        n_tokens * w.rows,
+        "matmul_tiles: out must hold n_tokens = {n_tokens} rows of {} values",
+        w.rows
+    );
+    if n_tokens == 0 || w.rows == 0 {
+        return;
+    }
+    let acts = Acts::new(w.ty, x, n_tokens, w.cols);
+    let out = Out::new(out, w.rows, n_tokens);
+    amx::matmul_tiles(backend, w, &acts, n_tokens, &out);
 }
 
 /// How many rows one kernel call takes, and whether the calls run in parallel.
@@ -339,7 +402,7 @@ fn kernel_fn(level: SimdLevel, ty: GgmlType) -> KernelFn {
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx2 => x86::avx2::kernel(ty),
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512Vnni => x86::avx512::kernel(ty),
+        SimdLevel::Avx512Vnni | SimdLevel::Amx => x86::avx512::kernel(ty),
         #[cfg(target_arch = "aarch64")]
         SimdLevel::Neon => neon::kernel(ty),
         _ => scalar::kernel(ty),
