@@ -24,7 +24,7 @@ const SHAPES: [(usize, usize, &str); 3] = [
     (6912, 2560, "6912x2560"),
     (2560, 6912, "2560x6912"),
 ];
-const TOKENS: [usize; 3] = [1, 8, 32];
+const TOKENS: [usize; 4] = [1, 8, 32, 128];
 
 /// Bytes of weight copies a "cold" benchmark cycles through: 160 MiB, or `DLM_BENCH_COLD_MIB`
 /// (set it above the last-level cache of machines with a bigger one).

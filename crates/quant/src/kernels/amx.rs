@@ -45,8 +45,9 @@ const KSTEP: usize = 64;
 const GROUP_ROWS: usize = 32;
 /// Tokens per B tile (its 16 dword columns).
 const TILE_TOKENS: usize = 16;
-/// Columns unpacked at once: 32 rows × 1024 = 32 KiB of int8 codes, within L1.
-const SEG_COLS: usize = 1024;
+/// I2_S columns unpacked at once before the first token pair runs on them: 32 rows × 512 =
+/// 16 KiB of codes plus 16 KiB of B tiles, within L1. (TQ formats: one 256-block.)
+const SEG_COLS: usize = 512;
 
 /// The weight types the tile kernels take.
 pub const TILE_TYPES: &[GgmlType] = &[GgmlType::I2_S, GgmlType::TQ2_0, GgmlType::TQ1_0];
@@ -101,44 +102,45 @@ impl Ternary {
         }
     }
 
-    /// Unpacks one unit's codes (`src`, `unit().1` bytes) into `dst` (`unit().0` bytes) in
-    /// element order, each code 0..=3.
+    /// Unpacks one unit's codes (`src`, `unit().1` bytes) in element order, each code 0..=3:
+    /// elements `64j..64j + 64` go to `dst[j]` (I2_S fills two, the block formats four).
     #[inline(always)]
-    fn unpack(self, src: &[u8], dst: &mut [u8]) {
+    fn unpack(self, src: &[u8], dst: [&mut [u8; 64]; 4]) {
         match self {
-            Ternary::I2S => unpack_i2s(src, dst),
-            Ternary::TQ2 => unpack_tq2(src, dst),
-            Ternary::TQ1 => unpack_tq1(src, dst),
+            Ternary::I2S => {
+                let [d0, d1, _, _] = dst;
+                unpack_i2s(src.try_into().unwrap(), [d0, d1])
+            }
+            Ternary::TQ2 => unpack_tq2(src.try_into().unwrap(), dst),
+            Ternary::TQ1 => unpack_tq1(src.try_into().unwrap(), dst),
         }
     }
 }
 
 /// I2_S: element `32j + g` of a 128-block is bits `7 − 2j : 6 − 2j` of byte `g`.
 #[inline(always)]
-fn unpack_i2s(src: &[u8], dst: &mut [u8]) {
-    let (src, dst): (&[u8; 32], &mut [u8; 128]) =
-        (src.try_into().unwrap(), dst.try_into().unwrap());
+fn unpack_i2s(src: &[u8; 32], dst: [&mut [u8; 64]; 2]) {
+    let [d0, d1] = dst;
     for g in 0..32 {
         let b = src[g];
-        dst[g] = (b >> 6) & 3;
-        dst[32 + g] = (b >> 4) & 3;
-        dst[64 + g] = (b >> 2) & 3;
-        dst[96 + g] = b & 3;
+        d0[g] = (b >> 6) & 3;
+        d0[32 + g] = (b >> 4) & 3;
+        d1[g] = (b >> 2) & 3;
+        d1[32 + g] = b & 3;
     }
 }
 
 /// TQ2_0: element `128h + 32n + l` is bits `2n + 1 : 2n` of byte `32h + l`.
 #[inline(always)]
-fn unpack_tq2(src: &[u8], dst: &mut [u8]) {
-    let (src, dst): (&[u8; 66], &mut [u8; 256]) =
-        (src.try_into().unwrap(), dst.try_into().unwrap());
-    for h in 0..2 {
+fn unpack_tq2(src: &[u8; 66], dst: [&mut [u8; 64]; 4]) {
+    let [d0, d1, d2, d3] = dst;
+    for (h, [lo, hi]) in [[d0, d1], [d2, d3]].into_iter().enumerate() {
         for l in 0..32 {
             let b = src[32 * h + l];
-            dst[128 * h + l] = b & 3;
-            dst[128 * h + 32 + l] = (b >> 2) & 3;
-            dst[128 * h + 64 + l] = (b >> 4) & 3;
-            dst[128 * h + 96 + l] = (b >> 6) & 3;
+            lo[l] = b & 3;
+            lo[32 + l] = (b >> 2) & 3;
+            hi[l] = (b >> 4) & 3;
+            hi[32 + l] = (b >> 6) & 3;
         }
     }
 }
@@ -146,26 +148,28 @@ fn unpack_tq2(src: &[u8], dst: &mut [u8]) {
 /// TQ1_0: the base-3 layout of [`crate::formats::tq1_0`] (trit `n` of a byte is
 /// `((byte·3^n mod 256)·3) >> 8`).
 #[inline(always)]
-fn unpack_tq1(src: &[u8], dst: &mut [u8]) {
-    let (src, dst): (&[u8; 54], &mut [u8; 256]) =
-        (src.try_into().unwrap(), dst.try_into().unwrap());
+fn unpack_tq1(src: &[u8; 54], dst: [&mut [u8; 64]; 4]) {
     #[inline(always)]
     fn trit(byte: u8, pow3: u8) -> u8 {
         ((u16::from(byte.wrapping_mul(pow3)) * 3) >> 8) as u8
     }
     const POW3: [u8; 5] = [1, 3, 9, 27, 81];
+    let mut e = [0u8; 256];
     for n in 0..5 {
         for m in 0..32 {
-            dst[32 * n + m] = trit(src[m], POW3[n]);
+            e[32 * n + m] = trit(src[m], POW3[n]);
         }
         for m in 0..16 {
-            dst[160 + 16 * n + m] = trit(src[32 + m], POW3[n]);
+            e[160 + 16 * n + m] = trit(src[32 + m], POW3[n]);
         }
     }
     for n in 0..4 {
         for j in 0..4 {
-            dst[240 + 4 * n + j] = trit(src[48 + j], POW3[n]);
+            e[240 + 4 * n + j] = trit(src[48 + j], POW3[n]);
         }
+    }
+    for (j, d) in dst.into_iter().enumerate() {
+        d.copy_from_slice(&e[64 * j..64 * j + 64]);
     }
 }
 
@@ -241,13 +245,17 @@ impl<'a> TileActs<'a> {
     }
 }
 
+/// Unpacks a row group's column segment into A tiles (`unpack_segment`'s contract): the
+/// portable code, or its AVX-512 form on the hardware path.
+type UnpackFn<'a> = dyn Fn(&QMatrix, usize, usize, Range<usize>, &mut [u8]) + 'a;
+
 /// One thread's working memory, kept between calls (no allocation per call once warm).
 #[derive(Default)]
 struct Scratch {
-    /// The unpacked codes of a row group's column segment: 32 rows × up to `SEG_COLS`, plus
-    /// room to align it to 64 bytes.
+    /// Two segment buffers of unpacked codes (see `unpack_segment`), plus room to align them to
+    /// 64 bytes.
     a: Vec<u8>,
-    /// Saved accumulators: 4 tiles per pair of token tiles.
+    /// I2_S accumulators: 4 tiles per pair of token tiles.
     c: Vec<[i32; 256]>,
     /// TQ running sums, `[row in group][token]`.
     sumf: Vec<f32>,
@@ -287,7 +295,19 @@ pub(crate) fn matmul_tiles(
             TileBackend::Emulated => {
                 let mut tiles = EmulatedTiles::new();
                 tiles.configure(&TileConfig::FULL);
-                gemm_rows(&mut tiles, format, w, &packed, rows, out, &mut scratch);
+                let unpack = |w: &QMatrix, r0, live, cols, a: &mut [u8]| {
+                    unpack_segment(format, w, r0, live, cols, a)
+                };
+                gemm_rows(
+                    &mut tiles,
+                    format,
+                    w,
+                    &packed,
+                    rows,
+                    out,
+                    &mut scratch,
+                    &unpack,
+                );
             }
             #[cfg(target_arch = "x86_64")]
             TileBackend::Hardware => {
@@ -311,7 +331,7 @@ pub(crate) fn matmul_tiles(
 /// epilogues vectorize.
 ///
 /// # Safety
-/// AMX must be available ([`amx_available`]) and the CPU must have the features enabled here.
+/// AMX must be available ([`amx_available`]), which includes the features enabled here.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn gemm_rows_amx(
@@ -324,11 +344,27 @@ unsafe fn gemm_rows_amx(
 ) {
     let mut tiles = super::tiles::AmxTiles::new(&TileConfig::FULL)
         .expect("AMX availability was checked by the caller");
-    gemm_rows(&mut tiles, format, w, packed, rows, out, scratch);
+    let unpack = |w: &QMatrix, r0, live, cols, a: &mut [u8]| {
+        let f = match format {
+            Ternary::I2S => super::x86::tile_unpack::I2S,
+            Ternary::TQ2 => super::x86::tile_unpack::TQ2,
+            Ternary::TQ1 => super::x86::tile_unpack::TQ1,
+        };
+        // SAFETY: AMX availability (the caller's contract) implies AVX-512 F/BW/VL and AVX2.
+        unsafe { super::x86::tile_unpack::unpack_segment(f, w, r0, live, cols, a) }
+    };
+    gemm_rows(&mut tiles, format, w, packed, rows, out, scratch, &unpack);
 }
 
-/// The rows `rows` (a whole number of row groups, except at the matrix's end) for every token.
+/// The rows `rows` (whole row groups, except at the matrix's end) for every token.
+///
+/// Per row group, one column segment at a time: unpack the segment's codes into A tiles (two
+/// alternating buffers in L1, so that unpacking the next segment never waits for the tile
+/// loads of this one), then run every pair of token tiles over it. With one pair (a diffusion
+/// block of ≤ 32 rows) the accumulators stay in their tiles for the whole row; with more
+/// (prefill) they are saved and reloaded between segments.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn gemm_rows<T: Tiles>(
     tiles: &mut T,
     format: Ternary,
@@ -337,12 +373,16 @@ fn gemm_rows<T: Tiles>(
     rows: Range<usize>,
     out: &Out,
     scratch: &mut Scratch,
+    unpack: &UnpackFn,
 ) {
-    let n_tt = packed.n_token_tiles();
-    let n_pairs = n_tt.div_ceil(2);
-    let (unit_elems, unit_bytes) = format.unit();
+    let n_pairs = packed.n_token_tiles().div_ceil(2);
     let n_tokens = packed.n_tokens;
-    scratch.a.resize(GROUP_ROWS * SEG_COLS + 64, 0);
+    let seg_cols = match format {
+        Ternary::I2S => SEG_COLS,
+        _ => 256,
+    };
+    let buf_len = 2 * (seg_cols / KSTEP) * TILE_BYTES;
+    scratch.a.resize(2 * buf_len + 64, 0);
     scratch.c.resize(4 * n_pairs, [0; 256]);
     scratch.sumf.resize(GROUP_ROWS * n_tokens, 0.0);
     let a_start = scratch.a.as_ptr().align_offset(64).min(63);
@@ -350,155 +390,257 @@ fn gemm_rows<T: Tiles>(
     for r0 in rows.clone().step_by(GROUP_ROWS) {
         let live = (rows.end - r0).min(GROUP_ROWS);
         scratch.sumf.fill(0.0);
-        for seg in (0..w.cols).step_by(SEG_COLS) {
-            let seg_cols = (w.cols - seg).min(SEG_COLS);
-            let a = &mut scratch.a[a_start..a_start + GROUP_ROWS * seg_cols];
-            // Unpack the segment of each row (rows past the matrix's end stay zero codes).
-            for (i, dst) in a.chunks_exact_mut(seg_cols).enumerate() {
-                if i >= live {
-                    dst.fill(0);
-                    continue;
-                }
-                let src = w.row(r0 + i);
-                let u0 = seg / unit_elems;
-                for (u, d) in dst.chunks_exact_mut(unit_elems).enumerate() {
-                    let at = (u0 + u) * unit_bytes;
-                    format.unpack(&src[at..at + unit_bytes], d);
-                }
-            }
-            let a = &scratch.a[a_start..a_start + GROUP_ROWS * seg_cols];
-            let s0 = seg / KSTEP;
-            let seg_steps = seg_cols / KSTEP;
-            match format {
-                Ternary::I2S => {
-                    for p in 0..n_pairs {
+        let group = Group {
+            format,
+            w,
+            r0,
+            live,
+            packed,
+        };
+        for (k, seg) in (0..w.cols).step_by(seg_cols).enumerate() {
+            let cols = (w.cols - seg).min(seg_cols);
+            let at = a_start + (k % 2) * buf_len;
+            let a = &mut scratch.a[at..at + buf_len];
+            unpack(w, r0, live, seg..seg + cols, a);
+            let a = &scratch.a[at..at + buf_len];
+            let steps = 0..cols / KSTEP;
+            for p in 0..n_pairs {
+                match format {
+                    Ternary::I2S => {
                         let c = &mut scratch.c[4 * p..4 * p + 4];
                         if seg == 0 {
                             tiles.zero::<0>();
                             tiles.zero::<1>();
                             tiles.zero::<2>();
                             tiles.zero::<3>();
-                        } else {
-                            tiles.load_i32::<0>(&c[0]);
-                            tiles.load_i32::<1>(&c[1]);
-                            tiles.load_i32::<2>(&c[2]);
-                            tiles.load_i32::<3>(&c[3]);
+                        } else if n_pairs > 1 {
+                            load_c(tiles, c);
                         }
-                        run_steps(tiles, a, seg_cols, packed, p, s0, 0..seg_steps, n_tt);
-                        tiles.store_i32::<0>(&mut c[0]);
-                        tiles.store_i32::<1>(&mut c[1]);
-                        tiles.store_i32::<2>(&mut c[2]);
-                        tiles.store_i32::<3>(&mut c[3]);
-                    }
-                }
-                Ternary::TQ2 | Ternary::TQ1 => {
-                    let Acts::Blocks(ba) = packed.acts else {
-                        unreachable!("TQ kernels take block activations")
-                    };
-                    for blk in 0..seg_cols / 256 {
-                        let b = (seg + 256 * blk) / 256;
-                        // The 32 rows' f16 scales of block b.
-                        let d_w: [f32; GROUP_ROWS] = std::array::from_fn(|i| {
-                            if i < live {
-                                let at = b * unit_bytes + format.d_at();
-                                let row = w.row(r0 + i);
-                                f16_to_f32(u16::from_le_bytes([row[at], row[at + 1]]))
-                            } else {
-                                0.0
-                            }
-                        });
-                        for p in 0..n_pairs {
-                            tiles.zero::<0>();
-                            tiles.zero::<1>();
-                            tiles.zero::<2>();
-                            tiles.zero::<3>();
-                            let steps = 4 * blk..4 * blk + 4;
-                            run_steps(tiles, a, seg_cols, packed, p, s0, steps, n_tt);
-                            let c = &mut scratch.c[4 * p..4 * p + 4];
-                            tiles.store_i32::<0>(&mut c[0]);
-                            tiles.store_i32::<1>(&mut c[1]);
-                            tiles.store_i32::<2>(&mut c[2]);
-                            tiles.store_i32::<3>(&mut c[3]);
-                            for (ci, c) in c.iter().enumerate() {
-                                let (m, nt) = (ci / 2, ci % 2);
-                                let t0 = (2 * p + nt) * TILE_TOKENS;
-                                if t0 >= n_tokens {
-                                    continue;
-                                }
-                                let nt_live = (n_tokens - t0).min(TILE_TOKENS);
-                                let at = b * n_tokens + t0;
-                                let (sums, ds) =
-                                    (&ba.sum[at..at + nt_live], &ba.d[at..at + nt_live]);
-                                for i in 0..16 {
-                                    let row = 16 * m + i;
-                                    let sf = &mut scratch.sumf
-                                        [row * n_tokens + t0..row * n_tokens + t0 + nt_live];
-                                    let ci = &c[16 * i..16 * i + nt_live];
-                                    let dw = d_w[row];
-                                    for n in 0..nt_live {
-                                        let sumi = ci[n].wrapping_sub(sums[n]);
-                                        sf[n] = block_epilogue(sf[n], sumi, ds[n], dw);
-                                    }
-                                }
-                            }
+                        run_steps(tiles, a, packed, p, seg / KSTEP, steps.clone());
+                        if n_pairs > 1 || seg + cols == w.cols {
+                            store_c(tiles, c);
                         }
                     }
+                    _ => group.block(tiles, a, p, seg / 256, &mut scratch.sumf),
                 }
             }
         }
-        // Write the group's outputs.
-        match packed.acts {
-            Acts::I8(ia) => {
-                let w_scale = w.i2s_scale();
-                for i in 0..live {
-                    let (m, ii) = (i / 16, i % 16);
-                    for t in 0..n_tokens {
-                        let (p, nt, n) = (t / 32, (t / 16) % 2, t % 16);
-                        let s = scratch.c[4 * p + 2 * m + nt][16 * ii + n];
-                        let y = i2s_epilogue(s, ia.sum[t], ia.scale[t], w_scale);
-                        // SAFETY: this task owns rows `rows`.
-                        unsafe { out.set(t, r0 + i, y) };
-                    }
-                }
-            }
-            _ => {
-                for i in 0..live {
-                    for t in 0..n_tokens {
-                        // SAFETY: this task owns rows `rows`.
-                        unsafe { out.set(t, r0 + i, scratch.sumf[i * n_tokens + t]) };
-                    }
-                }
+        match format {
+            Ternary::I2S => group.write_i2s(&scratch.c, out),
+            _ => group.write_sums(&scratch.sumf, out),
+        }
+    }
+}
+
+/// Unpacks columns `cols` of the group's rows `r0..r0 + live` into A tiles in `a`: tile
+/// `(s, m)` (the segment's K step `s`, rows `16m..16m + 16`) at `(2s + m)·1024`. Rows past
+/// `live` become zero codes.
+#[inline(always)]
+fn unpack_segment(
+    format: Ternary,
+    w: &QMatrix,
+    r0: usize,
+    live: usize,
+    cols: Range<usize>,
+    a: &mut [u8],
+) {
+    let (unit_elems, unit_bytes) = format.unit();
+    let steps_per_unit = unit_elems / KSTEP;
+    let units = cols.start / unit_elems..cols.end / unit_elems;
+    for i in 0..GROUP_ROWS {
+        let (m, ii) = (i / 16, i % 16);
+        for u in units.clone() {
+            let s = (u - units.start) * steps_per_unit;
+            // The unit's K steps s.. of row i: A tile (s + j, m), row ii. I2_S has two; the
+            // block formats four (the other two are then unused placeholders for I2_S).
+            let at = |j: usize| (2 * (s + j.min(steps_per_unit - 1)) + m) * TILE_BYTES + ii * 64;
+            let mut spare = [[0u8; 64]; 2];
+            let [s2, s3] = &mut spare;
+            let dst: [&mut [u8; 64]; 4] = if steps_per_unit == 4 {
+                let [d0, d1, d2, d3] = a
+                    .get_disjoint_mut([
+                        at(0)..at(0) + 64,
+                        at(1)..at(1) + 64,
+                        at(2)..at(2) + 64,
+                        at(3)..at(3) + 64,
+                    ])
+                    .expect("distinct tile rows");
+                [
+                    d0.try_into().unwrap(),
+                    d1.try_into().unwrap(),
+                    d2.try_into().unwrap(),
+                    d3.try_into().unwrap(),
+                ]
+            } else {
+                let [d0, d1] = a
+                    .get_disjoint_mut([at(0)..at(0) + 64, at(1)..at(1) + 64])
+                    .expect("distinct tile rows");
+                [d0.try_into().unwrap(), d1.try_into().unwrap(), s2, s3]
+            };
+            if i < live {
+                let src = w.row(r0 + i);
+                format.unpack(&src[u * unit_bytes..(u + 1) * unit_bytes], dst);
+            } else {
+                dst.into_iter().for_each(|d| d.fill(0));
             }
         }
     }
 }
 
-/// `TDPBUSD` over the K steps `steps` of the current segment (`a`, row stride `stride`) for the
-/// token tiles `2p` and `2p + 1` (if it exists): C0/C2 = rows 0..16 / 16..32 × tile `2p`, C1/C3
-/// the same × tile `2p + 1`.
+/// Reloads the four accumulators.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
+fn load_c<T: Tiles>(tiles: &mut T, c: &[[i32; 256]]) {
+    tiles.load_i32::<0>(&c[0]);
+    tiles.load_i32::<1>(&c[1]);
+    tiles.load_i32::<2>(&c[2]);
+    tiles.load_i32::<3>(&c[3]);
+}
+
+/// Saves the four accumulators.
+#[inline(always)]
+fn store_c<T: Tiles>(tiles: &mut T, c: &mut [[i32; 256]]) {
+    tiles.store_i32::<0>(&mut c[0]);
+    tiles.store_i32::<1>(&mut c[1]);
+    tiles.store_i32::<2>(&mut c[2]);
+    tiles.store_i32::<3>(&mut c[3]);
+}
+
+/// `TDPBUSD` over the segment's K steps `steps` (K step `s0 + s` of the row) for the token
+/// tiles `2p` and `2p + 1` (if it exists): C0/C2 = rows 0..16 / 16..32 × tile `2p`, C1/C3 the
+/// same × tile `2p + 1`. With one token tile only C0 and C2 accumulate (C1 and C3 are used as
+/// operand tiles); C1 and C3 are then not meaningful.
+#[inline(always)]
 fn run_steps<T: Tiles>(
     tiles: &mut T,
     a: &[u8],
-    stride: usize,
     packed: &TileActs,
     p: usize,
     s0: usize,
     steps: Range<usize>,
-    n_tt: usize,
 ) {
-    let two = 2 * p + 1 < n_tt;
-    for s in steps {
-        tiles.load::<4>(&a[s * KSTEP..], stride);
-        tiles.load::<5>(&a[16 * stride + s * KSTEP..], stride);
-        tiles.load::<6>(packed.tile(2 * p, s0 + s), 64);
-        tiles.dpbusd::<0, 4, 6>();
-        tiles.dpbusd::<2, 5, 6>();
-        if two {
+    let at = |s: usize, m: usize| &a[(2 * s + m) * TILE_BYTES..(2 * s + m + 1) * TILE_BYTES];
+    if 2 * p + 1 < packed.n_token_tiles() {
+        // Each operand tile is reloaded as soon as its last reader has been issued, so the
+        // next loads overlap the remaining products (tiles are not renamed).
+        for s in steps {
+            tiles.load::<4>(at(s, 0), 64);
+            tiles.load::<6>(packed.tile(2 * p, s0 + s), 64);
+            tiles.dpbusd::<0, 4, 6>();
             tiles.load::<7>(packed.tile(2 * p + 1, s0 + s), 64);
             tiles.dpbusd::<1, 4, 7>();
+            tiles.load::<5>(at(s, 1), 64);
+            tiles.dpbusd::<2, 5, 6>();
             tiles.dpbusd::<3, 5, 7>();
+        }
+    } else {
+        // One token tile: C1 and C3 are free, so alternate two sets of operand tiles (4, 5, 6
+        // and 7, 1, 3) between even and odd K steps; one step's loads then overlap the other's
+        // products.
+        let mut steps = steps;
+        while let Some(s) = steps.next() {
+            tiles.load::<4>(at(s, 0), 64);
+            tiles.load::<6>(packed.tile(2 * p, s0 + s), 64);
+            tiles.load::<5>(at(s, 1), 64);
+            tiles.dpbusd::<0, 4, 6>();
+            tiles.dpbusd::<2, 5, 6>();
+            if let Some(s) = steps.next() {
+                tiles.load::<7>(at(s, 0), 64);
+                tiles.load::<3>(packed.tile(2 * p, s0 + s), 64);
+                tiles.load::<1>(at(s, 1), 64);
+                tiles.dpbusd::<0, 7, 3>();
+                tiles.dpbusd::<2, 1, 3>();
+            }
+        }
+    }
+}
+
+/// One row group of a call: what the epilogues need.
+struct Group<'a, 'w> {
+    format: Ternary,
+    w: &'a QMatrix<'w>,
+    r0: usize,
+    live: usize,
+    packed: &'a TileActs<'a>,
+}
+
+impl Group<'_, '_> {
+    /// TQ1_0/TQ2_0: block `b` (K steps `4b..4b + 4`, unpacked in `a`) for the token tiles of
+    /// pair `p`, folded
+    /// into the running sums with the block's scales, as `block_epilogue` in block order.
+    #[inline(always)]
+    fn block<T: Tiles>(&self, tiles: &mut T, a: &[u8], p: usize, b: usize, sumf: &mut [f32]) {
+        let Acts::Blocks(ba) = self.packed.acts else {
+            unreachable!("TQ kernels take block activations")
+        };
+        let n_tokens = self.packed.n_tokens;
+        tiles.zero::<0>();
+        tiles.zero::<1>();
+        tiles.zero::<2>();
+        tiles.zero::<3>();
+        run_steps(tiles, a, self.packed, p, 4 * b, 0..4);
+        let mut c = [[0i32; 256]; 4];
+        store_c(tiles, &mut c);
+        let (_, unit_bytes) = self.format.unit();
+        let d_at = b * unit_bytes + self.format.d_at();
+        for (ci, c) in c.iter().enumerate() {
+            let (m, nt) = (ci / 2, ci % 2);
+            let t0 = (2 * p + nt) * TILE_TOKENS;
+            if t0 >= n_tokens {
+                continue;
+            }
+            let nt_live = (n_tokens - t0).min(TILE_TOKENS);
+            let at = b * n_tokens + t0;
+            let (sums, ds) = (&ba.sum[at..at + nt_live], &ba.d[at..at + nt_live]);
+            for i in 0..16.min(self.live.saturating_sub(16 * m)) {
+                let row = 16 * m + i;
+                let wr = self.w.row(self.r0 + row);
+                let dw = f16_to_f32(u16::from_le_bytes([wr[d_at], wr[d_at + 1]]));
+                let sf = &mut sumf[row * n_tokens + t0..row * n_tokens + t0 + nt_live];
+                let ci = &c[16 * i..16 * i + nt_live];
+                for n in 0..nt_live {
+                    let sumi = ci[n].wrapping_sub(sums[n]);
+                    sf[n] = block_epilogue(sf[n], sumi, ds[n], dw);
+                }
+            }
+        }
+    }
+
+    /// I2_S: the saved accumulators through `i2s_epilogue`, 16 tokens at a time.
+    #[inline(always)]
+    fn write_i2s(&self, c: &[[i32; 256]], out: &Out) {
+        let Acts::I8(ia) = self.packed.acts else {
+            unreachable!("I2_S kernels take int8 activations")
+        };
+        let n_tokens = self.packed.n_tokens;
+        let w_scale = self.w.i2s_scale();
+        for i in 0..self.live {
+            let (m, ii) = (i / 16, i % 16);
+            for t0 in (0..n_tokens).step_by(TILE_TOKENS) {
+                let nt_live = (n_tokens - t0).min(TILE_TOKENS);
+                let (p, nt) = (t0 / 32, (t0 / 16) % 2);
+                let ci = &c[4 * p + 2 * m + nt][16 * ii..16 * ii + nt_live];
+                let (sums, scales) = (&ia.sum[t0..t0 + nt_live], &ia.scale[t0..t0 + nt_live]);
+                let mut y = [0.0f32; TILE_TOKENS];
+                for n in 0..nt_live {
+                    y[n] = i2s_epilogue(ci[n], sums[n], scales[n], w_scale);
+                }
+                for n in 0..nt_live {
+                    // SAFETY: this task owns rows `rows`.
+                    unsafe { out.set(t0 + n, self.r0 + i, y[n]) };
+                }
+            }
+        }
+    }
+
+    /// TQ1_0/TQ2_0: the finished running sums.
+    #[inline(always)]
+    fn write_sums(&self, sumf: &[f32], out: &Out) {
+        let n_tokens = self.packed.n_tokens;
+        for i in 0..self.live {
+            for t in 0..n_tokens {
+                // SAFETY: this task owns rows `rows`.
+                unsafe { out.set(t, self.r0 + i, sumf[i * n_tokens + t]) };
+            }
         }
     }
 }
@@ -521,6 +663,46 @@ mod tests {
         }
     }
 
+    /// The AVX-512 segment unpacking writes exactly what the portable one writes.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn simd_unpacking_equals_the_portable_unpacking() {
+        if !(std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("avx512vl"))
+        {
+            eprintln!("no AVX-512 here: SIMD unpacking not exercised");
+            return;
+        }
+        use crate::kernels::x86::tile_unpack as tu;
+        for (format, code, cols) in [
+            (Ternary::I2S, tu::I2S, 1280usize),
+            (Ternary::TQ2, tu::TQ2, 1024),
+            (Ternary::TQ1, tu::TQ1, 1024),
+        ] {
+            let (elems, bytes) = format.unit();
+            let rows = 40;
+            let data: Vec<u8> = (0..rows * cols / elems * bytes
+                + if format == Ternary::I2S { 32 } else { 0 })
+                .map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(7) as u8)
+                .collect();
+            let ty = match format {
+                Ternary::I2S => GgmlType::I2_S,
+                Ternary::TQ2 => GgmlType::TQ2_0,
+                Ternary::TQ1 => GgmlType::TQ1_0,
+            };
+            let w = QMatrix::new(ty, &data, rows, cols).unwrap();
+            for (r0, live) in [(0, 32), (32, 8)] {
+                for seg in [0..elems, elems..cols, 0..cols] {
+                    let n = 2 * (seg.len() / 64) * TILE_BYTES;
+                    let (mut want, mut got) = (vec![7u8; n], vec![9u8; n]);
+                    unpack_segment(format, &w, r0, live, seg.clone(), &mut want);
+                    // SAFETY: AVX-512 F/BW/VL (and so AVX2) checked above.
+                    unsafe { tu::unpack_segment(code, &w, r0, live, seg.clone(), &mut got) };
+                    assert_eq!(got, want, "{format:?} rows {r0}+{live} cols {seg:?}");
+                }
+            }
+        }
+    }
+
     /// The unpackers against the formats' own element definitions.
     #[test]
     fn unpacking_matches_the_layouts() {
@@ -528,19 +710,23 @@ mod tests {
         for (i, b) in src.iter_mut().enumerate() {
             *b = (i as u8).wrapping_mul(97).wrapping_add(13);
         }
-        let mut dst = [0u8; 128];
-        unpack_i2s(&src[..32], &mut dst);
+        let unpacked = |f: &dyn Fn([&mut [u8; 64]; 4])| {
+            let mut d = [[0u8; 64]; 4];
+            let [d0, d1, d2, d3] = &mut d;
+            f([d0, d1, d2, d3]);
+            d.concat()
+        };
+        let dst = unpacked(&|d| Ternary::I2S.unpack(&src[..32], d));
         for e in 0..128 {
             let (j, g) = (e / 32, e % 32);
             assert_eq!(dst[e], (src[g] >> (6 - 2 * j)) & 3, "i2s {e}");
         }
-        let mut dst = [0u8; 256];
-        unpack_tq2(&src, &mut dst);
+        let dst = unpacked(&|d| Ternary::TQ2.unpack(&src, d));
         for e in 0..256 {
             let (h, n, l) = (e / 128, (e % 128) / 32, e % 32);
             assert_eq!(dst[e], (src[32 * h + l] >> (2 * n)) & 3, "tq2 {e}");
         }
-        unpack_tq1(&src[..54], &mut dst);
+        let dst = unpacked(&|d| Ternary::TQ1.unpack(&src[..54], d));
         let want: Vec<u8> = {
             let mut v = vec![0u8; 256];
             for n in 0..5 {
@@ -558,6 +744,6 @@ mod tests {
             }
             v
         };
-        assert_eq!(dst.to_vec(), want);
+        assert_eq!(dst, want);
     }
 }

@@ -414,12 +414,15 @@ mod hw {
                     }
                 };
             }
-            // The kernels' register roles: accumulators 0..4, A tiles 4 and 5, B tiles 6 and 7.
+            // The kernels' register roles: accumulators 0..4, A tiles 4 and 5, B tiles 6 and 7;
+            // with one token tile, 7/1 (A) and 3 (B) as a second operand set.
             match (C, A, B) {
                 (0, 4, 6) => d!("tmm0", "tmm4", "tmm6"),
                 (1, 4, 7) => d!("tmm1", "tmm4", "tmm7"),
                 (2, 5, 6) => d!("tmm2", "tmm5", "tmm6"),
                 (3, 5, 7) => d!("tmm3", "tmm5", "tmm7"),
+                (0, 7, 3) => d!("tmm0", "tmm7", "tmm3"),
+                (2, 1, 3) => d!("tmm2", "tmm1", "tmm3"),
                 _ => unreachable!("tdpbusd tmm{C}, tmm{A}, tmm{B} is not wired"),
             }
         }
