@@ -1,33 +1,46 @@
-//! Repeats one multi-row matmul for profiling (`perf record`): `tile_profile TYPE ROWS COLS TOKENS ITERS`.
+//! Times one matmul shape at the selected SIMD level (`DLM_SIMD`), for profiling with `perf`:
+//! `tile_profile TYPE ROWS COLS TOKENS ITERS [COLD_MIB]`. With `COLD_MIB`, cycles through copies
+//! of the matrix totalling that many MiB (weights streamed from DRAM, as in a forward pass);
+//! otherwise repeats one copy (cache-resident). Prints the best of 5 rounds.
 use quant::kernels::{matmul, simd_level, QMatrix};
 use quant::GgmlType;
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
-    let ty = GgmlType::from_name(&a[1]).expect("type");
-    let (rows, cols, n, iters): (usize, usize, usize, usize) = (
-        a[2].parse().unwrap(),
-        a[3].parse().unwrap(),
-        a[4].parse().unwrap(),
-        a[5].parse().unwrap(),
-    );
+    if a.len() < 6 {
+        eprintln!("usage: tile_profile TYPE ROWS COLS TOKENS ITERS [COLD_MIB]");
+        std::process::exit(2);
+    }
+    let ty = GgmlType::from_name(&a[1]).expect("a ggml type name, e.g. I2_S");
+    let num = |i: usize| a[i].parse::<usize>().expect("a number");
+    let (rows, cols, n, iters) = (num(2), num(3), num(4), num(5));
+    let cold_mib = if a.len() > 6 { num(6) } else { 0 };
     let v: Vec<f32> = (0..rows * cols)
         .map(|i| [-0.5f32, 0.0, 0.5][(i * 7919 + i / 13) % 3])
         .collect();
     let bytes = quant::quantize(ty, &v, cols).unwrap();
-    let w = QMatrix::new(ty, &bytes, rows, cols).unwrap();
+    let copies = ((cold_mib << 20) / bytes.len()).max(1);
+    let all: Vec<Vec<u8>> = (0..copies).map(|_| bytes.clone()).collect();
+    let mats: Vec<QMatrix> = all
+        .iter()
+        .map(|b| QMatrix::new(ty, b, rows, cols).unwrap())
+        .collect();
     let x: Vec<f32> = (0..n * cols)
         .map(|i| ((i * 31 % 97) as f32 - 48.0) / 17.0)
         .collect();
     let mut out = vec![0.0; n * rows];
-    let t = std::time::Instant::now();
-    for _ in 0..iters {
-        matmul(&w, &x, n, &mut out);
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        for i in 0..iters {
+            matmul(&mats[i % copies], &x, n, &mut out);
+        }
+        best = best.min(t.elapsed().as_secs_f64() / iters as f64);
     }
-    let dt = t.elapsed().as_secs_f64() / iters as f64;
     println!(
-        "{} {ty} {rows}x{cols} t{n}: {:.1} µs per call (hot, same matrix)",
+        "{} {ty} {rows}x{cols} t{n} ({}): {:.1} µs per call",
         simd_level(),
-        dt * 1e6
+        if copies > 1 { "cold" } else { "hot" },
+        best * 1e6
     );
 }

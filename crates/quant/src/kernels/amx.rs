@@ -45,8 +45,9 @@ const KSTEP: usize = 64;
 const GROUP_ROWS: usize = 32;
 /// Tokens per B tile (its 16 dword columns).
 const TILE_TOKENS: usize = 16;
-/// I2_S columns unpacked at once before the first token pair runs on them: 32 rows × 512 =
-/// 16 KiB of codes plus 16 KiB of B tiles, within L1. (TQ formats: one 256-block.)
+
+/// Columns unpacked at once: 32 rows × 512 = 16 KiB of codes per buffer, two buffers, within L1
+/// (a whole multiple of every unit: 128 for I2_S, 256 for the block formats).
 const SEG_COLS: usize = 512;
 
 /// The weight types the tile kernels take.
@@ -252,8 +253,8 @@ type UnpackFn<'a> = dyn Fn(&QMatrix, usize, usize, Range<usize>, &mut [u8]) + 'a
 /// One thread's working memory, kept between calls (no allocation per call once warm).
 #[derive(Default)]
 struct Scratch {
-    /// Two segment buffers of unpacked codes (see `unpack_segment`), plus room to align them to
-    /// 64 bytes.
+    /// Two segment buffers of unpacked codes (see `unpack_segment`), plus room to align them
+    /// to 64 bytes.
     a: Vec<u8>,
     /// I2_S accumulators: 4 tiles per pair of token tiles.
     c: Vec<[i32; 256]>,
@@ -359,10 +360,11 @@ unsafe fn gemm_rows_amx(
 /// The rows `rows` (whole row groups, except at the matrix's end) for every token.
 ///
 /// Per row group, one column segment at a time: unpack the segment's codes into A tiles (two
-/// alternating buffers in L1, so that unpacking the next segment never waits for the tile
-/// loads of this one), then run every pair of token tiles over it. With one pair (a diffusion
-/// block of ≤ 32 rows) the accumulators stay in their tiles for the whole row; with more
-/// (prefill) they are saved and reloaded between segments.
+/// alternating L1-resident buffers, so that unpacking the next segment does not wait for the
+/// tile loads of this one), then run every pair of token tiles over it. The accumulators of
+/// the first pair stay in their tiles for the whole row (I2_S); with more pairs (prefill) they
+/// are saved and reloaded between segments. TQ1_0/TQ2_0 fold them into f32 running sums after
+/// each 256-block.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn gemm_rows<T: Tiles>(
@@ -377,11 +379,7 @@ fn gemm_rows<T: Tiles>(
 ) {
     let n_pairs = packed.n_token_tiles().div_ceil(2);
     let n_tokens = packed.n_tokens;
-    let seg_cols = match format {
-        Ternary::I2S => SEG_COLS,
-        _ => 256,
-    };
-    let buf_len = 2 * (seg_cols / KSTEP) * TILE_BYTES;
+    let buf_len = 2 * (SEG_COLS / KSTEP) * TILE_BYTES;
     scratch.a.resize(2 * buf_len + 64, 0);
     scratch.c.resize(4 * n_pairs, [0; 256]);
     scratch.sumf.resize(GROUP_ROWS * n_tokens, 0.0);
@@ -389,7 +387,6 @@ fn gemm_rows<T: Tiles>(
 
     for r0 in rows.clone().step_by(GROUP_ROWS) {
         let live = (rows.end - r0).min(GROUP_ROWS);
-        scratch.sumf.fill(0.0);
         let group = Group {
             format,
             w,
@@ -397,31 +394,40 @@ fn gemm_rows<T: Tiles>(
             live,
             packed,
         };
-        for (k, seg) in (0..w.cols).step_by(seg_cols).enumerate() {
-            let cols = (w.cols - seg).min(seg_cols);
+        prefetch_group(w, r0 + GROUP_ROWS, rows.end);
+        scratch.sumf.fill(0.0);
+        for (k, seg) in (0..w.cols).step_by(SEG_COLS).enumerate() {
+            let cols = (w.cols - seg).min(SEG_COLS);
             let at = a_start + (k % 2) * buf_len;
-            let a = &mut scratch.a[at..at + buf_len];
-            unpack(w, r0, live, seg..seg + cols, a);
+            unpack(
+                w,
+                r0,
+                live,
+                seg..seg + cols,
+                &mut scratch.a[at..at + buf_len],
+            );
             let a = &scratch.a[at..at + buf_len];
-            let steps = 0..cols / KSTEP;
+            let (first, last) = (seg == 0, seg + cols == w.cols);
             for p in 0..n_pairs {
                 match format {
                     Ternary::I2S => {
                         let c = &mut scratch.c[4 * p..4 * p + 4];
-                        if seg == 0 {
-                            tiles.zero::<0>();
-                            tiles.zero::<1>();
-                            tiles.zero::<2>();
-                            tiles.zero::<3>();
+                        if first {
+                            zero_c(tiles);
                         } else if n_pairs > 1 {
                             load_c(tiles, c);
                         }
-                        run_steps(tiles, a, packed, p, seg / KSTEP, steps.clone());
-                        if n_pairs > 1 || seg + cols == w.cols {
+                        run_steps(tiles, a, packed, p, seg / KSTEP, 0..cols / KSTEP);
+                        if n_pairs > 1 || last {
                             store_c(tiles, c);
                         }
                     }
-                    _ => group.block(tiles, a, p, seg / 256, &mut scratch.sumf),
+                    _ => {
+                        for blk in 0..cols / 256 {
+                            let a = &a[8 * blk * TILE_BYTES..];
+                            group.block(tiles, a, p, seg / 256 + blk, &mut scratch.sumf);
+                        }
+                    }
                 }
             }
         }
@@ -430,6 +436,31 @@ fn gemm_rows<T: Tiles>(
             _ => group.write_sums(&scratch.sumf, out),
         }
     }
+}
+
+/// Asks for the bytes of the row group at `r0` (up to `end`) to be brought into L2 while the
+/// current group is computed: a group is read a segment at a time, 32 short pieces that the
+/// hardware prefetchers do not follow.
+#[inline(always)]
+fn prefetch_group(w: &QMatrix, r0: usize, end: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if r0 >= end {
+            return;
+        }
+        let n = w.row_bytes();
+        let bytes = &w.data[r0 * n..(r0 + GROUP_ROWS).min(end) * n];
+        for off in (0..bytes.len()).step_by(64) {
+            // SAFETY: a prefetch never faults; the address is inside `bytes`.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                    bytes.as_ptr().add(off).cast(),
+                )
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (w, r0, end);
 }
 
 /// Unpacks columns `cols` of the group's rows `r0..r0 + live` into A tiles in `a`: tile
@@ -494,6 +525,15 @@ fn load_c<T: Tiles>(tiles: &mut T, c: &[[i32; 256]]) {
     tiles.load_i32::<1>(&c[1]);
     tiles.load_i32::<2>(&c[2]);
     tiles.load_i32::<3>(&c[3]);
+}
+
+/// Zeroes the four accumulators.
+#[inline(always)]
+fn zero_c<T: Tiles>(tiles: &mut T) {
+    tiles.zero::<0>();
+    tiles.zero::<1>();
+    tiles.zero::<2>();
+    tiles.zero::<3>();
 }
 
 /// Saves the four accumulators.
@@ -564,8 +604,8 @@ struct Group<'a, 'w> {
 }
 
 impl Group<'_, '_> {
-    /// TQ1_0/TQ2_0: block `b` (K steps `4b..4b + 4`, unpacked in `a`) for the token tiles of
-    /// pair `p`, folded
+    /// TQ1_0/TQ2_0: block `b` (K steps `4b..4b + 4` of the row, whose A tiles start `a`) for
+    /// the token tiles of pair `p`, folded
     /// into the running sums with the block's scales, as `block_epilogue` in block order.
     #[inline(always)]
     fn block<T: Tiles>(&self, tiles: &mut T, a: &[u8], p: usize, b: usize, sumf: &mut [f32]) {
@@ -573,10 +613,7 @@ impl Group<'_, '_> {
             unreachable!("TQ kernels take block activations")
         };
         let n_tokens = self.packed.n_tokens;
-        tiles.zero::<0>();
-        tiles.zero::<1>();
-        tiles.zero::<2>();
-        tiles.zero::<3>();
+        zero_c(tiles);
         run_steps(tiles, a, self.packed, p, 4 * b, 0..4);
         let mut c = [[0i32; 256]; 4];
         store_c(tiles, &mut c);
@@ -624,10 +661,8 @@ impl Group<'_, '_> {
                 for n in 0..nt_live {
                     y[n] = i2s_epilogue(ci[n], sums[n], scales[n], w_scale);
                 }
-                for n in 0..nt_live {
-                    // SAFETY: this task owns rows `rows`.
-                    unsafe { out.set(t0 + n, self.r0 + i, y[n]) };
-                }
+                // SAFETY: this task owns rows `rows`.
+                unsafe { out.set_tokens(self.r0 + i, t0, &y[..nt_live]) };
             }
         }
     }
@@ -637,10 +672,9 @@ impl Group<'_, '_> {
     fn write_sums(&self, sumf: &[f32], out: &Out) {
         let n_tokens = self.packed.n_tokens;
         for i in 0..self.live {
-            for t in 0..n_tokens {
-                // SAFETY: this task owns rows `rows`.
-                unsafe { out.set(t, self.r0 + i, sumf[i * n_tokens + t]) };
-            }
+            let row = &sumf[i * n_tokens..(i + 1) * n_tokens];
+            // SAFETY: this task owns rows `rows`.
+            unsafe { out.set_tokens(self.r0 + i, 0, row) };
         }
     }
 }

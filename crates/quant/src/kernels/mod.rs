@@ -449,6 +449,23 @@ impl<'a> Out<'a> {
         // caller's contract.
         unsafe { self.ptr.add(t * self.rows + r).write(v) }
     }
+
+    /// Writes `out[(t0 + n)·rows + r] = vals[n]` for every `n` (one output row, consecutive
+    /// tokens), with one bounds check for all of them.
+    ///
+    /// # Safety
+    /// As [`Out::set`], for every element written.
+    #[inline]
+    pub(crate) unsafe fn set_tokens(&self, r: usize, t0: usize, vals: &[f32]) {
+        assert!(
+            t0 + vals.len() <= self.n_tokens && r < self.rows,
+            "output index out of range"
+        );
+        for (n, &v) in vals.iter().enumerate() {
+            // SAFETY: in bounds (checked above); exclusive per the caller's contract.
+            unsafe { self.ptr.add((t0 + n) * self.rows + r).write(v) }
+        }
+    }
 }
 
 /// The tokens `t0..t0 + T` of a tile, as an array of row slices.
