@@ -232,3 +232,13 @@ def test_health_while_loading():
         client.health()
     assert e.value.status == 503 and "loading" in e.value.message
     assert e.value.body == {"status": "loading"}
+
+
+def test_startup_log_tells_kernels_and_block_step_cost(dlm_server):
+    """The server says which kernels it runs and what a block step costs in decode steps."""
+    import re
+
+    log = dlm_server.log()
+    assert re.search(r"kernels: (scalar|avx2|avx512vnni|amx|neon) \(", log), log
+    m = re.search(r"speed: a 32-row block step costs ([0-9.]+) decode steps", log)
+    assert m and float(m.group(1)) > 0, log

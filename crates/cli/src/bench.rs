@@ -1,7 +1,9 @@
 //! `dlm bench`: measures what block diffusion buys on this machine for this model, instead of
 //! promising a theoretical speed-up. Runs autoregressive greedy decoding and block diffusion at
 //! several thresholds over a prompt set and reports speed, forward passes, tokens per forward and
-//! how often the diffusion output equals the autoregressive one.
+//! how often the diffusion output equals the autoregressive one, plus what one block step costs in
+//! decode steps on this CPU and the engine efficiency E = DLM tok/s ÷ (AR tok/s × tokens per
+//! forward), i.e. how much of the ideal speed-up the block forwards keep.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -117,6 +119,7 @@ impl Row {
 
     fn json(&self, ar_tps: f64) -> Json {
         let tps = self.tokens as f64 / self.seconds.max(1e-12);
+        let per_forward = self.tokens as f64 / self.forwards.max(1) as f64;
         json!({
             "mode": self.label,
             "tokens": self.tokens,
@@ -124,7 +127,10 @@ impl Row {
             "tokens_per_second": tps,
             "speedup_vs_ar": if ar_tps > 0.0 { tps / ar_tps } else { 0.0 },
             "forward_passes": self.forwards,
-            "tokens_per_forward": self.tokens as f64 / self.forwards.max(1) as f64,
+            "tokens_per_forward": per_forward,
+            // Engine efficiency: the speed-up achieved over the one the tokens per forward would
+            // give if a block forward cost what a decode step costs (1.0 = free block forwards).
+            "efficiency": if ar_tps > 0.0 { tps / (ar_tps * per_forward.max(1e-12)) } else { 0.0 },
             "ms_per_forward": 1000.0 * self.seconds / self.forwards.max(1) as f64,
             "mean_prefill_ms": 1000.0 * self.prefill_seconds / self.runs.max(1) as f64,
             "identical_to_ar": self.identical as f64 / self.runs.max(1) as f64,
@@ -182,11 +188,16 @@ pub fn bench(cmd: BenchCmd) -> Result<(), String> {
     if dlm_flags.mode.is_none() {
         dlm_flags.mode = Some(ModeArg::Dlm);
     }
+    let mut block_cost = None;
     let note = match plan(&model, &tok, &dlm_flags) {
         Ok(DecodeMode::Dlm {
             mask_id,
             block_size,
         }) => {
+            block_cost = Some(
+                engine::block_step_cost(&model, block_size, cmd.decode.small_block_size, 64, 5)
+                    .map_err(|e| e.to_string())?,
+            );
             for &threshold in &cmd.thresholds {
                 let mut row = Row {
                     label: format!("dlm t={threshold}"),
@@ -237,6 +248,13 @@ pub fn bench(cmd: BenchCmd) -> Result<(), String> {
         "threads": rayon::current_num_threads(),
         "simd": quant::kernels::simd_level(),
         "setup": note,
+        "block_step": block_cost.map(|c| json!({
+            "rows": c.block_rows,
+            "logit_rows": c.logit_rows,
+            "decode_ms": c.decode_ms,
+            "block_ms": c.block_ms,
+            "decode_steps": c.decode_steps(),
+        })),
         "wall_seconds": started.elapsed().as_secs_f64(),
         "results": table,
     });
@@ -256,16 +274,27 @@ pub fn bench(cmd: BenchCmd) -> Result<(), String> {
         report["simd"].as_str().unwrap_or(""),
         note
     );
-    println!("| mode | tokens/s | vs AR | forward passes | tokens/forward | ms/forward | mean prefill (ms) | identical to AR |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    if let Some(c) = block_cost {
+        println!(
+            "A {}-row block step costs {:.2} decode steps here ({:.2} ms vs {:.2} ms): block \
+             diffusion wins when it commits more than that many tokens per forward.\n",
+            c.block_rows,
+            c.decode_steps(),
+            c.block_ms,
+            c.decode_ms
+        );
+    }
+    println!("| mode | tokens/s | vs AR | forward passes | tokens/forward | E | ms/forward | mean prefill (ms) | identical to AR |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &table {
         println!(
-            "| {} | {:.1} | {:.2}× | {} | {:.2} | {:.3} | {:.2} | {:.0}% |",
+            "| {} | {:.1} | {:.2}× | {} | {:.2} | {:.2} | {:.3} | {:.2} | {:.0}% |",
             r["mode"].as_str().unwrap_or(""),
             r["tokens_per_second"].as_f64().unwrap_or(0.0),
             r["speedup_vs_ar"].as_f64().unwrap_or(0.0),
             r["forward_passes"],
             r["tokens_per_forward"].as_f64().unwrap_or(0.0),
+            r["efficiency"].as_f64().unwrap_or(0.0),
             r["ms_per_forward"].as_f64().unwrap_or(0.0),
             r["mean_prefill_ms"].as_f64().unwrap_or(0.0),
             100.0 * r["identical_to_ar"].as_f64().unwrap_or(0.0)

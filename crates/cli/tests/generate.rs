@@ -335,9 +335,25 @@ fn bench_compares_ar_with_a_threshold_sweep() {
     assert_eq!(rows[0]["tokens"], 16);
     assert_eq!(rows[0]["identical_to_ar"], 1.0);
     assert_eq!(rows[1]["mode"], "dlm t=1");
+    let ar_tps = rows[0]["tokens_per_second"].as_f64().unwrap();
     for r in rows {
-        assert!(r["tokens_per_forward"].as_f64().unwrap() > 0.0, "{r}");
+        let per_forward = r["tokens_per_forward"].as_f64().unwrap();
+        assert!(per_forward > 0.0, "{r}");
+        // E = tok/s ÷ (AR tok/s × tokens per forward); exactly 1 for the AR row itself.
+        let e = r["efficiency"].as_f64().unwrap();
+        let want = r["tokens_per_second"].as_f64().unwrap() / (ar_tps * per_forward);
+        assert!((e - want).abs() < 1e-9 * want.max(1.0), "{r}");
     }
+    assert!((rows[0]["efficiency"].as_f64().unwrap() - 1.0).abs() < 1e-12);
+    let step = &v["block_step"];
+    assert_eq!(step["rows"], 32, "{v}");
+    assert_eq!(step["logit_rows"], 8, "{v}");
+    let (d, b) = (
+        step["decode_ms"].as_f64().unwrap(),
+        step["block_ms"].as_f64().unwrap(),
+    );
+    assert!(d > 0.0 && b > 0.0);
+    assert!((step["decode_steps"].as_f64().unwrap() - b / d).abs() < 1e-9 * (b / d));
     let (ok, table, _) = dlm(&[
         "bench",
         "-m",
@@ -351,7 +367,9 @@ fn bench_compares_ar_with_a_threshold_sweep() {
     ]);
     assert!(ok);
     assert!(
-        table.contains("| mode | tokens/s |") && table.contains("| dlm t=0.9 |"),
+        table.contains("| mode | tokens/s |")
+            && table.contains("| dlm t=0.9 |")
+            && table.contains("decode steps here"),
         "{table}"
     );
     std::fs::write(&prompts, "not json\n").unwrap();

@@ -4,6 +4,7 @@
 
 mod ar;
 pub mod dlm;
+pub mod probe;
 pub mod sampling;
 pub mod scheduler;
 mod setup;
@@ -15,6 +16,7 @@ pub use ar::{decode_ar, generate_ar, GenerateParams};
 pub use dlm::{
     decode_dlm, generate_dlm, resolve_mask_id, BlockForward, BlockState, DlmParams, ModelSequence,
 };
+pub use probe::{block_step_cost, BlockCost};
 pub use sampling::{Choice, Sampler, SamplingParams};
 pub use scheduler::{ScheduledSequence, Scheduler, SchedulerConfig, SchedulerStats};
 pub use setup::{choose_mode, load_model, trained_block_size, DecodeMode, ModeChoice};

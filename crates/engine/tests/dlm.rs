@@ -139,3 +139,17 @@ fn tokens_match_the_reference_loop_for_prompts_around_one_block_and_several_thre
         "the fixture should commit several tokens per forward at low thresholds"
     );
 }
+
+#[test]
+fn block_step_cost_times_both_forwards_and_leaves_the_model_usable() {
+    let f = fixture();
+    let c = engine::block_step_cost(&f.model, 32, 8, 16, 3).unwrap();
+    assert_eq!((c.block_rows, c.logit_rows), (32, 8));
+    assert!(c.decode_ms > 0.0 && c.block_ms > 0.0, "{c:?}");
+    assert_eq!(c.decode_steps(), c.block_ms / c.decode_ms);
+    // Bad arguments are errors, not panics; so is a probe longer than the context.
+    assert!(engine::block_step_cost(&f.model, 0, 8, 16, 3).is_err());
+    assert!(engine::block_step_cost(&f.model, 32, 8, 16, 0).is_err());
+    let too_long = f.model.config.context_length + 1;
+    assert!(engine::block_step_cost(&f.model, 32, 8, too_long, 1).is_err());
+}

@@ -120,6 +120,9 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
+    /// Skip the startup measurement of what a block-diffusion step costs in decode steps.
+    #[arg(long)]
+    pub no_speed_probe: bool,
 }
 
 impl ServeArgs {

@@ -159,7 +159,7 @@ pub enum SimdLevel {
     /// AArch64 Advanced SIMD.
     Neon,
     /// [`SimdLevel::Avx512Vnni`] plus AMX-INT8 tiles for ternary weights (I2_S, TQ2_0, TQ1_0)
-    /// when a call has at least [`AMX_MIN_TOKENS`] rows; everything else as AVX-512.
+    /// when a call has enough rows ([`min_tile_tokens`]); everything else as AVX-512.
     Amx,
 }
 
@@ -261,6 +261,27 @@ pub fn simd_level() -> &'static str {
     selected_level().name()
 }
 
+/// One line for logs: the selected level and what it means for multi-row calls, e.g.
+/// `amx (AMX-INT8 tiles for I2_S from 8 rows, TQ2_0/TQ1_0 from 16; AVX-512 VNNI otherwise)`.
+pub fn kernel_summary() -> String {
+    let level = selected_level();
+    let detail = match level {
+        SimdLevel::Amx => format!(
+            "AMX-INT8 tiles for I2_S from {} rows, TQ2_0/TQ1_0 from {}; AVX-512 VNNI otherwise",
+            min_tile_tokens(GgmlType::I2_S).unwrap_or(0),
+            min_tile_tokens(GgmlType::TQ2_0).unwrap_or(0)
+        ),
+        SimdLevel::Avx512Vnni if amx_available() => {
+            "AVX-512 VNNI; AMX available but not selected (DLM_SIMD)".into()
+        }
+        SimdLevel::Avx512Vnni => "AVX-512 VNNI; no AMX on this CPU/OS".into(),
+        SimdLevel::Avx2 => "AVX2; no AVX-512 VNNI or AMX".into(),
+        SimdLevel::Neon => "NEON".into(),
+        SimdLevel::Scalar => "portable scalar code".into(),
+    };
+    format!("{} ({detail})", level.name())
+}
+
 /// `out[t·rows + r] = Σ_c W[r, c]·x[t·cols + c]` for `t` in `0..n_tokens`, with the activation
 /// quantization of `w`'s type (see the module docs).
 ///
@@ -323,13 +344,22 @@ pub fn matmul_with(level: SimdLevel, w: &QMatrix, x: &[f32], n_tokens: usize, ou
     }
 }
 
-/// The fewest activation rows for which [`SimdLevel::Amx`] takes the tile kernels; fewer rows
-/// (decode) stay on the AVX-512 GEMV, which is memory-bound already.
-pub const AMX_MIN_TOKENS: usize = 4;
+/// The fewest activation rows for which [`SimdLevel::Amx`] takes the tile kernels for `ty`
+/// (`None`: no tile kernel). Fewer rows (decode, small sub-blocks) stay on the AVX-512 kernels,
+/// which are memory-bound there already; the crossovers were measured on a Sapphire-Rapids-class
+/// Xeon (docs/benchmarks.md): I2_S ties at 8 rows, TQ2_0/TQ1_0 (whose per-block epilogue costs
+/// more on tiles) win from 16.
+pub fn min_tile_tokens(ty: GgmlType) -> Option<usize> {
+    match ty {
+        GgmlType::I2_S => Some(8),
+        GgmlType::TQ2_0 | GgmlType::TQ1_0 => Some(16),
+        _ => None,
+    }
+}
 
 /// Whether a call of `n_tokens` rows on `ty` weights runs on tiles at [`SimdLevel::Amx`].
 pub fn uses_tiles(ty: GgmlType, n_tokens: usize) -> bool {
-    TILE_TYPES.contains(&ty) && n_tokens >= AMX_MIN_TOKENS
+    min_tile_tokens(ty).is_some_and(|m| n_tokens >= m)
 }
 
 /// [`matmul`] through the tile kernels on `backend`, whatever the row count: the entry the

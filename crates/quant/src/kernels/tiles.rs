@@ -52,7 +52,7 @@ impl TileConfig {
             assert!(
                 self.rows[t] as usize <= TILE_ROWS
                     && self.colsb[t] as usize <= TILE_COLSB
-                    && self.colsb[t] % 4 == 0,
+                    && self.colsb[t].is_multiple_of(4),
                 "invalid tile configuration {self:?}"
             );
         }

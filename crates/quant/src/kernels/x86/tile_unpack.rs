@@ -8,7 +8,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::{load, prefetch, top_trit, tq1_0_shifted};
+use super::{load, top_trit, tq1_0_shifted};
 use crate::kernels::QMatrix;
 
 /// Per-16-bit-lane shift counts: `lo` for the low 256 bits, `hi` for the high 256 bits.
@@ -53,7 +53,7 @@ pub(in crate::kernels) unsafe fn unpack_segment(
         TQ2 => (256, 66),
         _ => (256, 54),
     };
-    assert!(cols.start % unit_elems == 0 && cols.end % unit_elems == 0);
+    assert!(cols.start.is_multiple_of(unit_elems) && cols.end.is_multiple_of(unit_elems));
     let steps = (cols.end - cols.start) / 64;
     assert!(a.len() >= 2 * steps * 1024, "tile buffer too short");
     let units = cols.start / unit_elems..cols.end / unit_elems;
@@ -75,12 +75,6 @@ pub(in crate::kernels) unsafe fn unpack_segment(
         }
         let row = w.row(r0 + i);
         assert!(units.end * unit_bytes <= row.len());
-        // The next segment of this row (in L2 by now, see `amx::prefetch_group`) into L1, so
-        // it is there when the next segment is unpacked.
-        let seg_bytes = units.len() * unit_bytes;
-        for off in (0..seg_bytes).step_by(64) {
-            prefetch(row.as_ptr(), units.end * unit_bytes + off);
-        }
         for u in units.clone() {
             let s = (u - units.start) * (unit_elems / 64);
             // SAFETY: the unit's bytes are inside the row (asserted above); every store goes to
