@@ -5,7 +5,7 @@
 //! cache only when the batch says `commit` — Fast-dLLM v2 runs a block of masks against the exact
 //! prefix cache many times and appends the block once it is decoded.
 
-use quant::kernels::{bitlinear_fake_quant, matmul};
+use quant::kernels::{attn_mix, attn_scores, bitlinear_fake_quant, matmul};
 use rayon::prelude::*;
 
 use crate::cache::KvCache;
@@ -81,24 +81,6 @@ struct Segment {
     n: usize,
     start: usize,
     logit_rows: Vec<usize>,
-}
-
-/// Dot product with eight independent partial sums, so the compiler vectorizes it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -365,60 +347,67 @@ impl Model {
                         (ck, cv, c.len())
                     })
                     .collect();
-                o.par_chunks_mut(qd).enumerate().for_each(|(row, orow)| {
-                    let si = row_seg[row];
-                    let s = &segs[si];
-                    let attention = items[s.item].batch.attention;
-                    let (ck, cv, cached) = caches[si];
-                    let (start, i) = (s.start, row - s.offset);
-                    let qpos = start + i;
-                    let total = cached.max(start + s.n);
-                    // (is_new, row) per visible key position: cached positions before `start` are
-                    // the prefix and always visible; the others follow the attention rule.
-                    let visible: Vec<(bool, usize)> = (0..total)
-                        .filter(|&p| p < start || attention.allows(qpos, p))
-                        .map(|p| {
-                            if p >= start && p < start + s.n {
-                                (true, s.offset + p - start)
-                            } else {
-                                (false, p)
+                // Per row: the visible positions once, then per key/value head its group of
+                // query heads through the SIMD score and mix loops (each key read once per group).
+                o.par_chunks_mut(qd).enumerate().for_each_init(
+                    || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+                    |(visible, keys, vals, scores), (row, orow)| {
+                        let si = row_seg[row];
+                        let s = &segs[si];
+                        let attention = items[s.item].batch.attention;
+                        let (ck, cv, cached) = caches[si];
+                        let (start, i) = (s.start, row - s.offset);
+                        let qpos = start + i;
+                        let total = cached.max(start + s.n);
+                        // (is_new, row) per visible key position: cached positions before
+                        // `start` are the prefix and always visible; the others follow the
+                        // attention rule.
+                        visible.clear();
+                        visible.extend(
+                            (0..total)
+                                .filter(|&p| p < start || attention.allows(qpos, p))
+                                .map(|p| {
+                                    if p >= start && p < start + s.n {
+                                        (true, s.offset + p - start)
+                                    } else {
+                                        (false, p)
+                                    }
+                                }),
+                        );
+                        let n_vis = visible.len();
+                        scores.resize(group * n_vis, 0.0f32);
+                        for kh in 0..nkv {
+                            let head = kh * hd..(kh + 1) * hd;
+                            let at = |r: usize| r * kvd + head.start..r * kvd + head.end;
+                            keys.clear();
+                            vals.clear();
+                            for &(new, r) in visible.iter() {
+                                if new {
+                                    keys.push(&k[at(r)]);
+                                    vals.push(&v[at(r)]);
+                                } else {
+                                    keys.push(&ck[at(r)]);
+                                    vals.push(&cv[at(r)]);
+                                }
                             }
-                        })
-                        .collect();
-                    let mut scores = vec![0.0f32; visible.len()];
-                    for hq in 0..nh {
-                        let kh = hq / group;
-                        let qv = &q[row * qd + hq * hd..row * qd + (hq + 1) * hd];
-                        let key = |p: usize| -> &[f32] {
-                            match visible[p] {
-                                (false, r) => &ck[r * kvd + kh * hd..r * kvd + (kh + 1) * hd],
-                                (true, j) => &k[j * kvd + kh * hd..j * kvd + (kh + 1) * hd],
+                            let heads = kh * group * hd..(kh + 1) * group * hd;
+                            let qg = &q[row * qd + heads.start..row * qd + heads.end];
+                            attn_scores(qg, keys, scale, scores);
+                            for sc in scores.chunks_exact_mut(n_vis.max(1)) {
+                                let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                                let mut total = 0.0;
+                                for x in sc.iter_mut() {
+                                    *x = (*x - max).exp();
+                                    total += *x;
+                                }
+                                for x in sc.iter_mut() {
+                                    *x /= total;
+                                }
                             }
-                        };
-                        let mut max = f32::NEG_INFINITY;
-                        for (p, sc) in scores.iter_mut().enumerate() {
-                            *sc = dot(qv, key(p)) * scale;
-                            max = max.max(*sc);
+                            attn_mix(scores, vals, &mut orow[heads]);
                         }
-                        let mut total = 0.0;
-                        for sc in scores.iter_mut() {
-                            *sc = (*sc - max).exp();
-                            total += *sc;
-                        }
-                        let out = &mut orow[hq * hd..(hq + 1) * hd];
-                        out.fill(0.0);
-                        for (p, sc) in scores.iter().enumerate() {
-                            let w = sc / total;
-                            let val = match visible[p] {
-                                (false, r) => &cv[r * kvd + kh * hd..r * kvd + (kh + 1) * hd],
-                                (true, j) => &v[j * kvd + kh * hd..j * kvd + (kh + 1) * hd],
-                            };
-                            for (o, v) in out.iter_mut().zip(val) {
-                                *o += w * v;
-                            }
-                        }
-                    }
-                });
+                    },
+                );
             }
             for s in segs {
                 let item = &mut items[s.item];

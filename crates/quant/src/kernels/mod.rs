@@ -33,6 +33,7 @@
 
 mod act;
 mod amx;
+mod attn;
 mod scalar;
 mod tiles;
 
@@ -51,6 +52,7 @@ use crate::{GgmlType, QuantError};
 
 pub use act::{bitlinear_fake_quant, quantize_row_i8};
 pub use amx::{amx_available, TileBackend, TILE_TYPES};
+pub use attn::{attn_mix, attn_scores};
 
 pub(crate) use act::{Acts, BlockActs, I8Acts};
 
