@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use convert::{ConvertOptions, OutType};
+use convert::{ConvertOptions, HeadTypes, OutType};
+use gguf::GgmlType;
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +38,15 @@ enum Command {
         /// Type of the weight matrices: f32, f16, bf16, q8_0, tq1_0, tq2_0, i2_s.
         #[arg(long, default_value = "f16", value_parser = parse_outtype)]
         outtype: OutType,
+        /// Type of the embedding table (token_embd): f32, f16, bf16, q8_0, q4_0 [default: follows
+        /// --outtype: f32/bf16/q8_0 as given, else f16].
+        #[arg(long, value_parser = HeadTypes::parse_type)]
+        token_embedding_type: Option<GgmlType>,
+        /// Type of the LM head (output.weight), same choices; for a model with tied embeddings
+        /// the head is then written as its own tensor. The head is read whole for every token:
+        /// q8_0 halves an f16 head's bytes.
+        #[arg(long, alias = "output-tensor-type", value_parser = HeadTypes::parse_type)]
+        output_type: Option<GgmlType>,
         /// Ternarize a checkpoint that was not trained ternary (absmean rule; ruins an ordinary model).
         #[arg(long)]
         force_ternary: bool,
@@ -134,6 +144,8 @@ fn run(command: Command) -> Result<(), String> {
             input,
             outfile,
             outtype,
+            token_embedding_type,
+            output_type,
             force_ternary,
             add_mask_token,
             name,
@@ -143,6 +155,10 @@ fn run(command: Command) -> Result<(), String> {
                 input,
                 output: outfile,
                 outtype,
+                head_types: HeadTypes {
+                    token_embd: token_embedding_type,
+                    output: output_type,
+                },
                 force_ternary,
                 add_mask_token,
                 name,

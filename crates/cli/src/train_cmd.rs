@@ -134,6 +134,7 @@ fn decode_check(
         add_mask_token: false,
         name: None,
         progress: false,
+        head_types: Default::default(),
     })
     .map_err(|e| format!("converting {}: {e}", cmd.dir.display()))?;
     if report.mask_token_id != Some(s.mask_token_id) || report.block_size != Some(s.bd_size as u32)

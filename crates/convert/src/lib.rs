@@ -24,7 +24,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 pub use arch::{ArchInfo, Family};
 pub use error::{ConvertError, Result};
-pub use plan::{OutType, TensorPlan};
+pub use plan::{HeadTypes, OutType, TensorPlan, HEAD_TYPES};
 
 /// What to convert and how.
 #[derive(Clone, Debug)]
@@ -35,6 +35,8 @@ pub struct ConvertOptions {
     pub output: Option<PathBuf>,
     /// Output type of the weight matrices.
     pub outtype: OutType,
+    /// Types of the embedding and the LM head, when not the defaults for `outtype`.
+    pub head_types: HeadTypes,
     /// Ternarize a checkpoint that was not trained ternary (destroys an ordinary model's quality).
     pub force_ternary: bool,
     /// Append a `|<MASK>|` token (and a mean embedding row) when the checkpoint has none. The
@@ -101,6 +103,7 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
         &info,
         &weights,
         opts.outtype,
+        opts.head_types,
         opts.force_ternary,
         added_tokens,
     )?;

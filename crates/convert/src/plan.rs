@@ -3,7 +3,12 @@
 //! Rules (following llama.cpp's converter and bitnet.cpp's, see docs/formats.md):
 //! - 1-D tensors (norms, biases) are always F32.
 //! - `token_embd` and an untied `output`: F32 for `f32`, BF16 for `bf16`, Q8_0 for `q8_0`, else F16
-//!   (ternary embeddings break BitNet models, per bitnet.cpp's measurements).
+//!   (ternary embeddings break BitNet models, per bitnet.cpp's measurements), unless
+//!   [`HeadTypes`] names their types (llama.cpp's `--token-embedding-type` and
+//!   `--output-tensor-type`). An output type for a model with tied embeddings writes the LM head
+//!   as its own `output.weight` in that type (the embedding keeps its own type): the head is
+//!   read whole for every token, the embedding one row per token, so a smaller head type is
+//!   where the bytes are.
 //! - Projections take the output type. A row length the type cannot encode falls back to F16,
 //!   and the fallback is reported.
 //! - BitNet projections are ternarized with the absmean rule for every output type (the model
@@ -86,6 +91,44 @@ impl OutType {
     }
 }
 
+/// The types [`HeadTypes`] accepts for the embedding and the LM head.
+pub const HEAD_TYPES: [GgmlType; 5] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+];
+
+/// Types for the embedding table and the LM head that override the defaults derived from the
+/// output type (`None` = the default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeadTypes {
+    /// `token_embd.weight`.
+    pub token_embd: Option<GgmlType>,
+    /// `output.weight` (written separately from a tied embedding when set).
+    pub output: Option<GgmlType>,
+}
+
+impl HeadTypes {
+    /// Parses a command-line type name for the embedding or the head (case-insensitive).
+    pub fn parse_type(s: &str) -> std::result::Result<GgmlType, String> {
+        HEAD_TYPES
+            .into_iter()
+            .find(|t| t.to_string().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<String> = HEAD_TYPES
+                    .iter()
+                    .map(|t| t.to_string().to_lowercase())
+                    .collect();
+                format!(
+                    "unknown embedding/output type `{s}`; choose one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
 /// How one GGUF tensor is made from the checkpoint.
 #[derive(Clone, Debug)]
 pub struct TensorPlan {
@@ -135,9 +178,21 @@ pub fn plan(
     info: &ArchInfo,
     weights: &Weights,
     outtype: OutType,
+    head_types: HeadTypes,
     force_ternary: bool,
     added_tokens: usize,
 ) -> Result<Plan> {
+    for t in [head_types.token_embd, head_types.output]
+        .into_iter()
+        .flatten()
+    {
+        if !HEAD_TYPES.contains(&t) {
+            return Err(ConvertError::config(
+                "options",
+                format!("{t} is not a type for the embedding or the LM head (use one of {HEAD_TYPES:?})"),
+            ));
+        }
+    }
     let ternary_source = info.family.is_ternary() || info.quantization_bitnet;
     if outtype.is_ternary() && !ternary_source && !force_ternary {
         return Err(ConvertError::NotTernary {
@@ -184,12 +239,17 @@ pub fn plan(
         let wanted = if shape.len() == 1 {
             GgmlType::F32
         } else if is_embedding {
-            match outtype {
+            let chosen = if gguf_name == "token_embd.weight" {
+                head_types.token_embd
+            } else {
+                head_types.output
+            };
+            chosen.unwrap_or(match outtype {
                 OutType::F32 => GgmlType::F32,
                 OutType::BF16 => GgmlType::BF16,
                 OutType::Q8_0 => GgmlType::Q8_0,
                 _ => GgmlType::F16,
-            }
+            })
         } else if outtype.is_ternary() && !is_projection {
             GgmlType::F16
         } else {
@@ -219,6 +279,32 @@ pub fn plan(
             packed_scale,
             extra_rows,
         });
+    }
+    // A tied model with its own head type: the head becomes a tensor of its own.
+    if let Some(head) = head_types.output {
+        let has_output = tensors.iter().any(|t| t.gguf_name == "output.weight");
+        let embd = tensors.iter().find(|t| t.gguf_name == "token_embd.weight");
+        if let (false, Some(embd)) = (has_output, embd) {
+            if embd.ty != head {
+                let row_len = embd.dims[0] as usize;
+                let ty = match quant::check_quantizable(head, row_len) {
+                    Ok(()) => head,
+                    Err(why) => {
+                        fallbacks.push(format!(
+                            "output.weight: {} instead of {head} ({why})",
+                            embd.ty
+                        ));
+                        embd.ty
+                    }
+                };
+                if ty != embd.ty {
+                    let mut out = embd.clone();
+                    out.gguf_name = "output.weight".into();
+                    out.ty = ty;
+                    tensors.push(out);
+                }
+            }
+        }
     }
     check_complete(info, &tensors)?;
     tensors.sort_by_key(|t| sort_key(&t.gguf_name));

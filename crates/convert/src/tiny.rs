@@ -132,6 +132,7 @@ impl TinySpec {
             add_mask_token: false,
             name: None,
             progress: false,
+            head_types: Default::default(),
         })?;
         Ok(gguf)
     }

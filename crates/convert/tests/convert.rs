@@ -23,6 +23,7 @@ fn opts(input: &Path, output: &Path, outtype: OutType) -> ConvertOptions {
         add_mask_token: false,
         name: None,
         progress: false,
+        head_types: Default::default(),
     }
 }
 
@@ -580,4 +581,85 @@ fn shared_fixtures() -> PathBuf {
     } else {
         PathBuf::from("/work/shared/fixtures")
     }
+}
+
+/// Q8_0 reference written from the definition: per 32-block d = max|x| / 127 (stored as f16),
+/// q = round(x / d); so every value is within d/2, plus |q| ≤ 127 times the f16 rounding of d
+/// (2^-11 relative), of the original.
+fn q8_0_tolerance(block: &[f32]) -> f32 {
+    block.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0 * (0.5 + 127.0 / 2048.0) + 1e-6
+}
+
+#[test]
+fn head_and_embedding_types_follow_the_options_and_a_tied_head_gets_its_own_tensor() {
+    let dir = tmp();
+    let ckpt = dir.path().join("ckpt");
+    let spec = TinySpec::new(TinyFamily::BitNet);
+    assert!(spec.tied, "the tiny BitNet ties its embeddings");
+    spec.write(&ckpt).unwrap();
+    let (_, embd) = hf_tensor(&ckpt, "model.embed_tokens.weight");
+    let types = |f: &GgufFile| -> (GgmlType, Option<GgmlType>) {
+        (
+            f.tensor("token_embd.weight").unwrap().ggml_type,
+            f.tensor("output.weight").map(|t| t.ggml_type),
+        )
+    };
+    let convert_with = |name: &str, head: convert::HeadTypes| {
+        let out = dir.path().join(name);
+        let mut o = opts(&ckpt, &out, OutType::I2_S);
+        o.head_types = head;
+        convert::convert(&o).unwrap();
+        GgufFile::open(&out).unwrap()
+    };
+
+    // Default: one F16 table, tied.
+    let f = convert_with("default.gguf", Default::default());
+    assert_eq!(types(&f), (GgmlType::F16, None));
+
+    // A Q8_0 head: the embedding stays F16 and the head is its own Q8_0 tensor of the same rows.
+    let f = convert_with(
+        "q8head.gguf",
+        convert::HeadTypes {
+            token_embd: None,
+            output: Some(GgmlType::Q8_0),
+        },
+    );
+    assert_eq!(types(&f), (GgmlType::F16, Some(GgmlType::Q8_0)));
+    let head = dequant(&f, "output.weight");
+    assert_eq!(head.len(), embd.len());
+    for (b, (got, want)) in head.chunks(32).zip(embd.chunks(32)).enumerate() {
+        let tol = q8_0_tolerance(want);
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() <= tol, "block {b}: {g} vs {w}");
+        }
+    }
+
+    // A Q8_0 embedding, tied: one tensor, no separate head.
+    let f = convert_with(
+        "q8embd.gguf",
+        convert::HeadTypes {
+            token_embd: Some(GgmlType::Q8_0),
+            output: None,
+        },
+    );
+    assert_eq!(types(&f), (GgmlType::Q8_0, None));
+    // The same type for both: still tied.
+    let f = convert_with(
+        "same.gguf",
+        convert::HeadTypes {
+            token_embd: Some(GgmlType::Q8_0),
+            output: Some(GgmlType::Q8_0),
+        },
+    );
+    assert_eq!(types(&f), (GgmlType::Q8_0, None));
+
+    // Only float and 8/4-bit block types are offered for these tensors.
+    assert!(convert::HeadTypes::parse_type("q8_0").is_ok());
+    let err = convert::HeadTypes::parse_type("tq2_0").unwrap_err();
+    assert!(err.contains("q8_0") && err.contains("f16"), "{err}");
+    let mut o = opts(&ckpt, &dir.path().join("bad.gguf"), OutType::I2_S);
+    o.head_types.output = Some(GgmlType::TQ2_0);
+    let err = convert::convert(&o).unwrap_err().to_string();
+    assert!(err.contains("TQ2_0") && err.contains("LM head"), "{err}");
+    assert!(!dir.path().join("bad.gguf").exists());
 }

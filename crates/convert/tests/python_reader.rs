@@ -51,6 +51,7 @@ fn gguf_py_dequantizes_our_files_to_our_values() {
             add_mask_token: false,
             name: None,
             progress: false,
+            head_types: Default::default(),
         };
         convert::convert(&opts).unwrap();
         let dump = dir.path().join(format!("dump-{}", outtype.name()));

@@ -101,6 +101,7 @@ fn fixture(family: TinyFamily, outtype: OutType) -> Fixture {
         add_mask_token: false,
         name: None,
         progress: false,
+        head_types: Default::default(),
     };
     convert::convert(&opts).unwrap();
     Fixture {

@@ -31,6 +31,7 @@ fn to_gguf(dir: &Path, out: &Path, outtype: OutType) -> Model {
         add_mask_token: false,
         name: None,
         progress: false,
+        head_types: Default::default(),
     })
     .unwrap();
     Model::load(out).unwrap()

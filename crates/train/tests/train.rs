@@ -124,6 +124,7 @@ fn stories260k_dlm_training_lowers_the_held_out_loss() {
         add_mask_token: false,
         name: None,
         progress: false,
+        head_types: Default::default(),
     })
     .unwrap();
     assert_eq!(conv.mask_token_id, Some(512));
@@ -274,6 +275,7 @@ fn qat_round_trip(family: TinyFamily) {
         add_mask_token: false,
         name: None,
         progress: false,
+        head_types: Default::default(),
     })
     .unwrap();
     // Every projection in the file is exactly the absmean ternarization of the exported master,
