@@ -432,7 +432,7 @@ fn gemm_rows<T: Tiles>(
             }
         }
         match format {
-            Ternary::I2S => group.write_i2s(&scratch.c, out),
+            Ternary::I2S => group.write_i2s(&scratch.c, &mut scratch.sumf, out),
             _ => group.write_sums(&scratch.sumf, out),
         }
     }
@@ -642,9 +642,10 @@ impl Group<'_, '_> {
         }
     }
 
-    /// I2_S: the saved accumulators through `i2s_epilogue`, 16 tokens at a time.
+    /// I2_S: the saved accumulators through `i2s_epilogue`, 16 tokens at a time, into `y`
+    /// (`[row in group][token]`), then out.
     #[inline(always)]
-    fn write_i2s(&self, c: &[[i32; 256]], out: &Out) {
+    fn write_i2s(&self, c: &[[i32; 256]], y: &mut [f32], out: &Out) {
         let Acts::I8(ia) = self.packed.acts else {
             unreachable!("I2_S kernels take int8 activations")
         };
@@ -657,24 +658,28 @@ impl Group<'_, '_> {
                 let (p, nt) = (t0 / 32, (t0 / 16) % 2);
                 let ci = &c[4 * p + 2 * m + nt][16 * ii..16 * ii + nt_live];
                 let (sums, scales) = (&ia.sum[t0..t0 + nt_live], &ia.scale[t0..t0 + nt_live]);
-                let mut y = [0.0f32; TILE_TOKENS];
+                let yi = &mut y[i * n_tokens + t0..i * n_tokens + t0 + nt_live];
                 for n in 0..nt_live {
-                    y[n] = i2s_epilogue(ci[n], sums[n], scales[n], w_scale);
+                    yi[n] = i2s_epilogue(ci[n], sums[n], scales[n], w_scale);
                 }
-                // SAFETY: this task owns rows `rows`.
-                unsafe { out.set_tokens(self.r0 + i, t0, &y[..nt_live]) };
             }
         }
+        self.write_sums(y, out);
     }
 
-    /// TQ1_0/TQ2_0: the finished running sums.
+    /// The group's results `y` (`[row in group][token]`) into `out` (`[token][row]`), one
+    /// token's consecutive rows at a time: a transposition through L1, so that the stores to
+    /// the output (rows apart by a whole token's row count) are whole cache lines.
     #[inline(always)]
-    fn write_sums(&self, sumf: &[f32], out: &Out) {
+    fn write_sums(&self, y: &[f32], out: &Out) {
         let n_tokens = self.packed.n_tokens;
-        for i in 0..self.live {
-            let row = &sumf[i * n_tokens..(i + 1) * n_tokens];
+        let mut col = [0.0f32; GROUP_ROWS];
+        for t in 0..n_tokens {
+            for (i, v) in col[..self.live].iter_mut().enumerate() {
+                *v = y[i * n_tokens + t];
+            }
             // SAFETY: this task owns rows `rows`.
-            unsafe { out.set_tokens(self.r0 + i, 0, row) };
+            unsafe { out.set_rows(t, self.r0, &col[..self.live]) };
         }
     }
 }

@@ -482,20 +482,23 @@ impl<'a> Out<'a> {
         unsafe { self.ptr.add(t * self.rows + r).write(v) }
     }
 
-    /// Writes `out[(t0 + n)·rows + r] = vals[n]` for every `n` (one output row, consecutive
-    /// tokens), with one bounds check for all of them.
+    /// Writes `out[t·rows + r0 + i] = vals[i]`: consecutive rows of one token.
     ///
     /// # Safety
     /// As [`Out::set`], for every element written.
     #[inline]
-    pub(crate) unsafe fn set_tokens(&self, r: usize, t0: usize, vals: &[f32]) {
+    pub(crate) unsafe fn set_rows(&self, t: usize, r0: usize, vals: &[f32]) {
         assert!(
-            t0 + vals.len() <= self.n_tokens && r < self.rows,
+            t < self.n_tokens && r0 + vals.len() <= self.rows,
             "output index out of range"
         );
-        for (n, &v) in vals.iter().enumerate() {
-            // SAFETY: in bounds (checked above); exclusive per the caller's contract.
-            unsafe { self.ptr.add((t0 + n) * self.rows + r).write(v) }
+        // SAFETY: in bounds (checked above); exclusive per the caller's contract.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                vals.as_ptr(),
+                self.ptr.add(t * self.rows + r0),
+                vals.len(),
+            )
         }
     }
 }
