@@ -45,6 +45,10 @@ pub struct BenchCmd {
     /// Block-diffusion settings (the threshold flag is replaced by --thresholds).
     #[command(flatten)]
     pub decode: DecodeArgs,
+    /// Run every threshold with and without the sub-block cache (--use-block-cache) and report
+    /// how often the cached output equals the uncached one.
+    #[arg(long)]
+    pub compare_block_cache: bool,
     /// Print JSON instead of a Markdown table.
     #[arg(long)]
     pub json: bool,
@@ -105,6 +109,8 @@ struct Row {
     forwards: usize,
     identical: usize,
     runs: usize,
+    /// Runs whose output equals the same threshold's uncached run (cached rows only).
+    same_as_uncached: Option<usize>,
 }
 
 impl Row {
@@ -134,6 +140,9 @@ impl Row {
             "ms_per_forward": 1000.0 * self.seconds / self.forwards.max(1) as f64,
             "mean_prefill_ms": 1000.0 * self.prefill_seconds / self.runs.max(1) as f64,
             "identical_to_ar": self.identical as f64 / self.runs.max(1) as f64,
+            "identical_to_uncached": self
+                .same_as_uncached
+                .map(|n| n as f64 / self.runs.max(1) as f64),
         })
     }
 }
@@ -198,35 +207,56 @@ pub fn bench(cmd: BenchCmd) -> Result<(), String> {
                 engine::block_step_cost(&model, block_size, cmd.decode.small_block_size, 64, 5)
                     .map_err(|e| e.to_string())?,
             );
+            let caches: &[bool] = if cmd.compare_block_cache {
+                &[false, true]
+            } else if cmd.decode.use_block_cache {
+                &[true]
+            } else {
+                &[false]
+            };
             for &threshold in &cmd.thresholds {
-                let mut row = Row {
-                    label: format!("dlm t={threshold}"),
-                    ..Default::default()
-                };
-                for (ids, ar_tokens) in encoded.iter().zip(&ar_outputs) {
-                    let params = DlmParams {
-                        block_size,
-                        small_block_size: cmd.decode.small_block_size,
-                        threshold,
-                        max_tokens: cmd.max_tokens,
-                        stop: Vec::new(),
-                        sampling: greedy.clone(),
-                        use_block_cache: cmd.decode.use_block_cache,
+                let mut uncached: Vec<Vec<u32>> = Vec::new();
+                for &use_block_cache in caches {
+                    let compared = cmd.compare_block_cache && use_block_cache;
+                    let mut row = Row {
+                        label: if use_block_cache {
+                            format!("dlm t={threshold} cached")
+                        } else {
+                            format!("dlm t={threshold}")
+                        },
+                        same_as_uncached: compared.then_some(0),
+                        ..Default::default()
                     };
-                    let g = engine::generate_dlm(
-                        &model,
-                        &tok,
-                        ids,
-                        mask_id,
-                        &params,
-                        &mut |_| {},
-                        &mut |_| {},
-                    )
-                    .map_err(|e| e.to_string())?;
-                    let same = &g.tokens == ar_tokens;
-                    row.add(&g, same);
+                    for (i, (ids, ar_tokens)) in encoded.iter().zip(&ar_outputs).enumerate() {
+                        let params = DlmParams {
+                            block_size,
+                            small_block_size: cmd.decode.small_block_size,
+                            threshold,
+                            max_tokens: cmd.max_tokens,
+                            stop: Vec::new(),
+                            sampling: greedy.clone(),
+                            use_block_cache,
+                        };
+                        let g = engine::generate_dlm(
+                            &model,
+                            &tok,
+                            ids,
+                            mask_id,
+                            &params,
+                            &mut |_| {},
+                            &mut |_| {},
+                        )
+                        .map_err(|e| e.to_string())?;
+                        if let Some(n) = row.same_as_uncached.as_mut() {
+                            *n += usize::from(g.tokens == uncached[i]);
+                        } else if cmd.compare_block_cache {
+                            uncached.push(g.tokens.clone());
+                        }
+                        let same = &g.tokens == ar_tokens;
+                        row.add(&g, same);
+                    }
+                    rows.push(row);
                 }
-                rows.push(row);
             }
             format!(
                 "block size {block_size}, sub-block {}, mask token {mask_id}",
@@ -284,11 +314,11 @@ pub fn bench(cmd: BenchCmd) -> Result<(), String> {
             c.decode_ms
         );
     }
-    println!("| mode | tokens/s | vs AR | forward passes | tokens/forward | E | ms/forward | mean prefill (ms) | identical to AR |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| mode | tokens/s | vs AR | forward passes | tokens/forward | E | ms/forward | mean prefill (ms) | identical to AR | identical to uncached |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &table {
         println!(
-            "| {} | {:.1} | {:.2}× | {} | {:.2} | {:.2} | {:.3} | {:.2} | {:.0}% |",
+            "| {} | {:.1} | {:.2}× | {} | {:.2} | {:.2} | {:.3} | {:.2} | {:.0}% | {} |",
             r["mode"].as_str().unwrap_or(""),
             r["tokens_per_second"].as_f64().unwrap_or(0.0),
             r["speedup_vs_ar"].as_f64().unwrap_or(0.0),
@@ -297,7 +327,10 @@ pub fn bench(cmd: BenchCmd) -> Result<(), String> {
             r["efficiency"].as_f64().unwrap_or(0.0),
             r["ms_per_forward"].as_f64().unwrap_or(0.0),
             r["mean_prefill_ms"].as_f64().unwrap_or(0.0),
-            100.0 * r["identical_to_ar"].as_f64().unwrap_or(0.0)
+            100.0 * r["identical_to_ar"].as_f64().unwrap_or(0.0),
+            r["identical_to_uncached"]
+                .as_f64()
+                .map_or("—".to_string(), |v| format!("{:.0}%", 100.0 * v))
         );
     }
     Ok(())

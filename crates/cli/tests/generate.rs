@@ -354,6 +354,64 @@ fn bench_compares_ar_with_a_threshold_sweep() {
     );
     assert!(d > 0.0 && b > 0.0);
     assert!((step["decode_steps"].as_f64().unwrap() - b / d).abs() < 1e-9 * (b / d));
+    let (ok, out, err) = dlm(&[
+        "bench",
+        "-m",
+        model.to_str().unwrap(),
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--max-tokens",
+        "8",
+        "--thresholds",
+        "1.0,0.5",
+        "--compare-block-cache",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: Json = serde_json::from_str(&out).unwrap();
+    let rows = v["results"].as_array().unwrap();
+    let modes: Vec<&str> = rows.iter().map(|r| r["mode"].as_str().unwrap()).collect();
+    assert_eq!(
+        modes,
+        [
+            "ar",
+            "dlm t=1",
+            "dlm t=1 cached",
+            "dlm t=0.5",
+            "dlm t=0.5 cached"
+        ]
+    );
+    for r in rows {
+        let cached = r["mode"].as_str().unwrap().ends_with("cached");
+        let same = &r["identical_to_uncached"];
+        assert_eq!(same.is_null(), !cached, "{r}");
+        if cached {
+            let f = same.as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&f) && (f * 2.0).fract() == 0.0, "{r}");
+        }
+    }
+    // With one sub-block per block the cached steps recompute the whole block against fresh
+    // keys/values: the output must be exactly the uncached one.
+    let (ok, out, err) = dlm(&[
+        "bench",
+        "-m",
+        model.to_str().unwrap(),
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--max-tokens",
+        "8",
+        "--thresholds",
+        "0.5",
+        "--block-size",
+        "8",
+        "--small-block-size",
+        "8",
+        "--compare-block-cache",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: Json = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["results"][2]["identical_to_uncached"], 1.0, "{v}");
     let (ok, table, _) = dlm(&[
         "bench",
         "-m",

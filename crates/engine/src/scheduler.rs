@@ -32,8 +32,13 @@ use crate::EngineError;
 pub struct SchedulerConfig {
     /// Most new positions in one forward pass (at least one request always runs).
     pub max_batch_tokens: usize,
-    /// How long a step waits for the other live sequences' requests once it has one.
+    /// How long a step waits at least for the other live sequences' requests once it has one.
     pub gather_wait: Duration,
+    /// The wait grows to this fraction of the previous forward's duration (capped at
+    /// [`MAX_GATHER_WAIT`]): a sequence that is still sampling from its last step's logits
+    /// (8 rows × a 128K vocabulary take milliseconds) joins this step instead of costing a whole
+    /// forward of its own, which on a large model is hundreds of milliseconds.
+    pub gather_fraction: f64,
     /// Longest prefill piece (positions) run in one step.
     pub prefill_chunk: usize,
 }
@@ -43,10 +48,14 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             max_batch_tokens: 2048,
             gather_wait: Duration::from_millis(2),
+            gather_fraction: 0.05,
             prefill_chunk: 256,
         }
     }
 }
+
+/// The longest a step waits for stragglers, whatever the previous forward took.
+pub const MAX_GATHER_WAIT: Duration = Duration::from_millis(50);
 
 /// Counters the scheduler keeps (read them for metrics).
 #[derive(Debug, Default)]
@@ -99,6 +108,7 @@ impl Scheduler {
             stats: stats.clone(),
             config: config.clone(),
             waiting: VecDeque::new(),
+            last_step: Duration::ZERO,
         };
         let thread = std::thread::Builder::new()
             .name("dlm-scheduler".into())
@@ -266,6 +276,8 @@ struct Worker {
     config: SchedulerConfig,
     /// Requests received but left for a later step (over the token budget).
     waiting: VecDeque<Job>,
+    /// Duration of the previous forward.
+    last_step: Duration,
 }
 
 impl Worker {
@@ -283,7 +295,12 @@ impl Worker {
                 Err(_) => return false,
             }
         }
-        let deadline = Instant::now() + self.config.gather_wait;
+        let wait = self
+            .last_step
+            .mul_f64(self.config.gather_fraction.clamp(0.0, 1.0))
+            .min(MAX_GATHER_WAIT)
+            .max(self.config.gather_wait);
+        let deadline = Instant::now() + wait;
         loop {
             // Take whatever has arrived.
             while let Ok(job) = self.rx.try_recv() {
@@ -351,6 +368,7 @@ impl Worker {
                 })
                 .collect(),
         };
+        self.last_step = t0.elapsed();
         let s = &self.stats;
         s.busy_micros
             .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
