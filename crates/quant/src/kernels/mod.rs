@@ -24,6 +24,15 @@
 //! operations. The float kernels (F32/F16/BF16) sum in a different order per level and agree
 //! within the usual `n·ε·Σ|w·x|` bound.
 //!
+//! On CPUs with AMX-INT8, [`SimdLevel::Amx`] runs multi-row ternary calls (from
+//! [`min_tile_tokens`] rows) on tiles (`amx.rs`): the codes of 32 weight rows are unpacked one
+//! 512-column segment at a time into int8 A tiles, the activations are packed once per call into
+//! B tiles, and `TDPBUSD` accumulates 16×16 blocks, with the same integer results and float
+//! epilogues as the scalar reference. The tile code is written against a narrow interface
+//! (`tiles.rs`) with a plain-Rust emulation beside the real instructions, so every packing and
+//! epilogue detail is tested on every machine. `attn.rs` holds attention's score and value-mix
+//! loops, compiled per level the same way.
+//!
 //! `docs/benchmarks.md` has the measured speeds and what they mean for decode vs. block
 //! diffusion.
 
