@@ -158,6 +158,11 @@ def one_slot_server(start_server):
 
 def test_queue_full_is_429(one_slot_server, schemas):
     url = one_slot_server.url
+    # The clients exist (and are connected) before the slot is held: creating an httpx client
+    # takes tens of milliseconds, longer than the held stream may last.
+    clients = [httpx.Client(base_url=url, timeout=30) for _ in range(6)]
+    for cl in clients:
+        assert cl.get("/health").status_code == 200
     with httpx.Client(base_url=url, timeout=60) as c:
         # Hold the only slot with a long stream (its role chunk says it was admitted).
         with c.stream("POST", CHAT, json={"messages": OK_BODY["messages"], "max_tokens": 400, "stream": True}) as held:
@@ -167,10 +172,10 @@ def test_queue_full_is_429(one_slot_server, schemas):
             # Concurrent requests: every one is refused at once while the slot is held.
             results = []
 
-            def fire():
-                results.append(httpx.post(url + CHAT, json=OK_BODY, timeout=30))
+            def fire(cl):
+                results.append(cl.post(CHAT, json=OK_BODY))
 
-            threads = [threading.Thread(target=fire) for _ in range(6)]
+            threads = [threading.Thread(target=fire, args=(cl,)) for cl in clients]
             for t in threads:
                 t.start()
             for t in threads:
@@ -181,6 +186,8 @@ def test_queue_full_is_429(one_slot_server, schemas):
                 assert r.json()["error"]["type"] == "rate_limit_error"
                 assert r.json()["error"]["code"] == "queue_full"
             assert c.get("/health").status_code == 200
+        for cl in clients:
+            cl.close()
         # The client went away: the slot frees at the next step, and a request goes through.
         wait_for(lambda: one_slot_server.metrics()["dlm_slots_busy"] == 0, what="the held slot to free")
         r = c.post(CHAT, json=OK_BODY)
