@@ -14,7 +14,11 @@ fn main() {
         std::process::exit(1)
     });
     let (rows, logits, reps) = (num(2, 32), num(3, 8), num(4, 20));
-    match engine::block_step_cost(&model, rows, logits, 64, reps) {
+    // Inside the pool, as `dlm` and `dlm_server` run their forwards.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .build()
+        .expect("a thread pool");
+    match pool.install(|| engine::block_step_cost(&model, rows, logits, 64, reps)) {
         Ok(c) => println!(
             "{} kernels, {} threads: decode {:.2} ms, {rows}-row block step ({logits} logit rows) \
              {:.2} ms = {:.2} decode steps",
