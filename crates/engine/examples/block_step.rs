@@ -1,5 +1,6 @@
 //! Times block-diffusion steps against decode steps on a GGUF, for profiling with `perf`:
-//! `block_step MODEL.gguf [BLOCK_ROWS=32] [LOGIT_ROWS=8] [REPS=20]` (DLM_SIMD picks the kernels).
+//! `block_step MODEL.gguf [BLOCK_ROWS=32] [LOGIT_ROWS=8] [REPS=20] [CONTEXT=64]` (DLM_SIMD picks
+//! the kernels).
 use std::path::Path;
 
 fn main() {
@@ -13,15 +14,15 @@ fn main() {
         eprintln!("{}: {e}", a[1]);
         std::process::exit(1)
     });
-    let (rows, logits, reps) = (num(2, 32), num(3, 8), num(4, 20));
+    let (rows, logits, reps, context) = (num(2, 32), num(3, 8), num(4, 20), num(5, 64));
     // Inside the pool, as `dlm` and `dlm_server` run their forwards.
     let pool = rayon::ThreadPoolBuilder::new()
         .build()
         .expect("a thread pool");
-    match pool.install(|| engine::block_step_cost(&model, rows, logits, 64, reps)) {
+    match pool.install(|| engine::block_step_cost(&model, rows, logits, context, reps)) {
         Ok(c) => println!(
-            "{} kernels, {} threads: decode {:.2} ms, {rows}-row block step ({logits} logit rows) \
-             {:.2} ms = {:.2} decode steps",
+            "{} kernels, {} threads, context {context}: decode {:.2} ms, {rows}-row block step \
+             ({logits} logit rows) {:.2} ms = {:.2} decode steps",
             quant::kernels::simd_level(),
             rayon::current_num_threads(),
             c.decode_ms,

@@ -83,6 +83,9 @@ struct Segment {
     logit_rows: Vec<usize>,
 }
 
+/// Most query rows one attention task takes (see `Model::run`).
+const ATTN_ROWS: usize = 8;
+
 fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
     for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
@@ -310,12 +313,6 @@ impl Model {
         let (h, hd, nh, nkv) = (cfg.hidden, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads);
         let (qd, kvd, group) = (nh * hd, cfg.kv_dim(), cfg.group());
         let scale = 1.0 / (hd as f32).sqrt();
-        // Which segment each row belongs to.
-        let row_seg: Vec<usize> = segs
-            .iter()
-            .enumerate()
-            .flat_map(|(i, s)| std::iter::repeat_n(i, s.n))
-            .collect();
 
         let mut a = vec![0.0; n * h];
         for (li, layer) in self.weights.layers.iter().enumerate() {
@@ -347,67 +344,88 @@ impl Model {
                         (ck, cv, c.len())
                     })
                     .collect();
-                // Per row: the visible positions once, then per key/value head its group of
-                // query heads through the SIMD score and mix loops (each key read once per group).
-                o.par_chunks_mut(qd).enumerate().for_each_init(
-                    || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
-                    |(visible, keys, vals, scores), (row, orow)| {
-                        let si = row_seg[row];
-                        let s = &segs[si];
-                        let attention = items[s.item].batch.attention;
-                        let (ck, cv, cached) = caches[si];
-                        let (start, i) = (s.start, row - s.offset);
-                        let qpos = start + i;
-                        let total = cached.max(start + s.n);
-                        // (is_new, row) per visible key position: cached positions before
-                        // `start` are the prefix and always visible; the others follow the
-                        // attention rule.
-                        visible.clear();
-                        visible.extend(
-                            (0..total)
-                                .filter(|&p| p < start || attention.allows(qpos, p))
-                                .map(|p| {
-                                    if p >= start && p < start + s.n {
-                                        (true, s.offset + p - start)
-                                    } else {
-                                        (false, p)
-                                    }
-                                }),
-                        );
-                        let n_vis = visible.len();
-                        scores.resize(group * n_vis, 0.0f32);
-                        for kh in 0..nkv {
+                // Tasks of (key/value head, up to ATTN_ROWS rows of one sequence): a task reads
+                // its head's keys and values once from memory and keeps them in L2 for its rows,
+                // and a 1-row decode still spreads over the heads. Per row: the visible
+                // positions, then the head's group of query heads through the SIMD score and
+                // mix loops.
+                let tasks: Vec<(usize, usize, std::ops::Range<usize>)> = (0..nkv)
+                    .flat_map(|kh| {
+                        segs.iter().enumerate().flat_map(move |(si, s)| {
+                            (s.offset..s.offset + s.n)
+                                .step_by(ATTN_ROWS)
+                                .map(move |r| (kh, si, r..(r + ATTN_ROWS).min(s.offset + s.n)))
+                        })
+                    })
+                    .collect();
+                let gd = group * hd;
+                let outputs: Vec<Vec<f32>> = tasks
+                    .par_iter()
+                    .map_init(
+                        || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+                        |(visible, keys, vals, scores), (kh, si, rows)| {
+                            let (kh, s) = (*kh, &segs[*si]);
+                            let attention = items[s.item].batch.attention;
+                            let (ck, cv, cached) = caches[*si];
+                            let start = s.start;
+                            let total = cached.max(start + s.n);
                             let head = kh * hd..(kh + 1) * hd;
                             let at = |r: usize| r * kvd + head.start..r * kvd + head.end;
-                            keys.clear();
-                            vals.clear();
-                            for &(new, r) in visible.iter() {
-                                if new {
-                                    keys.push(&k[at(r)]);
-                                    vals.push(&v[at(r)]);
-                                } else {
-                                    keys.push(&ck[at(r)]);
-                                    vals.push(&cv[at(r)]);
+                            let mut out = vec![0.0f32; rows.len() * gd];
+                            for (row, orow) in rows.clone().zip(out.chunks_exact_mut(gd)) {
+                                let qpos = start + row - s.offset;
+                                // (is_new, row) per visible key position: cached positions
+                                // before `start` are the prefix and always visible; the others
+                                // follow the attention rule.
+                                visible.clear();
+                                visible.extend(
+                                    (0..total)
+                                        .filter(|&p| p < start || attention.allows(qpos, p))
+                                        .map(|p| {
+                                            if p >= start && p < start + s.n {
+                                                (true, s.offset + p - start)
+                                            } else {
+                                                (false, p)
+                                            }
+                                        }),
+                                );
+                                let n_vis = visible.len();
+                                scores.resize(group * n_vis, 0.0f32);
+                                keys.clear();
+                                vals.clear();
+                                for &(new, r) in visible.iter() {
+                                    if new {
+                                        keys.push(&k[at(r)]);
+                                        vals.push(&v[at(r)]);
+                                    } else {
+                                        keys.push(&ck[at(r)]);
+                                        vals.push(&cv[at(r)]);
+                                    }
                                 }
+                                let qg = &q[row * qd + kh * gd..row * qd + (kh + 1) * gd];
+                                attn_scores(qg, keys, scale, scores);
+                                for sc in scores.chunks_exact_mut(n_vis.max(1)) {
+                                    let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                                    let mut total = 0.0;
+                                    for x in sc.iter_mut() {
+                                        *x = (*x - max).exp();
+                                        total += *x;
+                                    }
+                                    for x in sc.iter_mut() {
+                                        *x /= total;
+                                    }
+                                }
+                                attn_mix(scores, vals, orow);
                             }
-                            let heads = kh * group * hd..(kh + 1) * group * hd;
-                            let qg = &q[row * qd + heads.start..row * qd + heads.end];
-                            attn_scores(qg, keys, scale, scores);
-                            for sc in scores.chunks_exact_mut(n_vis.max(1)) {
-                                let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                                let mut total = 0.0;
-                                for x in sc.iter_mut() {
-                                    *x = (*x - max).exp();
-                                    total += *x;
-                                }
-                                for x in sc.iter_mut() {
-                                    *x /= total;
-                                }
-                            }
-                            attn_mix(scores, vals, &mut orow[heads]);
-                        }
-                    },
-                );
+                            out
+                        },
+                    )
+                    .collect();
+                for ((kh, _, rows), out) in tasks.iter().zip(&outputs) {
+                    for (row, src) in rows.clone().zip(out.chunks_exact(gd)) {
+                        o[row * qd + kh * gd..row * qd + (kh + 1) * gd].copy_from_slice(src);
+                    }
+                }
             }
             for s in segs {
                 let item = &mut items[s.item];

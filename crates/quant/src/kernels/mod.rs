@@ -136,6 +136,7 @@ impl<'a> QMatrix<'a> {
     }
 
     /// Bytes of one row's codes (for I2_S, without the tensor's 32-byte tail).
+    #[inline]
     pub(crate) fn row_bytes(&self) -> usize {
         match self.ty {
             GgmlType::I2_S => self.cols / 4,
@@ -147,6 +148,7 @@ impl<'a> QMatrix<'a> {
     }
 
     /// Row `r`'s bytes.
+    #[inline]
     pub(crate) fn row(&self, r: usize) -> &'a [u8] {
         let n = self.row_bytes();
         &self.data[r * n..(r + 1) * n]
