@@ -83,8 +83,95 @@ struct Segment {
     logit_rows: Vec<usize>,
 }
 
-/// Most query rows one attention task takes (see `Model::run`).
+/// Most query rows one single-head attention task takes (see `Model::run`).
 const ATTN_ROWS: usize = 8;
+
+/// Keys and values (f32) of all heads beyond which attention tasks take one head each.
+const ATTN_L2_BYTES: usize = 1 << 20;
+
+/// Keys and values one row attends to: this call's (`new`, rows of the batch) and the
+/// sequence's cache (`cached`, by position), with (head dim, key/value width, query heads per
+/// key/value head) and the score scale.
+struct AttnKv<'a> {
+    new: (&'a [f32], &'a [f32]),
+    cached: (&'a [f32], &'a [f32]),
+    dims: (usize, usize, usize),
+    scale: f32,
+}
+
+/// Per-thread buffers of [`attend_row`].
+#[derive(Default)]
+struct AttnScratch<'a> {
+    keys: Vec<&'a [f32]>,
+    vals: Vec<&'a [f32]>,
+    scores: Vec<f32>,
+}
+
+/// `(is_new, row)` of every position batch row `row` of segment `s` sees: cached positions
+/// before the segment's start are the prefix and always visible; the others follow the
+/// attention rule. New positions are rows of this call, the others cache positions.
+fn visible_positions(
+    attention: Attention,
+    s: &Segment,
+    row: usize,
+    total: usize,
+    out: &mut Vec<(bool, usize)>,
+) {
+    let (start, qpos) = (s.start, s.start + row - s.offset);
+    out.clear();
+    out.extend(
+        (0..total)
+            .filter(|&p| p < start || attention.allows(qpos, p))
+            .map(|p| {
+                if p >= start && p < start + s.n {
+                    (true, s.offset + p - start)
+                } else {
+                    (false, p)
+                }
+            }),
+    );
+}
+
+/// One query row's attention output for the key/value heads `heads` (`out`: their query
+/// heads' outputs, consecutive): per head, the scores of its group of query heads against the
+/// visible keys, a softmax, and the weighted sum of the values.
+fn attend_row<'a>(
+    q_row: &[f32],
+    heads: std::ops::Range<usize>,
+    visible: &[(bool, usize)],
+    kv: &AttnKv<'a>,
+    scratch: &mut AttnScratch<'a>,
+    out: &mut [f32],
+) {
+    let (hd, kvd, group) = kv.dims;
+    let gd = group * hd;
+    let n_vis = visible.len();
+    let AttnScratch { keys, vals, scores } = scratch;
+    scores.resize(group * n_vis, 0.0);
+    for (kh, ohead) in heads.zip(out.chunks_exact_mut(gd)) {
+        let at = |r: usize| r * kvd + kh * hd..r * kvd + (kh + 1) * hd;
+        keys.clear();
+        vals.clear();
+        for &(new, r) in visible {
+            let (ks, vs) = if new { kv.new } else { kv.cached };
+            keys.push(&ks[at(r)]);
+            vals.push(&vs[at(r)]);
+        }
+        attn_scores(&q_row[kh * gd..(kh + 1) * gd], keys, kv.scale, scores);
+        for sc in scores.chunks_exact_mut(n_vis.max(1)) {
+            let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let mut total = 0.0;
+            for x in sc.iter_mut() {
+                *x = (*x - max).exp();
+                total += *x;
+            }
+            for x in sc.iter_mut() {
+                *x /= total;
+            }
+        }
+        attn_mix(scores, vals, ohead);
+    }
+}
 
 fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
@@ -313,6 +400,12 @@ impl Model {
         let (h, hd, nh, nkv) = (cfg.hidden, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads);
         let (qd, kvd, group) = (nh * hd, cfg.kv_dim(), cfg.group());
         let scale = 1.0 / (hd as f32).sqrt();
+        // Which segment each row belongs to.
+        let row_seg: Vec<usize> = segs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| std::iter::repeat_n(i, s.n))
+            .collect();
 
         let mut a = vec![0.0; n * h];
         for (li, layer) in self.weights.layers.iter().enumerate() {
@@ -344,87 +437,74 @@ impl Model {
                         (ck, cv, c.len())
                     })
                     .collect();
-                // Tasks of (key/value head, up to ATTN_ROWS rows of one sequence): a task reads
-                // its head's keys and values once from memory and keeps them in L2 for its rows,
-                // and a 1-row decode still spreads over the heads. Per row: the visible
-                // positions, then the head's group of query heads through the SIMD score and
-                // mix loops.
-                let tasks: Vec<(usize, usize, std::ops::Range<usize>)> = (0..nkv)
-                    .flat_map(|kh| {
-                        segs.iter().enumerate().flat_map(move |(si, s)| {
-                            (s.offset..s.offset + s.n)
-                                .step_by(ATTN_ROWS)
-                                .map(move |r| (kh, si, r..(r + ATTN_ROWS).min(s.offset + s.n)))
-                        })
-                    })
-                    .collect();
+                // Each query row attends over its sequence's visible positions. When the
+                // visible keys and values of all heads outgrow L2 (long contexts), or for a
+                // 1-row decode with enough of them, the work is cut into tasks of one key/value
+                // head × up to ATTN_ROWS rows, so a task reads its head's keys and values once
+                // and keeps them in L2 for its rows, and a decode spreads over the heads;
+                // otherwise into rows with every head (the visible positions listed once per
+                // row, written straight into `o`).
+                let longest = segs
+                    .iter()
+                    .zip(&caches)
+                    .map(|(s, c)| c.2.max(s.start + s.n))
+                    .max()
+                    .unwrap_or(0);
+                let kv_bytes = longest * kvd * 8;
+                let split_heads = kv_bytes > ATTN_L2_BYTES || (n == 1 && kv_bytes > 1 << 16);
                 let gd = group * hd;
-                let outputs: Vec<Vec<f32>> = tasks
-                    .par_iter()
-                    .map_init(
-                        || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
-                        |(visible, keys, vals, scores), (kh, si, rows)| {
-                            let (kh, s) = (*kh, &segs[*si]);
-                            let attention = items[s.item].batch.attention;
-                            let (ck, cv, cached) = caches[*si];
-                            let start = s.start;
-                            let total = cached.max(start + s.n);
-                            let head = kh * hd..(kh + 1) * hd;
-                            let at = |r: usize| r * kvd + head.start..r * kvd + head.end;
-                            let mut out = vec![0.0f32; rows.len() * gd];
-                            for (row, orow) in rows.clone().zip(out.chunks_exact_mut(gd)) {
-                                let qpos = start + row - s.offset;
-                                // (is_new, row) per visible key position: cached positions
-                                // before `start` are the prefix and always visible; the others
-                                // follow the attention rule.
-                                visible.clear();
-                                visible.extend(
-                                    (0..total)
-                                        .filter(|&p| p < start || attention.allows(qpos, p))
-                                        .map(|p| {
-                                            if p >= start && p < start + s.n {
-                                                (true, s.offset + p - start)
-                                            } else {
-                                                (false, p)
-                                            }
-                                        }),
-                                );
-                                let n_vis = visible.len();
-                                scores.resize(group * n_vis, 0.0f32);
-                                keys.clear();
-                                vals.clear();
-                                for &(new, r) in visible.iter() {
-                                    if new {
-                                        keys.push(&k[at(r)]);
-                                        vals.push(&v[at(r)]);
-                                    } else {
-                                        keys.push(&ck[at(r)]);
-                                        vals.push(&cv[at(r)]);
-                                    }
+                let kv_of = |si: usize| AttnKv {
+                    new: (&k, &v),
+                    cached: (caches[si].0, caches[si].1),
+                    dims: (hd, kvd, group),
+                    scale,
+                };
+                let visible_of = |si: usize, row: usize, out: &mut Vec<(bool, usize)>| {
+                    let s = &segs[si];
+                    let total = caches[si].2.max(s.start + s.n);
+                    visible_positions(items[s.item].batch.attention, s, row, total, out);
+                };
+                if split_heads {
+                    let tasks: Vec<(usize, usize, std::ops::Range<usize>)> = (0..nkv)
+                        .flat_map(|kh| {
+                            segs.iter().enumerate().flat_map(move |(si, s)| {
+                                (s.offset..s.offset + s.n)
+                                    .step_by(ATTN_ROWS)
+                                    .map(move |r| (kh, si, r..(r + ATTN_ROWS).min(s.offset + s.n)))
+                            })
+                        })
+                        .collect();
+                    let outputs: Vec<Vec<f32>> = tasks
+                        .par_iter()
+                        .map_init(
+                            || (Vec::new(), AttnScratch::default()),
+                            |(visible, scratch), (kh, si, rows)| {
+                                let kv = kv_of(*si);
+                                let mut out = vec![0.0f32; rows.len() * gd];
+                                for (row, orow) in rows.clone().zip(out.chunks_exact_mut(gd)) {
+                                    visible_of(*si, row, visible);
+                                    let q_row = &q[row * qd..(row + 1) * qd];
+                                    attend_row(q_row, *kh..kh + 1, visible, &kv, scratch, orow);
                                 }
-                                let qg = &q[row * qd + kh * gd..row * qd + (kh + 1) * gd];
-                                attn_scores(qg, keys, scale, scores);
-                                for sc in scores.chunks_exact_mut(n_vis.max(1)) {
-                                    let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                                    let mut total = 0.0;
-                                    for x in sc.iter_mut() {
-                                        *x = (*x - max).exp();
-                                        total += *x;
-                                    }
-                                    for x in sc.iter_mut() {
-                                        *x /= total;
-                                    }
-                                }
-                                attn_mix(scores, vals, orow);
-                            }
-                            out
-                        },
-                    )
-                    .collect();
-                for ((kh, _, rows), out) in tasks.iter().zip(&outputs) {
-                    for (row, src) in rows.clone().zip(out.chunks_exact(gd)) {
-                        o[row * qd + kh * gd..row * qd + (kh + 1) * gd].copy_from_slice(src);
+                                out
+                            },
+                        )
+                        .collect();
+                    for ((kh, _, rows), out) in tasks.iter().zip(&outputs) {
+                        for (row, src) in rows.clone().zip(out.chunks_exact(gd)) {
+                            o[row * qd + kh * gd..row * qd + (kh + 1) * gd].copy_from_slice(src);
+                        }
                     }
+                } else {
+                    o.par_chunks_mut(qd).enumerate().for_each_init(
+                        || (Vec::new(), AttnScratch::default()),
+                        |(visible, scratch), (row, orow)| {
+                            let si = row_seg[row];
+                            visible_of(si, row, visible);
+                            let q_row = &q[row * qd..(row + 1) * qd];
+                            attend_row(q_row, 0..nkv, visible, &kv_of(si), scratch, orow);
+                        },
+                    );
                 }
             }
             for s in segs {

@@ -199,6 +199,65 @@ fn greedy_decoding_with_the_kv_cache_matches_the_reference_for_32_tokens() {
     }
 }
 
+/// Contexts long enough that attention is split into one-head tasks (over 1 MiB of keys and
+/// values for a multi-row forward; over 64 KiB for a 1-row decode) still match the reference:
+/// a 1100-token prompt in one causal forward, then four decode steps.
+#[test]
+fn long_context_attention_matches_the_reference() {
+    if !python_available() {
+        return;
+    }
+    for family in [TinyFamily::Llama, TinyFamily::Qwen2] {
+        let f = fixture(family, OutType::F32);
+        let model = Model::load(&f.gguf).unwrap();
+        let kv_bytes = 1100 * model.config.kv_dim() * 8;
+        assert!(
+            kv_bytes > 1 << 20,
+            "the prompt must exceed the split threshold"
+        );
+        let tokens: Vec<u32> = (0..1104u32).map(|i| 1 + (i * 37) % 380).collect();
+        let want = reference_logits(&f.ckpt, &tokens, "causal");
+        let vocab = model.config.vocab;
+        let mut cache = model.new_cache(tokens.len());
+        let got = model
+            .forward(
+                &mut cache,
+                &Batch {
+                    tokens: &tokens[..1100],
+                    attention: Attention::Causal,
+                    commit: true,
+                    logits: Logits::Rows(vec![0, 550, 1099]),
+                },
+            )
+            .unwrap();
+        for (k, pos) in [0, 550, 1099].into_iter().enumerate() {
+            let e = rel_err(&got[k * vocab..(k + 1) * vocab], &want[pos]);
+            assert!(
+                e < 1e-4,
+                "{family:?} prompt position {pos}: relative error {e}"
+            );
+        }
+        for pos in 1100..1104 {
+            let got = model
+                .forward(
+                    &mut cache,
+                    &Batch {
+                        tokens: &tokens[pos..pos + 1],
+                        attention: Attention::Causal,
+                        commit: true,
+                        logits: Logits::Last,
+                    },
+                )
+                .unwrap();
+            let e = rel_err(&got, &want[pos]);
+            assert!(
+                e < 1e-4,
+                "{family:?} decode position {pos}: relative error {e}"
+            );
+        }
+    }
+}
+
 #[test]
 fn block_causal_attention_matches_a_directly_masked_computation() {
     if !python_available() {
