@@ -411,6 +411,8 @@ fn float_tile<const K: u8, const T: usize>(
     let xs: [&[f32]; T] = token_rows(|t| &x[t * cols..(t + 1) * cols], t0);
     let n8 = cols / 8 * 8;
     let wbytes = if K == F32_W { 4 } else { 2 };
+    // The same row of the next group (rows are contiguous), one cache line per 64 bytes.
+    let ahead = R * cols * wbytes;
     for (r, n, wr) in row_groups::<R>(w, rows) {
         for w in &wr {
             assert_eq!(w.len(), cols * wbytes);
@@ -418,6 +420,11 @@ fn float_tile<const K: u8, const T: usize>(
         let mut acc = [[_mm256_setzero_ps(); T]; R];
         let mut i = 0;
         while i < n8 {
+            if (i * wbytes).is_multiple_of(64) {
+                for k in 0..R {
+                    prefetch(wr[k].as_ptr(), i * wbytes + ahead);
+                }
+            }
             // SAFETY: i + 8 ≤ cols; the rows (asserted) and the token rows hold `cols` values.
             unsafe {
                 let xv: [__m256; T] =
