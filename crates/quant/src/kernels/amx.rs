@@ -679,7 +679,14 @@ impl Group<'_, '_> {
                 *v = y[i * n_tokens + t];
             }
             // SAFETY: this task owns rows `rows`.
-            unsafe { out.set_rows(t, self.r0, &col[..self.live]) };
+            unsafe {
+                if self.live == GROUP_ROWS {
+                    // A whole group: a copy of constant length (vector moves, no memcpy call).
+                    out.set_rows(t, self.r0, &col);
+                } else {
+                    out.set_rows(t, self.r0, &col[..self.live]);
+                }
+            }
         }
     }
 }

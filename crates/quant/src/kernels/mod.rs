@@ -497,7 +497,7 @@ impl<'a> Out<'a> {
     ///
     /// # Safety
     /// As [`Out::set`], for every element written.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn set_rows(&self, t: usize, r0: usize, vals: &[f32]) {
         assert!(
             t < self.n_tokens && r0 + vals.len() <= self.rows,
