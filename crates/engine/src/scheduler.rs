@@ -295,9 +295,15 @@ impl Worker {
                 Err(_) => return false,
             }
         }
+        let fraction = self.config.gather_fraction;
+        let fraction = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let wait = self
             .last_step
-            .mul_f64(self.config.gather_fraction.clamp(0.0, 1.0))
+            .mul_f64(fraction)
             .min(MAX_GATHER_WAIT)
             .max(self.config.gather_wait);
         let deadline = Instant::now() + wait;
