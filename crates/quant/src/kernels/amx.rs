@@ -565,9 +565,9 @@ fn run_steps<T: Tiles>(
         // next loads overlap the remaining products (tiles are not renamed).
         for s in steps {
             tiles.load::<4>(at(s, 0), 64);
-            tiles.load::<6>(packed.tile(2 * p, s0 + s), 64);
+            tiles.load_streamed::<6>(packed.tile(2 * p, s0 + s), 64);
             tiles.dpbusd::<0, 4, 6>();
-            tiles.load::<7>(packed.tile(2 * p + 1, s0 + s), 64);
+            tiles.load_streamed::<7>(packed.tile(2 * p + 1, s0 + s), 64);
             tiles.dpbusd::<1, 4, 7>();
             tiles.load::<5>(at(s, 1), 64);
             tiles.dpbusd::<2, 5, 6>();
@@ -580,13 +580,13 @@ fn run_steps<T: Tiles>(
         let mut steps = steps;
         while let Some(s) = steps.next() {
             tiles.load::<4>(at(s, 0), 64);
-            tiles.load::<6>(packed.tile(2 * p, s0 + s), 64);
+            tiles.load_streamed::<6>(packed.tile(2 * p, s0 + s), 64);
             tiles.load::<5>(at(s, 1), 64);
             tiles.dpbusd::<0, 4, 6>();
             tiles.dpbusd::<2, 5, 6>();
             if let Some(s) = steps.next() {
                 tiles.load::<7>(at(s, 0), 64);
-                tiles.load::<3>(packed.tile(2 * p, s0 + s), 64);
+                tiles.load_streamed::<3>(packed.tile(2 * p, s0 + s), 64);
                 tiles.load::<1>(at(s, 1), 64);
                 tiles.dpbusd::<0, 7, 3>();
                 tiles.dpbusd::<2, 1, 3>();

@@ -85,6 +85,11 @@ pub(crate) trait Tiles {
     /// # Panics
     /// If `stride < 64` or `src` is shorter than `15·stride + 64` bytes.
     fn load<const T: u8>(&mut self, src: &[u8], stride: usize);
+    /// [`Tiles::load`] with a hint that the data is read once from here and need not stay in L1
+    /// (`TILELOADDT1`); the same result.
+    fn load_streamed<const T: u8>(&mut self, src: &[u8], stride: usize) {
+        self.load::<T>(src, stride)
+    }
     /// The i32 tile `T` into `dst` (`TILESTORED`, stride 64).
     fn store_i32<const T: u8>(&mut self, dst: &mut [i32; TILE_BYTES / 4]);
     /// Tile `T` = the i32 tile in `src` (`TILELOADD` of an accumulator saved by `store_i32`).
@@ -366,6 +371,21 @@ mod hw {
                     // SAFETY: see above; `check_strided` bounds the 16 rows at `stride`.
                     unsafe {
                         asm!(concat!("tileloadd ", $r, ", [{p} + {s}*1]"),
+                            p = in(reg) src.as_ptr(), s = in(reg) stride,
+                            options(nostack, readonly))
+                    }
+                };
+            }
+            on_tile!(T, l)
+        }
+
+        fn load_streamed<const T: u8>(&mut self, src: &[u8], stride: usize) {
+            super::check_strided(src, stride);
+            macro_rules! l {
+                ($r:literal) => {
+                    // SAFETY: see above; `check_strided` bounds the 16 rows at `stride`.
+                    unsafe {
+                        asm!(concat!("tileloaddt1 ", $r, ", [{p} + {s}*1]"),
                             p = in(reg) src.as_ptr(), s = in(reg) stride,
                             options(nostack, readonly))
                     }
