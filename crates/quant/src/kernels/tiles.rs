@@ -490,8 +490,8 @@ mod tests {
         t.load_i32::<3>(&sevens);
         t.load::<4>(a, 64);
         t.load::<5>(&a2, 64);
-        t.load::<6>(b, 64);
-        t.load::<7>(&b2, 64);
+        t.load_streamed::<6>(b, 64);
+        t.load_streamed::<7>(&b2, 64);
         t.dpbusd::<0, 4, 6>();
         t.dpbusd::<1, 4, 7>();
         t.dpbusd::<2, 5, 6>();
