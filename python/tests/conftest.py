@@ -73,11 +73,15 @@ def _kill_leftovers() -> None:
 class ServerProcess:
     """One `dlm_server` child process."""
 
-    def __init__(self, name: str, binary: Path, args: List[str], env: Optional[Dict[str, str]] = None):
+    def __init__(
+        self, name: str, binary: Path, args: List[str], env: Optional[Dict[str, str]] = None,
+        listen_port: int = 0,
+    ):
         self.name = name
         self.binary = binary
         self.args = args
         self.env = env
+        self.listen_port = listen_port  # 0: the kernel picks (a restart passes the old port)
         self.lines: List[str] = []
         self.port: Optional[int] = None
         self._port_found = threading.Event()
@@ -112,7 +116,7 @@ class ServerProcess:
         env = dict(os.environ, RUST_LOG="info", NO_COLOR="1")
         env.pop("DLM_API_KEY", None)
         env.update(self.env or {})
-        cmd = [str(self.binary), *self.args, "--host", "127.0.0.1", "--port", "0"]
+        cmd = [str(self.binary), *self.args, "--host", "127.0.0.1", "--port", str(self.listen_port)]
         self.proc = subprocess.Popen(
             cmd,
             cwd=REPO,
