@@ -394,6 +394,8 @@ def test_replica_killed_behind_nginx(server_bin, tmp_path):
         # nginx's own record: which replica(s) each chat request went to.
         access = [l for l in nginx.access_log.read_text().splitlines() if f"POST {CHAT}" in l]
         retried = [l for l in access if re.search(r"upstream=\S+, ", l)]
+        health_log = [l for l in nginx.access_log.read_text().splitlines() if "GET /health" in l]
+        health_retried = [l for l in health_log if re.search(r"upstream=\S+, ", l)]
         errors_log = nginx.error_log.read_text(errors="replace")
         refused = errors_log.count("(111: Connection refused)")
         cut = errors_log.count("upstream prematurely closed")
@@ -429,6 +431,7 @@ def test_replica_killed_behind_nginx(server_bin, tmp_path):
             "nginx_connection_refused": refused,
             "nginx_upstream_cut": cut,
             "health_checks": len(health),
+            "health_checks_retried_by_nginx": len(health_retried),
             "restarted_replica_back_after_s": round(back_after_s, 2),
             "restarted_replica_requests": int(restarted.metrics().get(REQUESTS_OK, 0)),
             "survivor_requests": int(survivor.metrics().get(REQUESTS_OK, 0)),
