@@ -746,7 +746,10 @@ mod tests {
         // The count drops when the connection's task ends, just after the socket closes.
         let t0 = Instant::now();
         while srv.counters.open.load(Ordering::SeqCst) != 0 {
-            assert!(t0.elapsed() < Duration::from_secs(2), "a connection stays counted");
+            assert!(
+                t0.elapsed() < Duration::from_secs(2),
+                "a connection stays counted"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
