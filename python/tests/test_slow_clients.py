@@ -240,14 +240,30 @@ def capped_server(start_server, fd_room):
     return start_server("capped", "--max-connections", "20", "--idle-timeout", "30")
 
 
+def _hold(port: int) -> socket.socket:
+    """A connection the server serves (its `/health` answered 200 on it), then kept silent."""
+    for _ in range(100):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        got = b""
+        while b"\r\n\r\n" not in got or not got.rstrip().endswith(b"}"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        if got.startswith(b"HTTP/1.1 200"):
+            return s
+        # Refused: a connection the client just closed was still counted. Try again.
+        s.close()
+        time.sleep(0.05)
+    raise AssertionError("could not open a served connection")
+
+
 def test_connection_cap_refuses_clearly(capped_server, schemas):
     url, port = capped_server.url, capped_server.port
-    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(19)]
+    held = []
     try:
-        # Accepted in order: once this request is served, the 19 before it are open too.
-        wait_for(lambda: capped_server.metrics()["dlm_connections_open"] == 20, timeout=10, what="19 + 1 open")
-        held.append(socket.create_connection(("127.0.0.1", port), timeout=10))  # the 20th: at the cap
-        refused = []
+        held = [_hold(port) for _ in range(20)]  # at the cap
         for path in ("/health", "/v1/models"):
             r = httpx.get(url + path, timeout=10)
             assert r.status_code == 503, (path, r.text)
@@ -255,18 +271,20 @@ def test_connection_cap_refuses_clearly(capped_server, schemas):
             schemas.validate("ErrorResponse", r.json())
             assert r.json()["error"]["code"] == "too_many_connections"
             assert "--max-connections" in r.json()["error"]["message"]
-            refused.append(r)
         # A POST with a body gets the same answer, not a reset.
         r = httpx.post(url + CHAT, json=NORMAL, timeout=10)
         assert r.status_code == 503 and r.json()["error"]["code"] == "too_many_connections"
+        # The held connections are still served.
+        held[0].sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert held[0].recv(4096).startswith(b"HTTP/1.1 200")
         # Free five: new connections are served again.
         for s in held[:5]:
             s.close()
         del held[:5]
         wait_for(lambda: _get_status(url + "/health") == 200, timeout=10, what="a free connection")
-        m = capped_server.metrics()
+        m = wait_for(lambda: (lambda m: m if m["dlm_connections_open"] == 16 else None)(capped_server.metrics()),
+                     timeout=10, what="15 held + this request open")
         assert m["dlm_connections_refused_total"] >= 3
-        assert m["dlm_connections_open"] == 16  # 15 held + this request
         r = httpx.post(url + CHAT, json=NORMAL, timeout=60)
         assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] in ("stop", "length")
     finally:
