@@ -67,6 +67,8 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// Raises the soft `RLIMIT_NOFILE` towards the hard limit (at most 1 Mi) and returns the soft
 /// limit then in force, or `None` where it cannot be read.
+// `rlim_t` is u64 on Linux but not on every unix: the casts are needed there.
+#[allow(clippy::unnecessary_cast)]
 pub fn raise_open_file_limit() -> Option<u64> {
     #[cfg(unix)]
     {
