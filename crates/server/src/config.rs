@@ -1,6 +1,7 @@
 //! The server's command line: the seed's `dlm_server` flags plus limits and auth.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The bundled default model, relative to the repository root.
 pub const DEFAULT_MODEL: &str = "models/stories260K-dlm.gguf";
@@ -84,6 +85,9 @@ impl DecodeArgs {
     }
 }
 
+/// The longest `--header-timeout`, `--body-timeout` or `--idle-timeout` accepted (one day).
+pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+
 /// `dlm_server` / `dlm serve` flags.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServeArgs {
@@ -120,12 +124,40 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
+    /// Seconds a client has to send a request's headers, counted from their first byte; a
+    /// slower client's connection is closed.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub header_timeout: f64,
+    /// Seconds a client has to send a request's body once its headers are in; a slower one is
+    /// answered 408 (`request_timeout`) and its connection closed.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub body_timeout: f64,
+    /// Seconds a connection may stay open with no request in progress (before its first
+    /// request or between keep-alive requests) before the server closes it.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub idle_timeout: f64,
+    /// Open connections served at once; a connection beyond it is answered 503
+    /// (`too_many_connections`) and closed [default: 4096, fewer if the open-file limit
+    /// (`ulimit -n`, raised to its hard limit at startup) leaves less room].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
     /// Skip the startup measurement of what a block-diffusion step costs in decode steps.
     #[arg(long)]
     pub no_speed_probe: bool,
 }
 
 impl ServeArgs {
+    /// The connection limits; `nofile` is the open-file limit the cap must fit in (see
+    /// [`crate::conn::raise_open_file_limit`]). Call after [`ServeArgs::validate`].
+    pub fn conn_limits(&self, nofile: Option<u64>) -> Result<crate::conn::ConnLimits, String> {
+        Ok(crate::conn::ConnLimits {
+            header_timeout: Duration::from_secs_f64(self.header_timeout),
+            body_timeout: Duration::from_secs_f64(self.body_timeout),
+            idle_timeout: Duration::from_secs_f64(self.idle_timeout),
+            max_connections: crate::conn::connection_cap(self.max_connections, nofile)?,
+        })
+    }
+
     /// The model file to load.
     pub fn model_path(&self) -> PathBuf {
         self.model.clone().unwrap_or_else(default_model_path)
@@ -145,6 +177,20 @@ impl ServeArgs {
         }
         if self.ctx_size == Some(0) {
             return Err("--ctx-size must be positive".into());
+        }
+        for (flag, secs) in [
+            ("--header-timeout", self.header_timeout),
+            ("--body-timeout", self.body_timeout),
+            ("--idle-timeout", self.idle_timeout),
+        ] {
+            if !(secs > 0.0 && secs <= MAX_TIMEOUT_SECS) {
+                return Err(format!(
+                    "{flag} must be in (0, {MAX_TIMEOUT_SECS}] seconds, got {secs}"
+                ));
+            }
+        }
+        if self.max_connections == Some(0) {
+            return Err("--max-connections must be at least 1".into());
         }
         if self.api_key.as_deref() == Some("") {
             return Err("--api-key / DLM_API_KEY is empty".into());

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod metrics;
 pub mod routes;

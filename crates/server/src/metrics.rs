@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A histogram with fixed upper bounds.
 pub struct Histogram {
@@ -58,8 +58,29 @@ const SECONDS: &[f64] = &[
 ];
 const PER_FORWARD: &[f64] = &[1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0];
 
+/// Connection counts, kept by the accept loop ([`crate::conn`]).
+#[derive(Default)]
+pub struct ConnCounters {
+    /// Connections open now (served, not counting ones being refused).
+    pub open: AtomicU64,
+    /// The cap on open connections (`--max-connections`).
+    pub max: AtomicU64,
+    /// Connections accepted and served.
+    pub accepted: AtomicU64,
+    /// Connections refused with 503 because the cap was reached.
+    pub refused: AtomicU64,
+    /// Connections closed because a request head did not arrive within `--header-timeout`.
+    pub header_timeouts: AtomicU64,
+    /// Requests answered 408 because their body did not arrive within `--body-timeout`.
+    pub body_timeouts: AtomicU64,
+    /// Connections closed after `--idle-timeout` with no request in progress.
+    pub idle_timeouts: AtomicU64,
+}
+
 /// The server's metrics.
 pub struct Metrics {
+    /// Connection counts, shared with the accept loop.
+    pub conns: Arc<ConnCounters>,
     /// Finished HTTP requests by route and status.
     requests: Mutex<Vec<(String, u16, u64)>>,
     /// Prompt tokens of finished generations.
@@ -87,6 +108,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
+            conns: Arc::new(ConnCounters::default()),
             requests: Mutex::new(Vec::new()),
             prompt_tokens: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
@@ -236,6 +258,46 @@ impl Metrics {
             "1 once the model is loaded.",
             if snap.ready { 1.0 } else { 0.0 },
         );
+        let c = &self.conns;
+        gauge(
+            &mut out,
+            "dlm_connections_open",
+            "HTTP connections open now.",
+            load(&c.open),
+        );
+        gauge(
+            &mut out,
+            "dlm_connections_max",
+            "Open connections allowed (--max-connections).",
+            load(&c.max),
+        );
+        counter(
+            &mut out,
+            "dlm_connections_accepted_total",
+            "HTTP connections accepted and served.",
+            load(&c.accepted),
+        );
+        counter(
+            &mut out,
+            "dlm_connections_refused_total",
+            "Connections refused with 503 because --max-connections were open.",
+            load(&c.refused),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP dlm_connections_timed_out_total Connections ended by a timeout: header (--header-timeout), body (--body-timeout, answered 408), idle (--idle-timeout).\n# TYPE dlm_connections_timed_out_total counter"
+        );
+        for (reason, v) in [
+            ("header", &c.header_timeouts),
+            ("body", &c.body_timeouts),
+            ("idle", &c.idle_timeouts),
+        ] {
+            let _ = writeln!(
+                out,
+                "dlm_connections_timed_out_total{{reason=\"{reason}\"}} {}",
+                load(v)
+            );
+        }
         self.latency.render(
             &mut out,
             "dlm_request_duration_seconds",

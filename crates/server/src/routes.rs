@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::api;
 use crate::config::ServeArgs;
+use crate::conn;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Snapshot};
 use crate::runner::{CancelOnDrop, Event, Plan, Runner};
@@ -298,7 +299,14 @@ async fn model(
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         let status = e.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
+        if conn::is_body_timeout(&e) {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "request_timeout",
+                format!("{e}; send the body faster or raise the server's --body-timeout"),
+            )
+        } else if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 status,
                 "invalid_request_error",
@@ -724,6 +732,8 @@ pub fn serve(args: ServeArgs, threads: Option<usize>) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let nofile = conn::raise_open_file_limit();
+    let limits = args.conn_limits(nofile)?;
     rt.block_on(async move {
         let addr = format!("{}:{}", args.host, args.port);
         let listener = tokio::net::TcpListener::bind(&addr)
@@ -735,6 +745,13 @@ pub fn serve(args: ServeArgs, threads: Option<usize>) -> Result<(), String> {
         let state = AppState::new(&args);
         let app = router(state.clone(), args.max_body_bytes);
         tracing::info!("listening on http://{local} (loading the model)");
+        tracing::info!(
+            "connections: at most {} open, header timeout {} s, body timeout {} s, idle timeout {} s",
+            limits.max_connections,
+            limits.header_timeout.as_secs_f64(),
+            limits.body_timeout.as_secs_f64(),
+            limits.idle_timeout.as_secs_f64()
+        );
         let (fail_tx, mut fail_rx) = mpsc::channel::<String>(1);
         let loader_state = state.clone();
         let load_args = args.clone();
@@ -764,11 +781,17 @@ pub fn serve(args: ServeArgs, threads: Option<usize>) -> Result<(), String> {
             }
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Option<String>>();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let reason = shutdown.await;
-            let _ = stop_tx.send(reason);
-        });
-        server.await.map_err(|e| format!("server error: {e}"))?;
+        conn::serve_connections(
+            listener,
+            app,
+            limits,
+            state.metrics.conns.clone(),
+            async move {
+                let reason = shutdown.await;
+                let _ = stop_tx.send(reason);
+            },
+        )
+        .await;
         match stop_rx.await {
             Ok(Some(load_error)) => Err(load_error),
             _ => Ok(()),
