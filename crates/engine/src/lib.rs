@@ -86,8 +86,7 @@ pub struct Generation {
 /// out), and sampling handles it. One branch-free pass (it vectorizes), a small cost beside the
 /// forward that made the logits.
 fn check_logits(logits: &[f32], rows: usize) -> Result<(), EngineError> {
-    // `!(x < ∞)` is true exactly for NaN and +∞.
-    let bad = |x: &f32| !(*x < f32::INFINITY);
+    let bad = |x: &f32| x.is_nan() | (*x == f32::INFINITY);
     if !logits.iter().fold(false, |any, x| any | bad(x)) {
         return Ok(());
     }

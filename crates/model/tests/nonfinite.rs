@@ -17,13 +17,12 @@ fn tiny_i2s() -> GgufFile {
     GgufFile::open(&path).unwrap()
 }
 
+/// A change to one tensor's bytes: its name and the edit.
+type Patch<'a> = (&'a str, &'a dyn Fn(&mut [u8]));
+
 /// `src` rewritten through `GgufWriter`, with `md` changing the metadata and `data` changing the
 /// bytes of the tensor it names.
-fn rewrite(
-    src: &GgufFile,
-    md: impl FnOnce(&mut Metadata),
-    data: Option<(&str, &dyn Fn(&mut [u8]))>,
-) -> GgufFile {
+fn rewrite(src: &GgufFile, md: impl FnOnce(&mut Metadata), data: Option<Patch>) -> GgufFile {
     let mut meta = src.metadata.clone();
     md(&mut meta);
     let mut w = GgufWriter::new();
