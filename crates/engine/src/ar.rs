@@ -89,6 +89,7 @@ pub fn decode_ar(
 
     let t0 = Instant::now();
     let mut logits = fwd.forward(prompt, 1, true, Logits::Last)?;
+    crate::check_logits(&logits, 1)?;
     stats.forward_passes += 1;
     stats.prefill_seconds = t0.elapsed().as_secs_f64();
 
@@ -97,7 +98,7 @@ pub fn decode_ar(
     let mut tokens = Vec::new();
     let mut finish = FinishReason::Length;
     while tokens.len() < params.max_tokens {
-        let choice = sampler.sample(&mut logits, &history, &suppress);
+        let choice = sampler.sample(&mut logits, &history, &suppress)?;
         if eog.contains(&choice.token) {
             finish = FinishReason::Stop;
             break;
@@ -117,6 +118,7 @@ pub fn decode_ar(
             break;
         }
         logits = fwd.forward(&[choice.token], 1, true, Logits::Last)?;
+        crate::check_logits(&logits, 1)?;
         stats.forward_passes += 1;
     }
     if !stop.stopped() {

@@ -229,7 +229,15 @@ fn forward(
     stats: &mut GenerationStats,
 ) -> Result<Vec<f32>, EngineError> {
     stats.forward_passes += 1;
-    f.forward(tokens, block_size, commit, logits)
+    let rows = match &logits {
+        Logits::None => 0,
+        Logits::Last => 1,
+        Logits::All => tokens.len(),
+        Logits::Rows(r) => r.len(),
+    };
+    let out = f.forward(tokens, block_size, commit, logits)?;
+    crate::check_logits(&out, rows)?;
+    Ok(out)
 }
 
 /// Tracks the generated tokens that are final (no mask before them) and streams their text.
@@ -304,7 +312,7 @@ pub fn decode_dlm(
         if l0 == prefix && params.max_tokens > 0 {
             // The prompt ends on a block boundary: the first token is an autoregressive step.
             suppress_ids(&mut logits, &suppress);
-            seq.push(argmax(&logits).0);
+            seq.push(greedy(&logits)?);
         }
         stats.prefill_seconds = t0.elapsed().as_secs_f64();
     }
@@ -336,7 +344,7 @@ pub fn decode_dlm(
                 }
                 let mut logits = forward(fwd, &seq[start..], b, true, Logits::Last, &mut stats)?;
                 suppress_ids(&mut logits, &suppress);
-                seq.push(argmax(&logits).0);
+                seq.push(greedy(&logits)?);
                 emit(&mut out, &seq, l0, cap, mask_id, &eog, on_text)?;
                 block_index += 1;
                 break;
@@ -359,12 +367,15 @@ pub fn decode_dlm(
                         // lo is final here, so every masked j > lo reads row j − 1 of this call.
                         let rows: Vec<usize> = masked.iter().map(|&j| j - 1 - lo).collect();
                         stats.forward_passes += 1;
-                        fwd.forward_in_place(
+                        let n_rows = rows.len();
+                        let out = fwd.forward_in_place(
                             &seq[start + lo..start + hi],
                             start + lo,
                             b,
                             Logits::Rows(rows),
-                        )?
+                        )?;
+                        crate::check_logits(&out, n_rows)?;
+                        out
                     } else {
                         let rows: Vec<usize> =
                             masked.iter().map(|&j| j.saturating_sub(1)).collect();
@@ -382,13 +393,15 @@ pub fn decode_dlm(
                     let vocab = logits.len() / masked.len();
                     let mut choices = Vec::with_capacity(masked.len());
                     for (row, &j) in logits.chunks_exact_mut(vocab).zip(&masked) {
-                        let choice = sampler.sample(row, &[], &suppress);
+                        let choice = sampler.sample(row, &[], &suppress)?;
                         // Confidence = the plain softmax probability of the chosen token.
                         let conf = softmax_prob(row, choice.token, 1.0);
                         choices.push((j, choice.token, conf));
                     }
+                    // Total order: a NaN confidence (not reachable: logits are checked) could
+                    // not make the choice depend on the row order.
                     let best = choices.iter().enumerate().fold(0, |bi, (i, c)| {
-                        if c.2 > choices[bi].2 {
+                        if c.2.total_cmp(&choices[bi].2).is_gt() {
                             i
                         } else {
                             bi
@@ -445,6 +458,14 @@ pub fn decode_dlm(
         finish_reason: finish,
         stats,
     })
+}
+
+/// The argmax of a row whose suppressed tokens are −∞: an error when no token is left.
+fn greedy(logits: &[f32]) -> Result<u32, EngineError> {
+    match argmax(logits) {
+        (_, l) if l == f32::NEG_INFINITY => Err(EngineError::NoCandidate),
+        (token, _) => Ok(token),
+    }
 }
 
 fn suppress_ids(logits: &mut [f32], ids: &[u32]) {

@@ -81,6 +81,24 @@ pub struct Generation {
     pub stats: GenerationStats,
 }
 
+/// Refuses a forward's logits (`rows` rows, concatenated) if one is NaN or +∞, naming the first.
+/// −∞ is allowed: it is a probability of exactly 0 (a [`BlockForward`] may use it to rule a token
+/// out), and sampling handles it. One branch-free pass (it vectorizes), a small cost beside the
+/// forward that made the logits.
+fn check_logits(logits: &[f32], rows: usize) -> Result<(), EngineError> {
+    let bad = |x: &f32| x.is_nan() | (*x == f32::INFINITY);
+    if !logits.iter().fold(false, |any, x| any | bad(x)) {
+        return Ok(());
+    }
+    let i = logits.iter().position(bad).unwrap_or(0);
+    let vocab = (logits.len() / rows.max(1)).max(1);
+    Err(EngineError::NonFiniteLogits {
+        row: i / vocab,
+        token: i % vocab,
+        value: logits[i],
+    })
+}
+
 /// A prompt must leave room for at least one generated position in the context.
 fn check_prompt_fits(prompt_len: usize, context: usize) -> Result<(), EngineError> {
     if prompt_len >= context {
@@ -124,6 +142,23 @@ pub enum EngineError {
     /// The scheduler that runs the forward passes has stopped.
     #[error("the scheduler has stopped")]
     SchedulerStopped,
+    /// A forward pass returned a NaN or +∞ logit: the weights or the activations are broken (a
+    /// NaN weight, an overflow), and sampling from that row would be garbage.
+    #[error(
+        "the model produced a non-finite logit ({value}) for token {token} in logit row {row}; \
+         its weights or activations are broken (NaN or overflow)"
+    )]
+    NonFiniteLogits {
+        /// The logit row (0 = the first row the forward returned).
+        row: usize,
+        /// The token id (the column in that row).
+        token: usize,
+        /// The value: NaN or inf.
+        value: f32,
+    },
+    /// Every logit of a row is NaN or −∞ (e.g. every token suppressed): no token can be chosen.
+    #[error("no token can be sampled: every logit is NaN or -inf")]
+    NoCandidate,
     /// The prompt does not fit the context.
     #[error("the prompt has {prompt} tokens but the model's context is {context}")]
     PromptTooLong {

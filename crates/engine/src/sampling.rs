@@ -1,9 +1,17 @@
 //! Turning a row of logits into a token: repetition penalty, temperature, top-k, top-p, min-p,
 //! seeded sampling; greedy when the temperature is 0.
+//!
+//! NaN policy: a NaN logit is never chosen (it is treated as −∞ before anything else), a +∞
+//! logit takes all the probability mass (the lowest such id is chosen, with probability 1), and
+//! a row with no logit above −∞ is [`EngineError::NoCandidate`]. The decoding loops refuse a
+//! forward's non-finite logits before they get here ([`EngineError::NonFiniteLogits`]); this is
+//! the policy for any other caller. Orderings use `total_cmp`.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+
+use crate::EngineError;
 
 /// Sampling settings (llama.cpp / OpenAI semantics).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -96,8 +104,19 @@ impl Sampler {
     }
 
     /// Picks a token from `logits` (modified in place), never one of `suppress`; `history` feeds the
-    /// repetition penalty.
-    pub fn sample(&mut self, logits: &mut [f32], history: &[u32], suppress: &[u32]) -> Choice {
+    /// repetition penalty. NaN logits are never chosen (see the module's NaN policy); an error
+    /// when no logit is above −∞.
+    pub fn sample(
+        &mut self,
+        logits: &mut [f32],
+        history: &[u32],
+        suppress: &[u32],
+    ) -> Result<Choice, EngineError> {
+        for l in logits.iter_mut() {
+            if l.is_nan() {
+                *l = f32::NEG_INFINITY;
+            }
+        }
         for &s in suppress {
             if let Some(l) = logits.get_mut(s as usize) {
                 *l = f32::NEG_INFINITY;
@@ -118,16 +137,25 @@ impl Sampler {
                 }
             }
         }
+        let (best, max) = argmax(logits);
+        if max == f32::NEG_INFINITY {
+            return Err(EngineError::NoCandidate);
+        }
+        if max == f32::INFINITY {
+            // exp(∞ − ∞) is NaN: an infinite logit simply takes all the mass.
+            return Ok(Choice {
+                token: best,
+                prob: 1.0,
+            });
+        }
         if p.temperature <= 0.0 {
-            let (token, _) = argmax(logits);
-            return Choice {
-                token,
-                prob: softmax_prob(logits, token, 1.0),
-            };
+            return Ok(Choice {
+                token: best,
+                prob: softmax_prob(logits, best, 1.0),
+            });
         }
         // Probabilities at the temperature, sorted by descending probability.
         let t = p.temperature;
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         self.probs.clear();
         let mut total = 0.0f64;
         for (i, l) in logits.iter().enumerate() {
@@ -176,11 +204,12 @@ impl Sampler {
             }
             r -= pr;
         }
-        Choice { token, prob }
+        Ok(Choice { token, prob })
     }
 }
 
-/// Index and value of the largest logit (lowest index on ties).
+/// Index and value of the largest logit (lowest index on ties). A NaN is never chosen (`>` is
+/// false for it); `(0, −∞)` when no logit is above −∞ (an empty row included).
 pub fn argmax(logits: &[f32]) -> (u32, f32) {
     let mut best = (0u32, f32::NEG_INFINITY);
     for (i, &l) in logits.iter().enumerate() {
@@ -191,7 +220,8 @@ pub fn argmax(logits: &[f32]) -> (u32, f32) {
     best
 }
 
-/// Softmax probability of `token` at temperature `t`.
+/// Softmax probability of `token` at temperature `t`. The max ignores NaN (`f32::max`), but a
+/// NaN or +∞ logit makes the result NaN: callers pass rows without them.
 pub fn softmax_prob(logits: &[f32], token: u32, t: f32) -> f32 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let total: f64 = logits.iter().map(|l| (((l - max) / t) as f64).exp()).sum();
@@ -215,7 +245,7 @@ mod tests {
     fn greedy_takes_the_argmax_and_reports_its_softmax_probability() {
         let mut s = Sampler::new(params(0.0));
         let mut logits = vec![1.0, 3.0, 2.0];
-        let c = s.sample(&mut logits, &[], &[]);
+        let c = s.sample(&mut logits, &[], &[]).unwrap();
         assert_eq!(c.token, 1);
         let want = 3f32.exp() / (1f32.exp() + 3f32.exp() + 2f32.exp());
         assert!((c.prob - want).abs() < 1e-6);
@@ -224,7 +254,7 @@ mod tests {
     #[test]
     fn suppressed_tokens_are_never_chosen() {
         let mut s = Sampler::new(params(0.0));
-        assert_eq!(s.sample(&mut [1.0, 3.0, 2.0], &[], &[1]).token, 2);
+        assert_eq!(s.sample(&mut [1.0, 3.0, 2.0], &[], &[1]).unwrap().token, 2);
     }
 
     #[test]
@@ -234,7 +264,7 @@ mod tests {
             ..params(0.0)
         });
         let mut logits = vec![4.0, 3.0, -1.0];
-        s.sample(&mut logits, &[0, 2, 0], &[]);
+        s.sample(&mut logits, &[0, 2, 0], &[]).unwrap();
         assert_eq!(logits, vec![2.0, 3.0, -2.0]);
     }
 
@@ -256,7 +286,10 @@ mod tests {
         ] {
             let mut s = Sampler::new(p);
             for _ in 0..50 {
-                assert_eq!(s.sample(&mut [0.0, 0.5, 0.2, 0.4], &[], &[]).token, 1);
+                assert_eq!(
+                    s.sample(&mut [0.0, 0.5, 0.2, 0.4], &[], &[]).unwrap().token,
+                    1
+                );
             }
         }
     }
@@ -268,7 +301,7 @@ mod tests {
         let mut counts = [0usize; 3];
         let n = 20_000;
         let draws: Vec<u32> = (0..n)
-            .map(|_| s.sample(&mut logits.clone(), &[], &[]).token)
+            .map(|_| s.sample(&mut logits.clone(), &[], &[]).unwrap().token)
             .collect();
         for d in &draws {
             counts[*d as usize] += 1;
@@ -279,9 +312,78 @@ mod tests {
         }
         let mut again = Sampler::new(params(1.0));
         let replay: Vec<u32> = (0..n)
-            .map(|_| again.sample(&mut logits.clone(), &[], &[]).token)
+            .map(|_| again.sample(&mut logits.clone(), &[], &[]).unwrap().token)
             .collect();
         assert_eq!(draws, replay);
+    }
+
+    #[test]
+    fn nan_logits_are_never_chosen_greedy_or_sampled() {
+        let nan = f32::NAN;
+        // Greedy: the NaN at index 0 (where a `max_by(partial_cmp)` would panic or pick it) and
+        // the one between the finite logits are skipped; the reported probability is finite.
+        let mut s = Sampler::new(params(0.0));
+        let c = s.sample(&mut [nan, 1.0, nan, 3.0, 2.0], &[], &[]).unwrap();
+        assert_eq!(c.token, 3);
+        let want = 3f32.exp() / (1f32.exp() + 3f32.exp() + 2f32.exp());
+        assert!((c.prob - want).abs() < 1e-6, "{}", c.prob);
+        // Sampling with top-k, top-p and min-p: over many draws only finite tokens come out,
+        // with the proportions of the finite logits alone (0.2 / 0.8).
+        for p in [
+            params(1.0),
+            SamplingParams {
+                top_k: 2,
+                ..params(1.0)
+            },
+            SamplingParams {
+                top_p: 0.999,
+                ..params(1.0)
+            },
+            SamplingParams {
+                min_p: 0.1,
+                ..params(1.0)
+            },
+        ] {
+            let mut s = Sampler::new(p.clone());
+            let mut counts = [0usize; 4];
+            for _ in 0..4000 {
+                let mut l = [nan, 0.0, nan, 4f32.ln()];
+                let c = s.sample(&mut l, &[], &[]).unwrap();
+                counts[c.token as usize] += 1;
+                assert!(c.prob.is_finite(), "{p:?}");
+            }
+            assert_eq!((counts[0], counts[2]), (0, 0), "{p:?}");
+            let f = counts[3] as f64 / 4000.0;
+            assert!((f - 0.8).abs() < 0.03, "{p:?} {counts:?}");
+        }
+    }
+
+    #[test]
+    fn an_infinite_logit_takes_all_the_mass_and_a_row_without_candidates_is_an_error() {
+        for t in [0.0, 0.7] {
+            let mut s = Sampler::new(params(t));
+            let c = s
+                .sample(&mut [1.0, f32::INFINITY, 2.0, f32::INFINITY], &[], &[])
+                .unwrap();
+            assert_eq!((c.token, c.prob), (1, 1.0));
+            // Every logit NaN or -inf, or the only finite one suppressed: no token to choose.
+            for row in [vec![f32::NAN, f32::NAN], vec![f32::NEG_INFINITY, f32::NAN]] {
+                let err = s.sample(&mut row.clone(), &[], &[]).unwrap_err();
+                assert!(matches!(err, EngineError::NoCandidate), "{err}");
+            }
+            let err = s.sample(&mut [f32::NAN, 5.0], &[], &[1]).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "no token can be sampled: every logit is NaN or -inf"
+            );
+        }
+    }
+
+    #[test]
+    fn argmax_skips_nan_and_reports_no_candidate_as_minus_infinity() {
+        assert_eq!(argmax(&[f32::NAN, -1.0, f32::NAN, -0.5]), (3, -0.5));
+        assert_eq!(argmax(&[2.0, 2.0, 1.0]), (0, 2.0));
+        assert_eq!(argmax(&[f32::NAN, f32::NAN]), (0, f32::NEG_INFINITY));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use convert::tiny::{TinyFamily, TinySpec};
 use convert::OutType;
-use engine::{decode_dlm, BlockForward, DlmParams, EngineError, FinishReason};
+use engine::{
+    decode_ar, decode_dlm, BlockForward, DlmParams, EngineError, FinishReason, GenerateParams,
+};
 use model::Logits;
 use tokenizer::Tokenizer;
 
@@ -289,4 +291,82 @@ fn the_mask_token_is_never_predicted() {
         l
     });
     assert_eq!(g.tokens, vec![42, 42, 42]);
+}
+
+/// Runs both loops on a model whose row at absolute position 5 holds `bad` at token 17 (every
+/// other logit a confident prediction).
+fn with_logit(
+    bad: f32,
+) -> (
+    Result<engine::Generation, EngineError>,
+    Result<engine::Generation, EngineError>,
+) {
+    let (_d, tok) = tokenizer();
+    let script = move |q: usize, _: &[u32]| {
+        let mut l = peaked(10 + q as u32, 0.9);
+        if q == 5 {
+            l[17] = bad;
+        }
+        l
+    };
+    let mut m = Scripted {
+        len: 0,
+        calls: Vec::new(),
+        script,
+    };
+    let p = params(8, 8, 0.5, 5);
+    let dlm = decode_dlm(&mut m, &tok, &[5, 6, 7], MASK, &p, &mut |_| {}, &mut |_| {});
+    let mut m = Scripted {
+        len: 0,
+        calls: Vec::new(),
+        script,
+    };
+    let ar = GenerateParams {
+        max_tokens: 5,
+        ..Default::default()
+    };
+    let ar = decode_ar(&mut m, &tok, &[5, 6, 7], &ar, &mut |_| {});
+    (dlm, ar)
+}
+
+#[test]
+fn a_nan_or_infinite_logit_from_the_model_is_an_error_naming_its_row_and_token() {
+    for bad in [f32::NAN, f32::INFINITY] {
+        let (dlm, ar) = with_logit(bad);
+        let (dlm, ar) = (dlm.unwrap_err(), ar.unwrap_err());
+        // DLM: the first block's masked positions 3..8 read rows 2..7 (one call, commit false),
+        // so position 5 is row 3 of that call.
+        match &dlm {
+            EngineError::NonFiniteLogits { row, token, value } => {
+                assert_eq!((*row, *token), (3, 17));
+                assert_eq!(value.to_bits(), bad.to_bits());
+            }
+            other => panic!("{other}"),
+        }
+        assert_eq!(
+            dlm.to_string(),
+            format!(
+                "the model produced a non-finite logit ({bad}) for token 17 in logit row 3; its \
+                 weights or activations are broken (NaN or overflow)"
+            )
+        );
+        // AR: the prefill's last row is position 2, then one token per forward: the forward
+        // whose row is position 5 is the fourth, and its one row is row 0.
+        match ar {
+            EngineError::NonFiniteLogits { row, token, value } => {
+                assert_eq!((row, token), (0, 17));
+                assert_eq!(value.to_bits(), bad.to_bits());
+            }
+            other => panic!("{other}"),
+        }
+    }
+}
+
+#[test]
+fn a_minus_infinity_logit_is_a_zero_probability_not_an_error() {
+    let (dlm, ar) = with_logit(f32::NEG_INFINITY);
+    // Token 17 is ruled out by row 5; every row q still predicts 10 + q (row 2 gives the first
+    // generated token).
+    assert_eq!(dlm.unwrap().tokens, [12, 13, 14, 15, 16]);
+    assert_eq!(ar.unwrap().tokens, [12, 13, 14, 15, 16]);
 }

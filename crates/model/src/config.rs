@@ -72,6 +72,16 @@ pub const SUPPORTED_ARCHS: &[&str] = &[
     "bitnet",
 ];
 
+/// Refuses a float hyper-parameter that is not finite or fails `ok`, naming the key.
+fn check_float(key: &str, value: f32, want: &str, ok: impl Fn(f32) -> bool) -> Result<()> {
+    if value.is_finite() && ok(value) {
+        return Ok(());
+    }
+    Err(ModelError::Config(format!(
+        "{key} is {value}; it must be {want}"
+    )))
+}
+
 impl ModelConfig {
     /// Reads the config from GGUF metadata; `has_tensor` tells which optional tensors exist.
     pub fn from_metadata(md: &Metadata, has_tensor: impl Fn(&str) -> bool) -> Result<ModelConfig> {
@@ -113,6 +123,30 @@ impl ModelConfig {
         let bitnet = arch.starts_with("bitnet");
         let b158 = bitnet && arch != "bitnet";
         let relu2 = b158 || md.opt_str(&k("hidden_act"))? == Some("relu2");
+        // Float hyper-parameters: a NaN or an infinity here turns every logit into NaN (or
+        // garbage) far from its cause, so it is refused now, naming the key.
+        let rope_base = md.opt_f32(&k("rope.freq_base"))?.unwrap_or(10000.0);
+        check_float(
+            &k("rope.freq_base"),
+            rope_base,
+            "a finite number > 0",
+            |v| v > 0.0,
+        )?;
+        // Not applied by the forward pass, but a converter wrote it: a non-finite float there is
+        // a broken file (any other type is left alone, as before).
+        let factor = k("rope.scaling.factor");
+        if let Some(v) = md.get(&factor).and_then(|v| v.as_f64()) {
+            check_float(&factor, v as f32, "a finite number > 0", |v| v > 0.0)?;
+        }
+        let eps = md
+            .opt_f32(&k("attention.layer_norm_rms_epsilon"))?
+            .unwrap_or(1e-6);
+        check_float(
+            &k("attention.layer_norm_rms_epsilon"),
+            eps,
+            "a finite number ≥ 0",
+            |v| v >= 0.0,
+        )?;
         let vocab = match md.opt_u64(&k("vocab_size"))? {
             Some(v) => v as usize,
             None => md
@@ -132,16 +166,14 @@ impl ModelConfig {
                 .opt_u64(&k("context_length"))?
                 .map(|v| v as usize)
                 .unwrap_or(2048),
-            rope_base: md.opt_f32(&k("rope.freq_base"))?.unwrap_or(10000.0),
+            rope_base,
             rope_dims,
             rope_style: if arch == "llama" {
                 RopeStyle::Interleaved
             } else {
                 RopeStyle::Neox
             },
-            eps: md
-                .opt_f32(&k("attention.layer_norm_rms_epsilon"))?
-                .unwrap_or(1e-6),
+            eps,
             activation: if relu2 {
                 Activation::Relu2
             } else {

@@ -87,12 +87,24 @@ impl Loader<'_> {
                 format!("has {} elements, expected {len}", t.n_elements()),
             ));
         }
-        Ok(quant::dequantize(
+        let v = quant::dequantize(
             t.ggml_type,
             self.file.tensor_data(t),
             t.dims[0] as usize,
             len,
-        )?)
+        )?;
+        // Norm weights and biases are small and scale every activation: a NaN or an infinity
+        // would make every later value NaN, so they are checked whole at load.
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(tensor_err(
+                name,
+                format!(
+                    "element {i} is {}; norm weights and biases must be finite",
+                    v[i]
+                ),
+            ));
+        }
+        Ok(v)
     }
 
     fn opt_vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>> {

@@ -69,6 +69,15 @@ pub enum QuantError {
         /// The size of the buffer given.
         got: usize,
     },
+    /// A per-tensor scale (I2_S: the f32 after the codes) is NaN or infinite: every weight of
+    /// the tensor would be NaN or infinite.
+    #[error("the {ty} per-tensor scale is {}; it must be finite", f32::from_bits(*scale_bits))]
+    NonFiniteScale {
+        /// The type of the data.
+        ty: GgmlType,
+        /// The scale's bit pattern (kept as bits so that the error stays `Eq`).
+        scale_bits: u32,
+    },
     /// The element count is so large that the byte size does not fit in `usize`.
     #[error("{ty}: {n_elements} elements is too large a tensor for this platform")]
     TooLarge {

@@ -203,6 +203,14 @@ fn sentencepiece(
                 tokens.len()
             )));
         }
+        // Scores order the merges: a NaN has no place in that order and an infinity is no
+        // log-probability, so either is a broken file, refused naming the piece.
+        if let Some((id, score)) = scores.iter().enumerate().find(|(_, s)| !s.is_finite()) {
+            return Err(TokenizerError::InvalidVocab(format!(
+                "tokenizer.ggml.scores[{id}] (piece {:?}) is {score}: scores must be finite",
+                tokens[id]
+            )));
+        }
         scores
     } else {
         // llama.cpp treats missing scores as 0: merges then follow the vocabulary order.
@@ -287,7 +295,9 @@ pub(crate) fn spm_merges(tokens: &[&str], types: &[i32], scores: &[f32]) -> Vec<
             let (l, r) = piece.split_at(cut);
             if let (Some(li), Some(ri)) = (part_ok(l), part_ok(r)) {
                 merges.push((
-                    scores[id],
+                    // -0.0 (the score of merge rank 0) must equal 0.0, as in Python: the total
+                    // order below would put it after 0.0.
+                    if scores[id] == 0.0 { 0.0 } else { scores[id] },
                     l.chars().count(),
                     r.chars().count(),
                     li,
@@ -299,14 +309,10 @@ pub(crate) fn spm_merges(tokens: &[&str], types: &[i32], scores: &[f32]) -> Vec<
         }
         merges[start..].sort_by_key(|m| (m.3, m.4));
     }
-    // Stable: equal keys keep the per-piece order above.
-    merges.sort_by(|a, b| {
-        // partial_cmp: -0.0 (the score of merge rank 0) equals 0.0, as in Python.
-        b.0.partial_cmp(&a.0)
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(b.1.cmp(&a.1))
-            .then(b.2.cmp(&a.2))
-    });
+    // Stable: equal keys keep the per-piece order above. A total order, so that a NaN score
+    // (refused by `sentencepiece`, but this function takes any slice) cannot make the comparator
+    // inconsistent, which makes the standard sort panic (a positive NaN sorts first here).
+    merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)));
     merges
         .into_iter()
         .map(|m| (m.5.to_string(), m.6.to_string()))
@@ -384,6 +390,48 @@ mod tests {
                 // "<0x41>t" has no split: byte pieces are never merge parts.
             ]
         );
+    }
+
+    #[test]
+    fn spm_merges_order_nan_scores_totally_instead_of_panicking() {
+        // Many pieces with NaN scores among finite ones: with a partial order the standard sort
+        // may panic ("user-provided comparison function does not correctly implement a total
+        // order"). With the total order a positive NaN sorts first, a negative NaN last.
+        let letters: Vec<String> = ('a'..='z').map(String::from).collect();
+        let mut tokens: Vec<String> = letters.clone();
+        for a in &letters {
+            for b in &letters[..6] {
+                tokens.push(format!("{a}{b}"));
+            }
+        }
+        let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+        let types = vec![token_type::NORMAL; tokens.len()];
+        let scores: Vec<f32> = (0..tokens.len())
+            .map(|i| match i % 7 {
+                0 => f32::NAN,
+                3 => -f32::NAN,
+                _ => -(i as f32),
+            })
+            .collect();
+        let merges = spm_merges(&tokens, &types, &scores);
+        assert_eq!(merges.len(), 26 * 6);
+        let score_of = |m: &(String, String)| {
+            let id = tokens.iter().position(|t| *t == format!("{}{}", m.0, m.1));
+            scores[id.unwrap()]
+        };
+        let got: Vec<f32> = merges.iter().map(score_of).collect();
+        let mut want = got.clone();
+        want.sort_by(|a, b| b.total_cmp(a));
+        assert_eq!(
+            got.iter().map(|s| s.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|s| s.to_bits()).collect::<Vec<_>>()
+        );
+        assert!(got[0].is_nan() && got[0].is_sign_positive());
+        assert!(got[got.len() - 1].is_nan() && got[got.len() - 1].is_sign_negative());
+        // Among finite scores the order is the usual one: the highest score first.
+        let first_finite = got.iter().position(|s| !s.is_nan()).unwrap();
+        assert_eq!(got[first_finite], -26.0);
+        assert_eq!(merges[first_finite], ("a".to_string(), "a".to_string()));
     }
 
     #[test]

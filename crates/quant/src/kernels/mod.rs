@@ -97,8 +97,10 @@ pub struct QMatrix<'a> {
 
 impl<'a> QMatrix<'a> {
     /// Checks that a kernel exists for `ty`, that `cols` suits the type (a multiple of 32 for
-    /// Q8_0/Q4_0, 256 for TQ1_0/TQ2_0, 128 for I2_S) and that `data` is exactly the tensor's
-    /// size.
+    /// Q8_0/Q4_0, 256 for TQ1_0/TQ2_0, 128 for I2_S), that `data` is exactly the tensor's
+    /// size, and (I2_S) that the per-tensor scale is finite
+    /// ([`QuantError::NonFiniteScale`]). Per-block scales are not read here: that would touch
+    /// every page of the weights at load.
     pub fn new(ty: GgmlType, data: &'a [u8], rows: usize, cols: usize) -> Result<Self, QuantError> {
         let m = QMatrix {
             ty,
@@ -107,10 +109,20 @@ impl<'a> QMatrix<'a> {
             cols,
         };
         m.validate()?;
+        if ty == GgmlType::I2_S {
+            // Checked here, at load, not in `validate` (which `matmul` runs on every call).
+            let scale = m.i2s_scale();
+            if !scale.is_finite() {
+                return Err(QuantError::NonFiniteScale {
+                    ty,
+                    scale_bits: scale.to_bits(),
+                });
+            }
+        }
         Ok(m)
     }
 
-    /// What [`QMatrix::new`] checks.
+    /// What [`QMatrix::new`] checks, except the I2_S scale.
     pub fn validate(&self) -> Result<(), QuantError> {
         let ty = self.ty;
         if !KERNEL_TYPES.contains(&ty) {
@@ -623,6 +635,36 @@ mod tests {
             QMatrix::new(GgmlType::F32, &[], usize::MAX, 2),
             Err(QuantError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn qmatrix_new_refuses_a_non_finite_i2s_scale_but_validate_does_not_read_it() {
+        let mut i2s = vec![0u8; 96];
+        i2s[64..68].copy_from_slice(&0.5f32.to_le_bytes());
+        assert!(QMatrix::new(GgmlType::I2_S, &i2s, 2, 128).is_ok());
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            i2s[64..68].copy_from_slice(&bad.to_le_bytes());
+            let e = QMatrix::new(GgmlType::I2_S, &i2s, 2, 128).unwrap_err();
+            assert_eq!(
+                e,
+                QuantError::NonFiniteScale {
+                    ty: GgmlType::I2_S,
+                    scale_bits: bad.to_bits()
+                }
+            );
+            assert_eq!(
+                e.to_string(),
+                format!("the I2_S per-tensor scale is {bad}; it must be finite")
+            );
+            // `matmul` re-runs `validate` on every call: the shape checks only.
+            let unchecked = QMatrix {
+                ty: GgmlType::I2_S,
+                data: &i2s,
+                rows: 2,
+                cols: 128,
+            };
+            assert!(unchecked.validate().is_ok());
+        }
     }
 
     #[test]
