@@ -190,7 +190,9 @@ fn kill_9_three_times_then_resume_ends_byte_identical() {
 
     // 1. Before any checkpoint exists: `--resume` must start from step 0, saying so.
     let mut child = s.start(&parts, false, pause, "run0");
-    wait_for(&mut child, &format!("step {k1}"), || metrics_step(&run) >= k1);
+    wait_for(&mut child, &format!("step {k1}"), || {
+        metrics_step(&run) >= k1
+    });
     kill9(&mut child);
     let at = metrics_step(&run);
     assert!(
@@ -224,13 +226,17 @@ fn kill_9_three_times_then_resume_ends_byte_identical() {
 
     // 3. At a random moment after step k3.
     let mut child = s.start(&parts, true, pause, "run2");
-    wait_for(&mut child, &format!("step {k3}"), || metrics_step(&run) >= k3);
+    wait_for(&mut child, &format!("step {k3}"), || {
+        metrics_step(&run) >= k3
+    });
     std::thread::sleep(Duration::from_millis(k3_delay_ms));
     kill9(&mut child);
     let log = s.log("run2");
     assert_eq!(resumed_at(&log), Some(newest), "{log}");
     assert!(
-        log.contains(&format!("step-{k2}.tmp: a checkpoint whose writing was interrupted")),
+        log.contains(&format!(
+            "step-{k2}.tmp: a checkpoint whose writing was interrupted"
+        )),
         "the leftover was not reported: {log}"
     );
     let at = metrics_step(&run);

@@ -433,7 +433,10 @@ fn a_damaged_newest_checkpoint_is_skipped_for_the_previous_one() {
     assert!(resumed.finished);
     let a = std::fs::read(whole.output.join("model.safetensors")).unwrap();
     let b = std::fs::read(resumed.output.join("model.safetensors")).unwrap();
-    assert!(a == b, "resumed weights differ from the uninterrupted run's");
+    assert!(
+        a == b,
+        "resumed weights differ from the uninterrupted run's"
+    );
     // The damaged checkpoint was replaced when the run got past step 4 again.
     let steps: Vec<u64> = train::checkpoint::list(&root)
         .unwrap()
