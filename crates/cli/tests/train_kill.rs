@@ -1,7 +1,8 @@
 //! Hard kills of `dlm train`: a run on stories260K is `kill -9`ed at three moments drawn from a
 //! seeded generator — before its first checkpoint, while a checkpoint is being written, and at a
 //! random point later — and re-run each time with the same command line plus `--resume`. Its
-//! export must equal an uninterrupted run's byte for byte.
+//! export must equal an uninterrupted run's byte for byte. Then its newest checkpoint is
+//! truncated and `--resume` must name it and fall back to the previous one.
 //!
 //! The kill inside a checkpoint does not rely on timing luck: the interrupted run sets the
 //! test-only `DLM_TRAIN_TEST_PAUSE_IN_CHECKPOINT_MS`, which sleeps after each file of a
@@ -263,6 +264,35 @@ fn kill_9_three_times_then_resume_ends_byte_identical() {
     for ((name, x), (_, y)) in a.iter().zip(&b) {
         assert!(x == y, "{name} differs from the uninterrupted run's");
     }
+
+    // A finished run whose newest checkpoint is then found truncated (renamed into place, data
+    // lost): `--resume` names it, falls back to the one before, and exports the same files.
+    let last = run.join(format!("checkpoints/step-{TOTAL_STEPS}/model.safetensors"));
+    let f = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
+    f.set_len(1000).unwrap();
+    drop(f);
+    let status = s.start(&parts, true, None, "run4").wait().unwrap();
+    let log = s.log("run4");
+    assert!(status.success(), "{log}");
+    let expect = format!(
+        "checkpoint step-{TOTAL_STEPS} is incomplete (model.safetensors has 1000 bytes, the manifest says"
+    );
+    assert!(log.contains(&expect), "{log}");
+    assert!(
+        log.contains(&format!("using step-{}", TOTAL_STEPS - EVERY)),
+        "{log}"
+    );
+    assert_eq!(resumed_at(&log), Some(TOTAL_STEPS - EVERY), "{log}");
+    let said = log
+        .lines()
+        .find(|l| l.contains(&expect))
+        .unwrap_or_default();
+    report.push(format!(
+        "run 5 (step-{TOTAL_STEPS} truncated): resumed at step {}, saying: {said}",
+        TOTAL_STEPS - EVERY
+    ));
+    assert!(files_of(&parts) == a, "the re-export differs");
+
     let weights = a.iter().find(|x| x.0 == "model.safetensors").unwrap();
     for line in &report {
         eprintln!("{line}");
