@@ -108,7 +108,7 @@ fn checkpoint_steps(run: &Path) -> Vec<u64> {
             .collect()
         })
         .unwrap_or_default();
-    v.sort_by(|a, b| b.cmp(a));
+    v.sort_by_key(|x| std::cmp::Reverse(*x));
     v
 }
 

@@ -6,7 +6,8 @@
 //! 1. every file is written into `step-N.tmp/` and fsynced;
 //! 2. `manifest.json` (written last, fsynced) lists each file's size and CRC-32;
 //! 3. the directory is fsynced, renamed to `step-N/`, and `checkpoints/` is fsynced;
-//! 4. checkpoints beyond the newest [`KEEP`] are renamed to `step-K.del/` and removed.
+//! 4. older checkpoints beyond the newest [`KEEP`], and any newer than `N` (left from before a
+//!    resume from an earlier one), are renamed to `step-K.del/` and removed.
 //!
 //! [`scan`] picks the newest `step-N/` whose manifest matches its files (so one whose rename
 //! happened but whose data did not reach the disk — truncated or zero-filled — is skipped, with
@@ -106,7 +107,7 @@ pub fn list(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
             }
         }
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|x| std::cmp::Reverse(x.0));
     Ok(out)
 }
 
@@ -208,7 +209,8 @@ pub type FileWriter<'a> = (&'a str, &'a dyn Fn(&Path) -> Result<()>);
 
 /// Writes the checkpoint of `step` under `root` as the module docs describe (temporary
 /// directory, fsync, manifest, rename, fsync of `root`), replacing a `step-N` already there,
-/// then prunes all but the newest [`KEEP`] checkpoints. Returns the checkpoint's directory.
+/// then removes all checkpoints but this one and the newest [`KEEP`]` − 1` before it. Returns
+/// the checkpoint's directory.
 pub fn write(root: &Path, step: u64, files: &[FileWriter]) -> Result<PathBuf> {
     std::fs::create_dir_all(root).map_err(|e| TrainError::io(root, e))?;
     let dir = step_dir(root, step);
@@ -244,7 +246,17 @@ pub fn write(root: &Path, step: u64, files: &[FileWriter]) -> Result<PathBuf> {
     }
     std::fs::rename(&tmp, &dir).map_err(|e| TrainError::io(&dir, e))?;
     sync_dir(root)?;
-    for (_, old) in list(root)?.into_iter().skip(KEEP) {
+    // Older checkpoints beyond the newest KEEP go, and so does any newer one: after a resume
+    // from an earlier checkpoint those are damaged or belong to the steps being redone.
+    let mut kept = 1;
+    for (s, old) in list(root)? {
+        if s == step {
+            continue;
+        }
+        if s < step && kept < KEEP {
+            kept += 1;
+            continue;
+        }
         remove(&old)?;
     }
     sync_dir(root)?;
@@ -338,6 +350,11 @@ mod tests {
             std::fs::read(step_dir(&root, 9).join("model.bin")).unwrap(),
             vec![7; 10]
         );
+        // After a resume from step 6, writing step 8 removes the newer step-9 (its steps are
+        // being redone) and keeps step-6.
+        put(&root, 8, &[8; 10]);
+        let steps: Vec<u64> = list(&root).unwrap().iter().map(|x| x.0).collect();
+        assert_eq!(steps, vec![8, 6]);
     }
 
     #[test]

@@ -426,12 +426,12 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
             Some((s, _)) => format!("using step-{s}"),
             None => "no earlier complete checkpoint".to_string(),
         };
+        // Damaged checkpoints are left for inspection; the next checkpoint written removes them.
         for d in &scan.damaged {
             eprintln!(
                 "checkpoint step-{} is incomplete ({}), {using}",
                 d.step, d.reason
             );
-            checkpoint::remove(&d.dir)?;
         }
         let dir = match scan.found {
             Some((_, dir)) => Some(dir),
@@ -462,7 +462,12 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
             eprintln!("resumed at step {step} from {}", dir.display());
         } else {
             eprintln!(
-                "no checkpoint in {} yet: starting from step 0",
+                "no {}checkpoint in {} yet: starting from step 0",
+                if scan.damaged.is_empty() {
+                    ""
+                } else {
+                    "complete "
+                },
                 ckpt_root.display()
             );
             write_metrics(&metrics_path, &[])?;
