@@ -415,8 +415,13 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
         }
     }
     for p in checkpoint::clean_leftovers(&ckpt_root)? {
+        let what = if p.extension().is_some_and(|e| e == "del") {
+            "removal"
+        } else {
+            "writing"
+        };
         eprintln!(
-            "removed {}: a checkpoint whose writing was interrupted",
+            "removed {}: a checkpoint whose {what} was interrupted",
             p.display()
         );
     }
