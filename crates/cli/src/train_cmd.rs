@@ -12,7 +12,9 @@ pub struct TrainCmd {
     /// TOML or YAML file with configuration keys (applied after the preset, before overrides).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Continue the run from its checkpoint (`<output.path>.run/checkpoint`), bit for bit.
+    /// Continue the run from its newest complete checkpoint (`<output.path>.run/checkpoints/step-N`),
+    /// bit for bit; damaged or half-written checkpoints are reported and skipped. With no
+    /// checkpoint yet the run starts from step 0 (so a preempted job can re-run one command line).
     #[arg(long)]
     pub resume: bool,
     /// Train on this device (`cpu`, or `cuda` in a build with `--features train/cuda`); the same

@@ -182,12 +182,18 @@ pub fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     dir.with_file_name(name)
 }
 
-/// Moves the finished directory `tmp` to `dst`, replacing `dst`: the old one is renamed aside
-/// first and removed last, so `dst` is always either the old or the new version.
+/// Moves the finished directory `tmp` to `dst`, replacing `dst`. The files of `tmp` and the
+/// directory itself are fsynced first, so what is renamed into place is complete on the disk.
+/// The old `dst` is renamed aside to `<dst>.old` first and removed last: `dst` is the old or the
+/// new version, except for the instant between the two renames when it is absent and the old
+/// one is at `<dst>.old` (never a mix of both, never a partly written file).
 pub fn replace_dir(tmp: &Path, dst: &Path) -> Result<()> {
-    if let Some(parent) = dst.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| TrainError::io(parent, e))?;
-    }
+    sync_tree(tmp)?;
+    let parent = dst
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| TrainError::io(parent, e))?;
     let old = sibling(dst, "old");
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
@@ -196,10 +202,22 @@ pub fn replace_dir(tmp: &Path, dst: &Path) -> Result<()> {
         std::fs::rename(dst, &old).map_err(|e| TrainError::io(dst, e))?;
     }
     std::fs::rename(tmp, dst).map_err(|e| TrainError::io(dst, e))?;
+    crate::checkpoint::sync_dir(parent)?;
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
     }
     Ok(())
+}
+
+/// Fsyncs every file directly in `dir`, then `dir`.
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))? {
+        let p = entry.map_err(|e| TrainError::io(dir, e))?.path();
+        if p.is_file() {
+            crate::checkpoint::sync_file(&p)?;
+        }
+    }
+    crate::checkpoint::sync_dir(dir)
 }
 
 /// What [`check_dir`] found in a valid directory.

@@ -1,6 +1,7 @@
 //! Fast-dLLM v2 supervised fine-tuning on candle: turns an autoregressive checkpoint into a
 //! block-diffusion LM (mask token, complementary masks, block attention, response-only loss).
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;

@@ -17,7 +17,9 @@
 //! Each micro-batch's share of both sums is back-propagated at once and the gradients added, so
 //! the step's gradient is that of the whole step's loss. Files, beside the exported directory
 //! `output.path` in `<output.path>.run/`: `metrics.jsonl` (one line per logged step), `loss.png`,
-//! and `checkpoint/` (written to `checkpoint.tmp/` and renamed).
+//! and `checkpoints/step-N/` (crash-safe: written to `step-N.tmp/`, fsynced, completed by a
+//! manifest and renamed; `--resume` takes the newest one that matches its manifest, see
+//! [`checkpoint`]).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -32,6 +34,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::checkpoint;
 use crate::config::{self, TrainConfig};
 use crate::data::{self, DataTokenizer, Window, MASK_TOKEN};
 use crate::error::{Result, TrainError};
@@ -45,7 +48,9 @@ use crate::recipe::{self, NoiseConfig};
 /// How a run is driven (beyond its [`TrainConfig`]).
 #[derive(Clone, Debug, Default)]
 pub struct TrainOptions {
-    /// Continue from the run's checkpoint.
+    /// Continue from the run's newest complete checkpoint (damaged or half-written ones are
+    /// reported and skipped); with no checkpoint yet, start from step 0 (saying so), as a
+    /// preempted job re-running its command line needs.
     pub resume: bool,
     /// Draw a progress bar on stderr.
     pub progress: bool,
@@ -83,6 +88,9 @@ pub struct TrainReport {
     pub mask_token_id: u32,
     /// Training windows and held-out windows.
     pub windows: (usize, usize),
+    /// The step of the checkpoint this invocation resumed from (`None`: it started from step 0,
+    /// `--resume` included when there was no checkpoint yet).
+    pub resumed_from: Option<u64>,
 }
 
 /// The checkpoint's `state.json`.
@@ -385,41 +393,90 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
 
     // Fresh start or resume.
     std::fs::create_dir_all(&run).map_err(|e| TrainError::io(&run, e))?;
-    let ckpt = run.join("checkpoint");
+    let ckpt_root = run.join(checkpoint::DIR);
+    let legacy = run.join("checkpoint");
     let metrics_path = run.join("metrics.jsonl");
     let mut step = 0u64;
     let mut tokens = 0u64;
     let mut history: Vec<serde_json::Value> = Vec::new();
-    if opts.resume {
-        let dir = [ckpt.clone(), export::sibling(&ckpt, "old")]
-            .into_iter()
-            .find(|d| d.join("state.json").is_file())
-            .ok_or_else(|| {
-                TrainError::checkpoint(&ckpt, "no checkpoint to resume (run without --resume)")
-            })?;
-        let state = load_checkpoint(&dir, cfg, &model, &mut opt)?;
-        if state.total_steps != total_steps || state.mask_token_id != mask_id {
+    let mut resumed_from = None;
+    if !opts.resume {
+        if let Some((s, dir)) = checkpoint::list(&ckpt_root)?.into_iter().next() {
             return Err(TrainError::checkpoint(
                 &dir,
-                format!(
-                    "the checkpoint's run has {} steps and mask id {}, this one {total_steps} and {mask_id}",
-                    state.total_steps, state.mask_token_id
-                ),
+                format!("a checkpoint (step {s}) of an earlier run is here: pass --resume to continue it, or remove {}", ckpt_root.display()),
             ));
         }
-        step = state.step;
-        tokens = state.tokens;
-        history = read_metrics(&metrics_path)?
-            .into_iter()
-            .filter(|m| m["step"].as_u64().is_some_and(|s| s <= step))
-            .collect();
-        write_metrics(&metrics_path, &history)?;
-        say(format!("resumed at step {step} from {}", dir.display()));
-    } else if ckpt.exists() {
-        return Err(TrainError::checkpoint(
-            &ckpt,
-            "a checkpoint of an earlier run is here: pass --resume to continue it, or remove the directory",
-        ));
+        if legacy.exists() {
+            return Err(TrainError::checkpoint(
+                &legacy,
+                "a checkpoint of an earlier run is here: pass --resume to continue it, or remove the directory",
+            ));
+        }
+    }
+    for p in checkpoint::clean_leftovers(&ckpt_root)? {
+        let what = if p.extension().is_some_and(|e| e == "del") {
+            "removal"
+        } else {
+            "writing"
+        };
+        eprintln!(
+            "removed {}: a checkpoint whose {what} was interrupted",
+            p.display()
+        );
+    }
+    if opts.resume {
+        let scan = checkpoint::scan(&ckpt_root)?;
+        let using = match &scan.found {
+            Some((s, _)) => format!("using step-{s}"),
+            None => "no earlier complete checkpoint".to_string(),
+        };
+        // Damaged checkpoints are left for inspection; the next checkpoint written removes them.
+        for d in &scan.damaged {
+            eprintln!(
+                "checkpoint step-{} is incomplete ({}), {using}",
+                d.step, d.reason
+            );
+        }
+        let dir = match scan.found {
+            Some((_, dir)) => Some(dir),
+            // A run directory of an earlier version: one `checkpoint/` without a manifest.
+            None => [legacy.clone(), export::sibling(&legacy, "old")]
+                .into_iter()
+                .find(|d| d.join("state.json").is_file()),
+        };
+        if let Some(dir) = dir {
+            let state = load_checkpoint(&dir, cfg, &model, &mut opt)?;
+            if state.total_steps != total_steps || state.mask_token_id != mask_id {
+                return Err(TrainError::checkpoint(
+                    &dir,
+                    format!(
+                        "the checkpoint's run has {} steps and mask id {}, this one {total_steps} and {mask_id}",
+                        state.total_steps, state.mask_token_id
+                    ),
+                ));
+            }
+            step = state.step;
+            tokens = state.tokens;
+            resumed_from = Some(step);
+            history = read_metrics(&metrics_path)?
+                .into_iter()
+                .filter(|m| m["step"].as_u64().is_some_and(|s| s <= step))
+                .collect();
+            write_metrics(&metrics_path, &history)?;
+            eprintln!("resumed at step {step} from {}", dir.display());
+        } else {
+            eprintln!(
+                "no {}checkpoint in {} yet: starting from step 0",
+                if scan.damaged.is_empty() {
+                    ""
+                } else {
+                    "complete "
+                },
+                ckpt_root.display()
+            );
+            write_metrics(&metrics_path, &[])?;
+        }
     } else {
         write_metrics(&metrics_path, &[])?;
     }
@@ -543,7 +600,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
                 vocab_rows: setup.model.config.vocab,
                 config: cfg.clone(),
             };
-            save_checkpoint(&ckpt, &state, &setup.model, &opt)?;
+            save_checkpoint(&ckpt_root, &state, &setup.model, &opt)?;
             plot_history(&run.join("loss.png"), &history)?;
         }
     }
@@ -583,23 +640,28 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
         held_out_end,
         mask_token_id: mask_id,
         windows: (train_w.len(), held_w.len()),
+        resumed_from,
     })
 }
 
-/// Writes the checkpoint atomically: `checkpoint.tmp/` then a rename over `checkpoint/`.
-fn save_checkpoint(dir: &Path, state: &State, model: &TrainModel, opt: &AdamW) -> Result<()> {
-    let tmp = export::sibling(dir, "tmp");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    export::save_safetensors(&model.named_tensors(), &tmp.join("model.safetensors"))?;
-    export::save_safetensors(&opt.state(), &tmp.join("optimizer.safetensors"))?;
-    let path = tmp.join("state.json");
-    let text =
-        serde_json::to_string_pretty(state).map_err(|e| TrainError::json(&path, e.to_string()))?;
-    std::fs::write(&path, text).map_err(|e| TrainError::io(&path, e))?;
-    export::replace_dir(&tmp, dir)
+/// Writes the checkpoint of `state.step` under `root` (`step-N/`: `model.safetensors`,
+/// `optimizer.safetensors`, `state.json`, `manifest.json`), crash-safe: see [`checkpoint`].
+fn save_checkpoint(root: &Path, state: &State, model: &TrainModel, opt: &AdamW) -> Result<()> {
+    let text = serde_json::to_string_pretty(state)
+        .map_err(|e| TrainError::json(&root.join("state.json"), e.to_string()))?;
+    let weights = |p: &Path| export::save_safetensors(&model.named_tensors(), p);
+    let moments = |p: &Path| export::save_safetensors(&opt.state(), p);
+    let state_json = |p: &Path| std::fs::write(p, &text).map_err(|e| TrainError::io(p, e));
+    checkpoint::write(
+        root,
+        state.step,
+        &[
+            ("model.safetensors", &weights),
+            ("optimizer.safetensors", &moments),
+            ("state.json", &state_json),
+        ],
+    )?;
+    Ok(())
 }
 
 /// Restores weights and moments from `dir` after checking that it belongs to the same run.
@@ -653,6 +715,7 @@ fn config_diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value) -> Ve
     }
 }
 
+/// The lines of `metrics.jsonl`; a line a kill cut short is skipped.
 fn read_metrics(path: &Path) -> Result<Vec<serde_json::Value>> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(text
@@ -672,6 +735,7 @@ fn write_metrics(path: &Path, lines: &[serde_json::Value]) -> Result<()> {
     }
     let tmp = path.with_extension("jsonl.tmp");
     std::fs::write(&tmp, text).map_err(|e| TrainError::io(&tmp, e))?;
+    checkpoint::sync_file(&tmp)?;
     std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
 }
 

@@ -199,6 +199,7 @@ fn a_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_does() {
     .unwrap();
     assert!(resumed.finished);
     assert_eq!(resumed.steps, 6);
+    assert_eq!(resumed.resumed_from, Some(2));
     let a = std::fs::read(whole.output.join("model.safetensors")).unwrap();
     let b = std::fs::read(resumed.output.join("model.safetensors")).unwrap();
     assert!(
@@ -379,4 +380,115 @@ fn bitnet_qat_export_converts_to_i2s_without_loss() {
 #[test]
 fn ternary_qat_of_a_qwen2_model_converts_to_i2s_without_loss() {
     qat_round_trip(TinyFamily::Qwen2);
+}
+
+/// A newest checkpoint whose files did not all reach the disk (renamed into place, then found
+/// truncated) is reported and skipped: the run resumes from the one before and still ends bit
+/// for bit where an uninterrupted run does.
+#[test]
+fn a_damaged_newest_checkpoint_is_skipped_for_the_previous_one() {
+    let _one = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = stories_text(tmp.path(), 12_000);
+    let run = |out: &str, opts: TrainOptions| {
+        let mut o = stories_overrides(&data, &tmp.path().join(out));
+        o.extend([
+            s("conversion.total_tokens=3072"), // 6 steps
+            s("training.checkpoint_every=2"),
+            s("data.holdout_fraction=0"),
+        ]);
+        train(&config(&o), &opts)
+    };
+    let whole = run("whole", quiet()).unwrap();
+    let part = run(
+        "parts",
+        TrainOptions {
+            stop_after: Some(5),
+            ..quiet()
+        },
+    )
+    .unwrap();
+    let root = part.run_dir.join(train::checkpoint::DIR);
+    let steps: Vec<u64> = train::checkpoint::list(&root)
+        .unwrap()
+        .iter()
+        .map(|x| x.0)
+        .collect();
+    assert_eq!(steps, vec![4, 2]);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(root.join("step-4/optimizer.safetensors"))
+        .unwrap();
+    f.set_len(100).unwrap();
+    drop(f);
+    let resumed = run(
+        "parts",
+        TrainOptions {
+            resume: true,
+            ..quiet()
+        },
+    )
+    .unwrap();
+    assert_eq!(resumed.resumed_from, Some(2));
+    assert!(resumed.finished);
+    let a = std::fs::read(whole.output.join("model.safetensors")).unwrap();
+    let b = std::fs::read(resumed.output.join("model.safetensors")).unwrap();
+    assert!(
+        a == b,
+        "resumed weights differ from the uninterrupted run's"
+    );
+    // The damaged checkpoint was replaced when the run got past step 4 again.
+    let steps: Vec<u64> = train::checkpoint::list(&root)
+        .unwrap()
+        .iter()
+        .map(|x| x.0)
+        .collect();
+    assert_eq!(steps, vec![6, 4]);
+    train::checkpoint::verify(&root.join("step-4")).unwrap();
+}
+
+/// `--resume` before the first checkpoint exists (a job preempted early re-running its command
+/// line) starts from step 0 instead of failing, and its result is the uninterrupted run's.
+#[test]
+fn resume_before_any_checkpoint_starts_from_step_0() {
+    let _one = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = stories_text(tmp.path(), 12_000);
+    let run = |out: &str, opts: TrainOptions| {
+        let mut o = stories_overrides(&data, &tmp.path().join(out));
+        o.extend([
+            s("conversion.total_tokens=1536"), // 3 steps
+            s("training.checkpoint_every=0"),  // only the final checkpoint
+            s("data.holdout_fraction=0"),
+        ]);
+        train(&config(&o), &opts)
+    };
+    let resume = TrainOptions {
+        resume: true,
+        ..quiet()
+    };
+    // Preempted after one step, before any checkpoint.
+    let first = run(
+        "out",
+        TrainOptions {
+            stop_after: Some(1),
+            ..resume.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!(first.resumed_from, None);
+    assert!(!first.finished);
+    let root = first.run_dir.join(train::checkpoint::DIR);
+    assert!(train::checkpoint::list(&root).unwrap().is_empty());
+    let second = run("out", resume).unwrap();
+    assert_eq!(second.resumed_from, None, "there was nothing to resume");
+    assert!(second.finished);
+    assert_eq!(second.steps, 3);
+    let whole = run("whole", quiet()).unwrap();
+    let a = std::fs::read(whole.output.join("model.safetensors")).unwrap();
+    let b = std::fs::read(second.output.join("model.safetensors")).unwrap();
+    assert!(a == b);
+    // The metrics hold each step once.
+    let metrics = std::fs::read_to_string(second.run_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 3, "{metrics}");
 }
