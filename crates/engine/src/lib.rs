@@ -4,6 +4,7 @@
 
 mod ar;
 pub mod dlm;
+pub mod load_path;
 pub mod probe;
 pub mod sampling;
 pub mod scheduler;
@@ -19,7 +20,10 @@ pub use dlm::{
 pub use probe::{block_step_cost, BlockCost};
 pub use sampling::{Choice, Sampler, SamplingParams};
 pub use scheduler::{ScheduledSequence, Scheduler, SchedulerConfig, SchedulerStats};
-pub use setup::{choose_mode, load_model, trained_block_size, DecodeMode, ModeChoice};
+pub use load_path::{load_path, load_path_bytes, LoadPathReport};
+pub use setup::{
+    choose_mode, load_model, load_model_file, trained_block_size, DecodeMode, ModeChoice,
+};
 
 /// Why generation ended (OpenAI `finish_reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
