@@ -142,13 +142,19 @@ fn with_key(bytes: &[u8], key: &str, value: Option<Value>) -> Vec<u8> {
     m.write().unwrap()
 }
 
-/// The seed models, built once: llama with a SentencePiece vocabulary (Q8_0), qwen2 with BPE and
-/// the real Fast-dLLM v2 (Qwen2.5) chat template (F16), BitNet b1.58 in I2_S and in TQ2_0, a
-/// qwen2 DLM with a mask token, and the bundled stories260K DLM (a real trained llama).
+/// The seed models, built once: llama with a SentencePiece vocabulary (Q8_0) and qwen2 with BPE
+/// and the real Fast-dLLM v2 (Qwen2.5) chat template (F16), both tokenizers built from the
+/// `tokenizer.ggml.*` keys; BitNet b1.58 in I2_S and in TQ2_0, a qwen2 DLM with a mask token, and
+/// the bundled stories260K DLM (a real trained llama), whose tokenizers come from the embedded
+/// `tokenizer.json`.
 fn seeds() -> &'static [Seed] {
     static SEEDS: OnceLock<Vec<Seed>> = OnceLock::new();
     SEEDS.get_or_init(|| {
-        let qwen = tiny(TinyFamily::Qwen2, OutType::F16, |_| {});
+        // Without the verbatim tokenizer.json the tokenizer is built from the tokenizer.ggml.*
+        // keys (SentencePiece merges from the scores, BPE merges and the pre-tokenizer).
+        let hf = "tokenizer.huggingface.json";
+        let llama = with_key(&tiny(TinyFamily::Llama, OutType::Q8_0, |_| {}), hf, None);
+        let qwen = with_key(&tiny(TinyFamily::Qwen2, OutType::F16, |_| {}), hf, None);
         let qwen = with_key(
             &qwen,
             "tokenizer.chat_template",
@@ -167,7 +173,7 @@ fn seeds() -> &'static [Seed] {
         vec![
             Seed {
                 name: "llama-spm",
-                bytes: tiny(TinyFamily::Llama, OutType::Q8_0, |_| {}),
+                bytes: llama,
             },
             Seed {
                 name: "qwen2-bpe-template",
@@ -619,4 +625,67 @@ fn fuzz_artifacts() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Runs `bytes` as a case and expects a clean `Err` whose message contains `expect`.
+fn expect_clean_error(label: &str, bytes: Vec<u8>, expect: &str) {
+    match run_case(label, bytes) {
+        Ok(Outcome::Err(msg)) => assert!(msg.contains(expect), "{label}: error {msg:?} does not name {expect:?}"),
+        Ok(Outcome::Ok) => panic!("{label}: accepted"),
+        Err(f) => panic!("{f}"),
+    }
+}
+
+/// The crashes the sweep found, rebuilt directly (not by case number, so they survive changes
+/// to the mutator).
+#[test]
+fn regressions() {
+    let hf = "tokenizer.huggingface.json";
+    // 1. A syntax error inside the embedded tokenizer.json's `decoder` object panicked in
+    //    `tokenizers` (an `expect` in its decoder deserializer); found as stories260k-dlm case
+    //    107 (two byte flips).
+    let stories = &seed("stories260k-dlm").bytes;
+    let file = GgufFile::from_bytes(stories.clone()).unwrap();
+    let json = file.metadata.get_str(hf).unwrap();
+    let at = json.find("\"decoder\"").expect("a decoder") + "\"decoder\": {".len() + 4;
+    let mut broken = json.to_string();
+    broken.insert_str(at, "\u{1}]");
+    expect_clean_error(
+        "tokenizer.json with a broken decoder",
+        with_key(stories, hf, Some(Value::String(broken))),
+        "invalid JSON",
+    );
+
+    // 2. block_count = 2^40 reserved 2^40 layers before looking for their tensors (an abort for
+    //    an allocation of 900 TB); found as llama-spm case 226.
+    expect_clean_error(
+        "llama.block_count = 2^40",
+        with_key(&seed("llama-spm").bytes, "llama.block_count", Some(Value::U64(1 << 40))),
+        "block_count",
+    );
+}
+
+/// The known crash of issue 13: NaN scores in a SentencePiece vocabulary (tokenizer built from
+/// the `tokenizer.ggml.*` keys) must not break the merge order's sort.
+#[test]
+fn nan_scores() {
+    let bytes = &seed("llama-spm").bytes;
+    let mut m = Mutable::parse(bytes);
+    let (_, scores) = m
+        .metadata
+        .iter_mut()
+        .find(|(k, _)| k == "tokenizer.ggml.scores")
+        .expect("scores");
+    let Value::Array(_, items) = scores else {
+        panic!("scores are not an array")
+    };
+    for (i, v) in items.iter_mut().enumerate() {
+        if i % 3 == 0 {
+            *v = Value::F32(f32::NAN);
+        }
+    }
+    let label = "every third tokenizer.ggml.scores value NaN";
+    if let Err(f) = run_case(label, m.write().unwrap()) {
+        panic!("{f}");
+    }
 }
