@@ -49,7 +49,11 @@ fn over_cap(size: usize) {
         let mut err = std::io::stderr();
         let _ = err.write_all(b"\nload_path sweep: allocation over the cap in case: ");
         let _ = err.write_all(case.as_bytes());
-        let _ = err.write_all(if size > CAP { b" (single request)\n" } else { b"\n" });
+        let _ = err.write_all(if size > CAP {
+            b" (single request)\n"
+        } else {
+            b"\n"
+        });
     }
 }
 
@@ -169,7 +173,8 @@ fn seeds() -> &'static [Seed] {
                 s.vocab_size = 320;
             })
         };
-        let stories = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/stories260K-dlm.gguf");
+        let stories =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/stories260K-dlm.gguf");
         vec![
             Seed {
                 name: "llama-spm",
@@ -189,7 +194,7 @@ fn seeds() -> &'static [Seed] {
             },
             Seed {
                 name: "qwen2-dlm",
-                bytes: tiny(TinyFamily::Qwen2, OutType::F32, |s| {
+                bytes: tiny(TinyFamily::Qwen2, OutType::F16, |s| {
                     s.dlm_block_size = Some(16);
                     s.logit_scale = 6.0;
                 }),
@@ -293,7 +298,9 @@ fn hostile_number(rng: &mut ChaCha8Rng) -> Value {
 fn hostile_value(v: &Value, rng: &mut ChaCha8Rng) -> Value {
     match rng.random_range(0..8) {
         0 | 1 | 2 => hostile_number(rng),
-        3 => Value::String(["", "x", "llama", "gpt2", "\u{0}", "{{", "{% for"][rng.random_range(0..7)].into()),
+        3 => Value::String(
+            ["", "x", "llama", "gpt2", "\u{0}", "{{", "{% for"][rng.random_range(0..7)].into(),
+        ),
         4 => Value::Bool(rng.random()),
         5 => Value::Array(ValueType::U32, vec![Value::U32(1), Value::U32(u32::MAX)]),
         6 => Value::Array(ValueType::String, vec![]),
@@ -332,14 +339,20 @@ fn hostile_array(ty: ValueType, items: &[Value], rng: &mut ChaCha8Rng) -> Value 
                     items[j].clone()
                 }
                 (Value::String(_), _) => Value::String("<0xZZ>".into()),
-                (Value::I32(_), _) => Value::I32([i32::MIN, -1, 0, 7, 1 << 20][rng.random_range(0..5)]),
+                (Value::I32(_), _) => {
+                    Value::I32([i32::MIN, -1, 0, 7, 1 << 20][rng.random_range(0..5)])
+                }
                 (Value::U32(_), _) => Value::U32([u32::MAX, 0, 1 << 20][rng.random_range(0..3)]),
                 (other, _) => other.clone(),
             };
         }
         4 if !items.is_empty() => {
             // Duplicate a run of elements (arrays longer than the embedding).
-            let extra: Vec<Value> = items.iter().take(rng.random_range(1..64)).cloned().collect();
+            let extra: Vec<Value> = items
+                .iter()
+                .take(rng.random_range(1..64))
+                .cloned()
+                .collect();
             items.extend(extra);
         }
         5 => {
@@ -378,7 +391,11 @@ fn mutate(bytes: &[u8], rng: &mut ChaCha8Rng) -> (Option<Vec<u8>>, String) {
         let n = rng.random_range(1..=8);
         let mut at = Vec::new();
         for _ in 0..n {
-            let end = if rng.random_bool(0.85) { data_offset } else { out.len() };
+            let end = if rng.random_bool(0.85) {
+                data_offset
+            } else {
+                out.len()
+            };
             let i = rng.random_range(0..end);
             let x: u8 = rng.random_range(1..=255);
             out[i] ^= x;
@@ -532,9 +549,9 @@ fn replay(name: &str, case: u64) -> (Option<Vec<u8>>, String) {
 }
 
 fn case_seed(name: &str, case: u64) -> u64 {
-    let h = name
-        .bytes()
-        .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let h = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
     h ^ case.wrapping_mul(0x9E3779B97F4A7C15)
 }
 
@@ -560,7 +577,11 @@ fn every_seed_runs_the_whole_path() {
             report.mode
         );
         if dlm {
-            assert!(!report.dlm_tokens.is_empty(), "{}: no diffusion step", s.name);
+            assert!(
+                !report.dlm_tokens.is_empty(),
+                "{}: no diffusion step",
+                s.name
+            );
         }
         eprintln!(
             "seed {}: {} bytes, {} {:?}, prompt {} tokens",
@@ -607,7 +628,12 @@ fn mutation_sweep() {
         n as usize * seeds().len(),
         t0.elapsed()
     );
-    assert!(failures.is_empty(), "{} failing cases:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failing cases:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     // The sweep must reach the end of the path, not only the reader's errors.
     assert!(ok > 0, "no mutated case got through the whole path");
 }
@@ -630,7 +656,10 @@ fn fuzz_artifacts() {
 /// Runs `bytes` as a case and expects a clean `Err` whose message contains `expect`.
 fn expect_clean_error(label: &str, bytes: Vec<u8>, expect: &str) {
     match run_case(label, bytes) {
-        Ok(Outcome::Err(msg)) => assert!(msg.contains(expect), "{label}: error {msg:?} does not name {expect:?}"),
+        Ok(Outcome::Err(msg)) => assert!(
+            msg.contains(expect),
+            "{label}: error {msg:?} does not name {expect:?}"
+        ),
         Ok(Outcome::Ok) => panic!("{label}: accepted"),
         Err(f) => panic!("{f}"),
     }
@@ -660,7 +689,11 @@ fn regressions() {
     //    an allocation of 900 TB); found as llama-spm case 226.
     expect_clean_error(
         "llama.block_count = 2^40",
-        with_key(&seed("llama-spm").bytes, "llama.block_count", Some(Value::U64(1 << 40))),
+        with_key(
+            &seed("llama-spm").bytes,
+            "llama.block_count",
+            Some(Value::U64(1 << 40)),
+        ),
         "block_count",
     );
 }
@@ -688,4 +721,52 @@ fn nan_scores() {
     if let Err(f) = run_case(label, m.write().unwrap()) {
         panic!("{f}");
     }
+}
+
+/// Every metadata key of every seed set to every value of a fixed hostile list (about 3,000
+/// cases, a few minutes): `cargo test -p engine --test load_path_sweep -- --ignored`.
+#[test]
+#[ignore]
+fn every_key_every_hostile_value() {
+    let values = [
+        Value::F32(f32::NAN),
+        Value::F32(f32::INFINITY),
+        Value::F32(-1.0),
+        Value::F32(0.0),
+        Value::U32(0),
+        Value::U32(1),
+        Value::U32(u32::MAX),
+        Value::U64(u64::MAX),
+        Value::U64(1 << 33),
+        Value::I32(-1),
+        Value::Bool(true),
+        Value::String(String::new()),
+        Value::Array(ValueType::U32, vec![]),
+        Value::Array(ValueType::F32, vec![Value::F32(f32::NAN); 3]),
+    ];
+    let mut failures = Vec::new();
+    let mut n = 0;
+    for s in seeds() {
+        let keys: Vec<String> = Mutable::parse(&s.bytes)
+            .metadata
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &keys {
+            for v in values.iter().cloned().map(Some).chain([None]) {
+                let label = format!("seed {} {key} = {:?}", s.name, v.as_ref().map(short));
+                n += 1;
+                if let Err(f) = run_case(&label, with_key(&s.bytes, key, v)) {
+                    failures.push(f);
+                }
+            }
+        }
+    }
+    eprintln!("{n} cases");
+    assert!(
+        failures.is_empty(),
+        "{} failing cases:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

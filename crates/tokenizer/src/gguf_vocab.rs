@@ -302,7 +302,13 @@ pub(crate) fn spm_merges(tokens: &[&str], types: &[i32], scores: &[f32]) -> Vec<
     // Stable: equal keys keep the per-piece order above.
     // A total order on scores: -0.0 (the score of merge rank 0) equals 0.0, as in Python, and a
     // NaN score (a hostile file) ranks last instead of breaking the sort.
-    let score = |s: f32| if s.is_nan() { f32::NEG_INFINITY } else { s + 0.0 };
+    let score = |s: f32| {
+        if s.is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            s + 0.0
+        }
+    };
     merges.sort_by(|a, b| {
         score(b.0)
             .total_cmp(&score(a.0))
