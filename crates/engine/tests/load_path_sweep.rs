@@ -770,3 +770,26 @@ fn every_key_every_hostile_value() {
         failures.join("\n")
     );
 }
+
+/// Chat templates that would run for hours or allocate without bound must fail cleanly.
+#[test]
+fn hostile_templates() {
+    let bytes = &seed("qwen2-bpe-template").bytes;
+    for (what, template) in [
+        (
+            "nested loops",
+            "{% for i in range(100000) %}{% for j in range(100000) %}{{ '' }}{% endfor %}{% endfor %}",
+        ),
+        ("a huge string", "{{ 'x' * 4000000000 }}"),
+        ("string doubling", "{% set ns = namespace(s='xx') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}"),
+        ("recursion", "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"),
+    ] {
+        let label = format!("chat template: {what}");
+        let mutated = with_key(bytes, "tokenizer.chat_template", Some(Value::String(template.into())));
+        match run_case(&label, mutated) {
+            Ok(Outcome::Err(msg)) => eprintln!("{label}: {msg}"),
+            Ok(Outcome::Ok) => panic!("{label}: rendered"),
+            Err(f) => panic!("{f}"),
+        }
+    }
+}
