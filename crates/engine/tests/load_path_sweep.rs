@@ -504,7 +504,6 @@ fn run_case(label: &str, bytes: Vec<u8>) -> Result<Outcome, String> {
     let base = LIVE.load(Ordering::SeqCst);
     PEAK.store(base, Ordering::SeqCst);
     let (tx, rx) = mpsc::channel();
-    let t0 = Instant::now();
     std::thread::Builder::new()
         .name("load-path-case".into())
         .spawn(move || {
@@ -538,7 +537,6 @@ fn run_case(label: &str, bytes: Vec<u8>) -> Result<Outcome, String> {
             "{label}: ALLOCATION over the cap of {CAP} bytes (peak {peak} live)"
         ));
     }
-    let _ = t0;
     Ok(outcome)
 }
 
@@ -559,7 +557,7 @@ fn cases_per_seed() -> u64 {
     std::env::var("DLM_SWEEP_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(120)
+        .unwrap_or(250)
 }
 
 #[test]
