@@ -297,7 +297,7 @@ fn hostile_number(rng: &mut ChaCha8Rng) -> Value {
 /// A value of some other type than `v`, or a hostile one of the same type.
 fn hostile_value(v: &Value, rng: &mut ChaCha8Rng) -> Value {
     match rng.random_range(0..8) {
-        0 | 1 | 2 => hostile_number(rng),
+        0..=2 => hostile_number(rng),
         3 => Value::String(
             ["", "x", "llama", "gpt2", "\u{0}", "{{", "{% for"][rng.random_range(0..7)].into(),
         ),
