@@ -643,6 +643,12 @@ fn fuzz_artifacts() {
     let mut failures = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        {
+            continue;
+        }
         let label = path.display().to_string();
         if let Err(f) = run_case(&label, std::fs::read(&path).unwrap()) {
             failures.push(f);
