@@ -650,8 +650,10 @@ fn fuzz_artifacts() {
             continue;
         }
         let label = path.display().to_string();
-        if let Err(f) = run_case(&label, std::fs::read(&path).unwrap()) {
-            failures.push(f);
+        let t0 = Instant::now();
+        match run_case(&label, std::fs::read(&path).unwrap()) {
+            Ok(outcome) => eprintln!("{label}: {outcome:?} in {:.1?}", t0.elapsed()),
+            Err(f) => failures.push(f),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
