@@ -4,6 +4,7 @@
 
 mod ar;
 pub mod dlm;
+pub mod load_path;
 pub mod probe;
 pub mod sampling;
 pub mod scheduler;
@@ -16,10 +17,13 @@ pub use ar::{decode_ar, generate_ar, GenerateParams};
 pub use dlm::{
     decode_dlm, generate_dlm, resolve_mask_id, BlockForward, BlockState, DlmParams, ModelSequence,
 };
+pub use load_path::{load_path, load_path_bytes, LoadPathReport};
 pub use probe::{block_step_cost, BlockCost};
 pub use sampling::{Choice, Sampler, SamplingParams};
 pub use scheduler::{ScheduledSequence, Scheduler, SchedulerConfig, SchedulerStats};
-pub use setup::{choose_mode, load_model, trained_block_size, DecodeMode, ModeChoice};
+pub use setup::{
+    choose_mode, load_model, load_model_file, trained_block_size, DecodeMode, ModeChoice,
+};
 
 /// Why generation ended (OpenAI `finish_reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

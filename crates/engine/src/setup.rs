@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use model::Model;
+use gguf::GgufFile;
+use model::{Model, ModelError};
 use tokenizer::Tokenizer;
 
 use crate::dlm::resolve_mask_id;
@@ -11,11 +12,21 @@ use crate::EngineError;
 
 /// Opens a GGUF model and its tokenizer, refusing a tokenizer larger than the embedding.
 pub fn load_model(path: &Path) -> Result<(Model, Tokenizer), EngineError> {
+    let name = path.display().to_string();
+    let file = GgufFile::open(path).map_err(|e| EngineError::Load {
+        path: name.clone(),
+        message: ModelError::from(e).to_string(),
+    })?;
+    load_model_file(file, &name)
+}
+
+/// [`load_model`] on an already opened (or in-memory) GGUF; `name` labels its errors.
+pub fn load_model_file(file: GgufFile, name: &str) -> Result<(Model, Tokenizer), EngineError> {
     let at = |message: String| EngineError::Load {
-        path: path.display().to_string(),
+        path: name.to_string(),
         message,
     };
-    let model = Model::load(path).map_err(|e| at(e.to_string()))?;
+    let model = Model::from_file(file).map_err(|e| at(e.to_string()))?;
     let tok = Tokenizer::from_gguf(&model.file().metadata).map_err(|e| at(e.to_string()))?;
     if tok.vocab_size() > model.config.vocab {
         return Err(at(format!(

@@ -61,6 +61,10 @@ pub struct ModelConfig {
     pub bitlinear: bool,
 }
 
+/// The largest width, head count, layer count or vocabulary a config may give (2^24): far above
+/// any real model, low enough that products of two of them cannot overflow.
+pub const MAX_DIM: usize = 1 << 24;
+
 /// Architecture names this engine runs.
 pub const SUPPORTED_ARCHS: &[&str] = &[
     "llama",
@@ -154,7 +158,7 @@ impl ModelConfig {
                 .map(|t| t.len())
                 .unwrap_or(0),
         };
-        Ok(ModelConfig {
+        let config = ModelConfig {
             n_layers: usize_key("block_count")?,
             hidden,
             ffn: usize_key("feed_forward_length")?,
@@ -183,7 +187,38 @@ impl ModelConfig {
             sub_norm: has_tensor("blk.0.attn_sub_norm.weight"),
             bitlinear: bitnet,
             arch,
-        })
+        };
+        config.check_sizes()?;
+        Ok(config)
+    }
+
+    /// Refuses sizes no model has before anything is allocated from them: every width, count
+    /// and product of them must be positive (layers may be zero) and at most [`MAX_DIM`].
+    fn check_sizes(&self) -> Result<()> {
+        let sizes = [
+            ("block_count", self.n_layers, true),
+            ("embedding_length", self.hidden, false),
+            ("feed_forward_length", self.ffn, false),
+            ("attention.head_count", self.n_heads, false),
+            ("attention.head_count_kv", self.n_kv_heads, false),
+            ("attention.key_length", self.head_dim, false),
+            ("vocab_size", self.vocab, false),
+            (
+                "attention.head_count × attention.key_length",
+                self.n_heads.saturating_mul(self.head_dim),
+                false,
+            ),
+        ];
+        for (key, v, zero_ok) in sizes {
+            if (v == 0 && !zero_ok) || v > MAX_DIM {
+                return Err(ModelError::Config(format!(
+                    "{}.{key} is {v}; it must be between {} and {MAX_DIM}",
+                    self.arch,
+                    if zero_ok { 0 } else { 1 }
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Query heads per KV head.

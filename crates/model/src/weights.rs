@@ -138,7 +138,9 @@ impl Weights {
         if token_embd.info.ggml_type.is_per_tensor_packed() {
             return Err(tensor_err("token_embd.weight", format!("{} embeddings are not supported (bitnet.cpp measured them as a model failure); convert with F16 embeddings", token_embd.info.ggml_type)));
         }
-        let mut layers = Vec::with_capacity(cfg.n_layers);
+        // Each layer needs its own tensors: no more layers than tensors are reserved, whatever
+        // block_count says (a missing layer is an error below).
+        let mut layers = Vec::with_capacity(cfg.n_layers.min(file.tensors.len()));
         for i in 0..cfg.n_layers {
             let n = |s: &str| format!("blk.{i}.{s}");
             layers.push(Layer {

@@ -106,9 +106,13 @@ impl Tokenizer {
     /// (as in [`from_gguf`](Self::from_gguf)); without it they are inferred from the tokenizer
     /// (BOS from the post-processor, EOG and mask from the known spellings).
     pub fn from_hf_json(json: &str, md: Option<&Metadata>) -> Result<Tokenizer, TokenizerError> {
-        let inner: tokenizers::Tokenizer = json
-            .parse()
-            .map_err(|e| TokenizerError::HfJson(tk_message(e)))?;
+        // Parsed as JSON first: `tokenizers` panics (an `expect` in its decoder deserializer) on
+        // a syntax error inside the `decoder` object instead of returning it; from a parsed value
+        // every error comes back as an error.
+        let value: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| TokenizerError::HfJson(format!("invalid JSON: {e}")))?;
+        let inner: tokenizers::Tokenizer = serde_json::from_value(value)
+            .map_err(|e| TokenizerError::HfJson(tk_message(Box::new(e))))?;
         Self::finish(inner, md)
     }
 

@@ -22,6 +22,13 @@ const KEY_TEMPLATE: &str = "tokenizer.chat_template";
 /// The name the template is registered under (shown in error locations).
 const NAME: &str = "chat_template";
 
+/// The work one render may do, in minijinja fuel (about one unit per instruction or per 64
+/// bytes of data): a template from a model file is untrusted code, and without a budget a loop
+/// or a doubling string in it hangs or exhausts the server on every request. Real chat templates
+/// use a few thousand units per conversation; this allows about 4 million instructions or
+/// 256 MB, well under a second.
+pub const TEMPLATE_FUEL: u64 = 4_000_000;
+
 /// ChatML, for vocabularies with `<|im_start|>` / `<|im_end|>` but no template.
 const CHATML: &str = "{%- for message in messages %}\
 {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\
@@ -208,6 +215,7 @@ fn environment(text: &str) -> Result<Environment<'static>, TokenizerError> {
             .build()
             .map_err(template_error)?,
     );
+    env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_filter("tojson", tojson);
     env.add_function("raise_exception", raise_exception);
@@ -220,6 +228,11 @@ fn environment(text: &str) -> Result<Environment<'static>, TokenizerError> {
 /// A minijinja error as a [`TokenizerError`]: the message of `raise_exception`, or the error
 /// with its location.
 fn template_error(e: Error) -> TokenizerError {
+    if e.kind() == ErrorKind::OutOfFuel {
+        return TokenizerError::Template(format!(
+            "the chat template ran past its budget of {TEMPLATE_FUEL} steps (a loop or a value too large for a chat prompt)"
+        ));
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = source {
         if let Some(raised) = err.downcast_ref::<Raised>() {
