@@ -178,6 +178,37 @@ class ServerProcess:
         return out
 
 
+# Figures that reliability tests measure (requests lost, connections closed, ...), printed in a
+# "figures" section at the end of every run, also when the tests pass and their output is captured.
+# Rust integration tests that run before this suite (`crates/cli/tests/train_kill.rs`) leave
+# theirs as text files under target/tmp/figures/, printed in the same section.
+_FIGURES: List[str] = []
+RUST_FIGURES = REPO / "target" / "tmp" / "figures"
+
+
+@pytest.fixture
+def report_figures():
+    """`report_figures(title, text)`: a line for the run's closing "figures" section."""
+
+    def report(title: str, text: str) -> None:
+        _FIGURES.append(f"{title}: {text}")
+
+    return report
+
+
+def pytest_terminal_summary(terminalreporter):
+    lines = list(_FIGURES)
+    if RUST_FIGURES.is_dir():
+        for f in sorted(RUST_FIGURES.glob("*.txt")):
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f.stat().st_mtime))
+            lines.append(f"{f.stem} (Rust test, written {stamp}):")
+            lines.extend("  " + l for l in f.read_text().splitlines())
+    if lines:
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def server_bin() -> Path:
     return _cargo_binary("DLM_SERVER_BIN", "dlm_server", "server")

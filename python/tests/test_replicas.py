@@ -293,7 +293,7 @@ def classify(o: Outcome, refs: Dict[int, Dict]) -> None:
 # -- the test ------------------------------------------------------------------------------------
 
 
-def test_replica_killed_behind_nginx(server_bin, tmp_path):
+def test_replica_killed_behind_nginx(server_bin, tmp_path, report_figures):
     t_start = time.monotonic()
     nginx_bin = ensure_nginx()
     replica_args = ["--threads", "1", "--max-concurrency", "8", "--queue-size", "32"]
@@ -439,6 +439,7 @@ def test_replica_killed_behind_nginx(server_bin, tmp_path):
             "load_s": round(load_s, 1),
         }
         print("\nreplicas behind nginx, one killed:", json.dumps(figures))
+        report_figures("replicas behind nginx, one killed -9", json.dumps(figures))
         for i in by_kind["failed"]:
             o = outcomes[i]
             print(f"  failed visibly: request {i} after {o.content_chunks()} content events, "

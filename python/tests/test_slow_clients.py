@@ -155,7 +155,7 @@ def storm(port: int, until: float):
     return clients
 
 
-def test_slow_and_idle_clients(slow_server, schemas):
+def test_slow_and_idle_clients(slow_server, schemas, report_figures):
     url, port = slow_server.url, slow_server.port
     before = slow_server.metrics()
     assert before["dlm_connections_max"] == CAP
@@ -227,12 +227,14 @@ def test_slow_and_idle_clients(slow_server, schemas):
     assert N_FRESH + N_USED <= timed_out["idle"] <= N_FRESH + N_USED + 1, timed_out
     assert m["dlm_connections_refused_total"] == 0
     assert m['dlm_requests_total{route="/v1/chat/completions",status="408"}'] == N_BODY
-    print(
-        f"\nstorm {storm_s:.1f} s; closed (n, min, median, max s): {figures}; "
+    summary = (
+        f"storm {storm_s:.1f} s; closed (n, min, median, max s): {figures}; "
         f"normal requests {len(answers)} ok, slowest {slowest:.2f} s; timed out {timed_out}; "
         f"after: open {m['dlm_connections_open']:.0f}, slots busy {m['dlm_slots_busy']:.0f}, "
         f"accepted {m['dlm_connections_accepted_total'] - before['dlm_connections_accepted_total']:.0f}"
     )
+    print("\n" + summary)
+    report_figures("slow and idle clients", summary)
 
 
 @pytest.fixture(scope="module")
