@@ -28,6 +28,13 @@ REPO = Path(__file__).resolve().parents[2]
 # The original autoregressive stories260K (the bundled default is the demo DLM).
 AR_MODEL = REPO / "models" / "stories260K.gguf"
 STARTUP_TIMEOUT = 120.0
+# The load tests' prompts (test_load.py, test_replicas.py): short, and different answers.
+LOAD_PROMPTS = [
+    "Tell me a story about a dog.",
+    "What did Lily find in the garden?",
+    "Once upon a time there was a big tree.",
+    "Why is the sky blue?",
+]
 
 
 def shared_fixtures() -> Path:

@@ -11,15 +11,9 @@ import time
 import httpx
 import pytest
 
-from conftest import sse_events, wait_for
+from conftest import LOAD_PROMPTS as PROMPTS, sse_events, wait_for
 
 CHAT = "/v1/chat/completions"
-PROMPTS = [
-    "Tell me a story about a dog.",
-    "What did Lily find in the garden?",
-    "Once upon a time there was a big tree.",
-    "Why is the sky blue?",
-]
 MAX_TOKENS = 10
 
 

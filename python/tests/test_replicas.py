@@ -37,16 +37,10 @@ from typing import Dict, List, Optional
 import httpx
 import pytest
 
-from conftest import REPO, ServerProcess, _die_with_parent, wait_for
+from conftest import LOAD_PROMPTS as PROMPTS, REPO, ServerProcess, _die_with_parent, wait_for
 
 NGINX_CONF = REPO / "deploy" / "nginx.conf"
 CHAT = "/v1/chat/completions"
-PROMPTS = [
-    "Tell me a story about a dog.",
-    "What did Lily find in the garden?",
-    "Once upon a time there was a big tree.",
-    "Why is the sky blue?",
-]
 REQUESTS = 48
 CONCURRENCY = 8
 # Greedy autoregressive decoding of the demo model gives 200-400 tokens for these prompts

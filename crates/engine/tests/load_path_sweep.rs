@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use convert::tiny::{TinyFamily, TinySpec};
 use convert::OutType;
 use gguf::{GgmlType, GgufFile, GgufWriter, Value, ValueType};
+use quant::kernels::KERNEL_TYPES;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -369,17 +370,6 @@ fn hostile_array(ty: ValueType, items: &[Value], rng: &mut ChaCha8Rng) -> Value 
     Value::Array(ty, items)
 }
 
-const TYPES: &[GgmlType] = &[
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q8_0,
-    GgmlType::Q4_0,
-    GgmlType::TQ1_0,
-    GgmlType::TQ2_0,
-    GgmlType::I2_S,
-];
-
 /// Applies mutation number `kind` (chosen by `rng`) to `seed`; returns the bytes and a
 /// description. `None` where the writer refused the mutated contents.
 fn mutate(bytes: &[u8], rng: &mut ChaCha8Rng) -> (Option<Vec<u8>>, String) {
@@ -432,7 +422,7 @@ fn mutate(bytes: &[u8], rng: &mut ChaCha8Rng) -> (Option<Vec<u8>>, String) {
                 what = format!("drop tensor {name}");
             }
             1 => {
-                let ty = TYPES[rng.random_range(0..TYPES.len())];
+                let ty = KERNEL_TYPES[rng.random_range(0..KERNEL_TYPES.len())];
                 what = format!("tensor {name} type {:?} -> {ty:?}", m.tensors[i].2);
                 m.tensors[i].2 = ty;
             }

@@ -122,43 +122,32 @@ fn a_nan_norm_weight_is_refused_naming_the_tensor_and_element() {
 #[test]
 fn a_nan_rope_base_or_scaling_factor_or_epsilon_is_refused_naming_the_key() {
     let src = tiny_i2s();
-    let err = load_err(rewrite(
-        &src,
-        set_f32("bitnet-b1.58.rope.freq_base", f32::NAN),
-        None,
-    ));
-    assert_eq!(
-        err,
-        "model config: bitnet-b1.58.rope.freq_base is NaN; it must be a finite number > 0"
-    );
-    let err = load_err(rewrite(
-        &src,
-        set_f32("bitnet-b1.58.rope.freq_base", 0.0),
-        None,
-    ));
-    assert_eq!(
-        err,
-        "model config: bitnet-b1.58.rope.freq_base is 0; it must be a finite number > 0"
-    );
-    let err = load_err(rewrite(
-        &src,
-        set_f32("bitnet-b1.58.rope.scaling.factor", f32::INFINITY),
-        None,
-    ));
-    assert_eq!(
-        err,
-        "model config: bitnet-b1.58.rope.scaling.factor is inf; it must be a finite number > 0"
-    );
-    let err = load_err(rewrite(
-        &src,
-        set_f32("bitnet-b1.58.attention.layer_norm_rms_epsilon", f32::NAN),
-        None,
-    ));
-    assert_eq!(
-        err,
-        "model config: bitnet-b1.58.attention.layer_norm_rms_epsilon is NaN; it must be a finite \
-         number ≥ 0"
-    );
+    let cases = [
+        (
+            "bitnet-b1.58.rope.freq_base",
+            f32::NAN,
+            "model config: bitnet-b1.58.rope.freq_base is NaN; it must be a finite number > 0",
+        ),
+        (
+            "bitnet-b1.58.rope.freq_base",
+            0.0,
+            "model config: bitnet-b1.58.rope.freq_base is 0; it must be a finite number > 0",
+        ),
+        (
+            "bitnet-b1.58.rope.scaling.factor",
+            f32::INFINITY,
+            "model config: bitnet-b1.58.rope.scaling.factor is inf; it must be a finite number > 0",
+        ),
+        (
+            "bitnet-b1.58.attention.layer_norm_rms_epsilon",
+            f32::NAN,
+            "model config: bitnet-b1.58.attention.layer_norm_rms_epsilon is NaN; it must be a \
+             finite number ≥ 0",
+        ),
+    ];
+    for (key, value, expected) in cases {
+        assert_eq!(load_err(rewrite(&src, set_f32(key, value), None)), expected);
+    }
 }
 
 #[test]
