@@ -6,6 +6,7 @@
 //! as it becomes final and is sent as one JSON answer or as server-sent events. [`metrics`]
 //! counts what happens, for `/metrics`.
 
+mod answer;
 pub mod api;
 pub mod config;
 pub mod conn;
@@ -13,6 +14,8 @@ pub mod error;
 pub mod metrics;
 pub mod routes;
 pub mod runner;
+mod sse;
+pub mod trace;
 
 pub use config::{default_model_path, DecodeArgs, ModeArg, ServeArgs};
 pub use routes::{router, serve, AppState};
