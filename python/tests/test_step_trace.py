@@ -377,3 +377,19 @@ def test_concurrent_traced_streams_get_their_own_steps_while_batched(server, voc
     steps = after["dlm_forward_passes_total"] - before["dlm_forward_passes_total"]
     seq_forwards = after["dlm_sequence_forwards_total"] - before["dlm_sequence_forwards_total"]
     assert 0 < steps < seq_forwards, f"not batched: {steps} scheduler steps for {seq_forwards} sequence forwards"
+
+
+def test_a_traced_client_that_hangs_up_frees_its_slot(server):
+    body = chat_body(PROMPTS[3], max_tokens=300, stream_options={"include_steps": True})
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        with c.stream("POST", CHAT, json=body) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                if line.startswith(STEP):
+                    break  # leaving the block closes the connection mid-stream
+    wait_for(
+        lambda: (m := server.metrics())["dlm_slots_busy"] == 0 and m["dlm_live_sequences"] == 0,
+        what="the slot and the sequence to be free",
+    )
+    r = httpx.post(server.url + CHAT, json=chat_body("Hi", max_tokens=3, stream=False), timeout=60)
+    assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] in {"stop", "length"}

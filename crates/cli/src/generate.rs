@@ -187,9 +187,10 @@ fn generate_one(
             let mut on_step = |state: &BlockState| {
                 if visual {
                     eprintln!(
-                        "[block {} | forward {}] {}",
+                        "[block {} | forward {}{}] {}",
                         state.block_index,
                         state.forward_passes,
+                        if state.is_final { " | final" } else { "" },
                         render_block(tok, state)
                     );
                 }

@@ -372,8 +372,12 @@ impl Runner {
             // Untraced requests pass a callback that does nothing: no record is built.
             let mut tracer = Tracer::new(&runner.tok);
             let mut on_step = |state: &BlockState| {
-                if trace {
-                    let _ = tx.send(Event::Step(Box::new(tracer.record(state))));
+                if trace
+                    && tx
+                        .send(Event::Step(Box::new(tracer.record(state))))
+                        .is_err()
+                {
+                    cancel.store(true, Ordering::SeqCst);
                 }
             };
             let result = match &plan {
