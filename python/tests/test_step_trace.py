@@ -220,48 +220,57 @@ def check_replay(raw: str, mask: int, vocab: List[str]) -> Tuple[str, List[dict]
     return content, chunks, steps
 
 
-def expected_chat_stream(chunks: List[dict], include_usage: bool) -> str:
-    """The untraced chat framing, byte for byte: the role chunk, one chunk per text piece, the
-    finish chunk, the usage chunk when asked, `[DONE]`; compact JSON in this key order."""
+def expected_stream(chunks: List[dict], include_usage: bool, chat: bool) -> str:
+    """The untraced framing, byte for byte: (chat only) the role chunk, one chunk per text piece,
+    the finish chunk, the usage chunk when asked, `[DONE]`; compact JSON in this key order."""
     c0 = chunks[0]
 
-    def chunk(delta, finish) -> dict:
+    def chunk(text, finish, role=False) -> dict:
+        if chat:
+            delta = {"role": "assistant", "content": ""} if role else {} if finish else {"content": text}
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
         out = {
-            "id": c0["id"], "object": "chat.completion.chunk", "created": c0["created"],
-            "model": c0["model"],
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            "id": c0["id"], "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": c0["created"], "model": c0["model"], "choices": [choice],
         }
         if include_usage:
             out["usage"] = None
         return out
 
-    texts = [c["choices"][0]["delta"]["content"] for c in chunks[1:-2 if include_usage else -1]]
-    want = [chunk({"role": "assistant", "content": ""}, None)]
-    want += [chunk({"content": t}, None) for t in texts]
-    want.append(chunk({}, chunks[-2 if include_usage else -1]["choices"][0]["finish_reason"]))
+    body = chunks[1 if chat else 0:-2 if include_usage else -1]
+    want = [chunk("", None, role=True)] if chat else []
+    want += [chunk(content_of([c]), None) for c in body]
+    want.append(chunk("", chunks[-2 if include_usage else -1]["choices"][0]["finish_reason"]))
     if include_usage:
         last = chunks[-1]
         want.append({
-            "id": c0["id"], "object": "chat.completion.chunk", "created": c0["created"],
+            "id": c0["id"], "object": want[0]["object"], "created": c0["created"],
             "model": c0["model"], "choices": [], "usage": last["usage"], "timings": last["timings"],
         })
-    return "".join(f"data: {json.dumps(w, separators=(',', ':'), ensure_ascii=False)}\n\n" for w in want) + "data: [DONE]\n\n"
+    dump = lambda w: json.dumps(w, separators=(",", ":"), ensure_ascii=False)  # noqa: E731
+    return "".join(f"data: {dump(w)}\n\n" for w in want) + "data: [DONE]\n\n"
 
 
+@pytest.mark.parametrize("path", [CHAT, COMPLETIONS])
 @pytest.mark.parametrize("include_usage", [False, True])
-def test_untraced_stream_is_unchanged_by_the_trace_and_keeps_its_framing(server, include_usage):
+def test_untraced_stream_is_unchanged_by_the_trace_and_keeps_its_framing(server, include_usage, path):
     body = chat_body(PROMPTS[0])
+    if path == COMPLETIONS:
+        del body["messages"]
+        body["prompt"] = "Once upon a time"
     if include_usage:
         body["stream_options"] = {"include_usage": True}
-    plain = raw_stream(server, CHAT, body)
+    plain = raw_stream(server, path, body)
     assert not any(line.startswith(":") for line in plain.split("\n")), "comment lines without the option"
     chunks = [json.loads(e[len("data: "):]) for e in plain.split("\n\n") if e and e != "data: [DONE]"]
     assert len(chunks) >= 4 and content_of(chunks).strip(), plain[:500]
     # Pinned framing: any change to the untraced stream's bytes shows here.
-    assert plain == expected_chat_stream(chunks, include_usage)
+    assert plain == expected_stream(chunks, include_usage, chat=path == CHAT)
 
     traced_body = dict(body, stream_options={**body.get("stream_options", {}), "include_steps": True})
-    traced = raw_stream(server, CHAT, traced_body)
+    traced = raw_stream(server, path, traced_body)
     without, steps = split_trace(traced)
     assert len(steps) >= 2
     a, b = normalize(plain), normalize(without)
@@ -393,3 +402,13 @@ def test_a_traced_client_that_hangs_up_frees_its_slot(server):
     )
     r = httpx.post(server.url + CHAT, json=chat_body("Hi", max_tokens=3, stream=False), timeout=60)
     assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] in {"stop", "length"}
+
+
+def test_a_generation_that_ends_at_once_still_has_its_block(server, vocab, mask_id):
+    """This completion prompt makes the demo model end the text at its first token: the trace
+    still shows the block, with the end-of-text token committed, and a final record."""
+    body = {"prompt": PROMPTS[0], "max_tokens": 16, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True, "include_steps": True}}
+    content, chunks, steps = check_replay(raw_stream(server, COMPLETIONS, body), mask_id, vocab)
+    assert content == "" and chunks[-1]["usage"]["completion_tokens"] == 0
+    assert steps[-1]["final"] and any(c["token"] == 2 for s in steps for c in s["committed"])
