@@ -267,7 +267,8 @@ fn model_card(st: &AppState, r: &Runner) -> Value {
             "mask_token_id": r.mask_id,
             "block_size": r.block_size,
             "small_block_size": r.small_block_size,
-            "threshold": r.threshold,
+            // The f32 as written (0.95, not 0.949999988079071).
+            "threshold": r.threshold.to_string().parse::<f64>().unwrap_or(f64::from(r.threshold)),
             "mode": match r.mode { engine::DecodeMode::Ar => "ar", _ => "dlm" },
         },
     })
