@@ -144,6 +144,7 @@ async function streamChat(body, { onStep, onText, pace = 0, signal }) {
   const result = { text: "", steps: [], usage: null, timings: null, finish: null, ttftMs: null, totalMs: null };
   const next = readAhead(sseEvents(resp.body));
   for (let ev; (ev = await next()); ) {
+    if (signal && signal.aborted) throw new DOMException("stopped", "AbortError");
     if (ev.step) {
       result.steps.push(ev.step);
       if (onStep) onStep(ev.step, result.steps);
@@ -439,8 +440,13 @@ function addMessage(role, text) {
   body.textContent = text;
   msg.append(who, body);
   $("transcript").append(msg);
-  msg.scrollIntoView({ block: "end" });
+  scrollDown();
   return msg;
+}
+
+function scrollDown() {
+  const t = $("transcript");
+  t.scrollTop = t.scrollHeight;
 }
 
 function showError(message) {
@@ -482,6 +488,7 @@ async function send() {
   answer.classList.add("pending");
   const out = answer.querySelector(".text");
   resetView();
+  if (mode === "ar") $("step-info").textContent = "AR: one token per forward pass, no diffusion steps";
   const controller = new AbortController();
   setBusy(controller);
   try {
@@ -489,7 +496,7 @@ async function send() {
       onStep: liveStep,
       onText: (piece) => {
         out.textContent += piece;
-        answer.scrollIntoView({ block: "end" });
+        scrollDown();
       },
       pace: Number($("pace").value),
       signal: controller.signal,
