@@ -88,7 +88,22 @@ impl DlmParams {
     }
 }
 
-/// The state of the block being decoded, after a step (for `--visual`).
+/// A block position that became a token at a step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Commit {
+    /// Offset within the block.
+    pub pos: usize,
+    /// The token.
+    pub token: u32,
+    /// The softmax probability of the chosen token; `None` for a token decided without one (the
+    /// first token of a block, chosen greedily by the pass that finalized the block before it or
+    /// by the prompt's prefill).
+    pub confidence: Option<f32>,
+}
+
+/// The block being decoded, after a step: what `dlm generate --visual` draws and what the
+/// server's step trace sends. Built from buffers the loop keeps anyway, so a caller that ignores
+/// it costs nothing.
 #[derive(Clone, Debug)]
 pub struct BlockState<'a> {
     /// The block's tokens; masked positions hold the mask id.
@@ -97,8 +112,22 @@ pub struct BlockState<'a> {
     pub mask_id: u32,
     /// Index of the block in the sequence.
     pub block_index: usize,
+    /// Absolute position of the block's first token.
+    pub block_start: usize,
+    /// How many leading positions of the block are prompt tokens.
+    pub prompt_len_in_block: usize,
+    /// `[lo, hi)` offsets of the sub-block decoded at this step (the last one on a final record).
+    pub sub_block: (usize, usize),
+    /// Running count of the states reported for this generation (1, 2, …, across blocks).
+    pub step: usize,
     /// Forward passes so far.
     pub forward_passes: usize,
+    /// The positions that became tokens at this step, left to right.
+    pub committed: &'a [Commit],
+    /// The block is complete and its tokens are final: the last state of every block. A
+    /// generation that ends inside a block (end of text, token cap, full context) closes it with
+    /// a final state whose remaining positions are still masks and never become text.
+    pub is_final: bool,
 }
 
 /// Picks the mask token: an explicit id, else the tokenizer's (metadata or vocabulary spelling).
@@ -240,6 +269,95 @@ fn forward(
     Ok(out)
 }
 
+/// Reports block states to `on_step`: counts them, collects the positions each step commits in a
+/// buffer reused across steps, and remembers the block's first token when an earlier pass (the
+/// prefill or the previous block's finalizing pass) decided it greedily.
+struct Steps<'f> {
+    on_step: &'f mut dyn FnMut(&BlockState),
+    mask_id: u32,
+    block_size: usize,
+    small_block_size: usize,
+    prompt_len: usize,
+    step: usize,
+    committed: Vec<Commit>,
+    /// The token at offset 0 of the next block, decided without a confidence, not yet reported.
+    first: Option<u32>,
+    /// The start, index and sub-block of the last state reported, when its block is not final.
+    open: Option<(usize, usize, (usize, usize))>,
+}
+
+impl Steps<'_> {
+    /// Starts a step's list of commits with the block's greedily decided first token, if any.
+    fn begin(&mut self) {
+        self.committed.clear();
+        if let Some(token) = self.first.take() {
+            self.committed.push(Commit {
+                pos: 0,
+                token,
+                confidence: None,
+            });
+        }
+    }
+
+    /// Reports the block at `start` (its first `block_size` positions of `seq`, masks past the
+    /// end of `seq`, which only a block closed before it was filled has).
+    fn report(
+        &mut self,
+        seq: &[u32],
+        start: usize,
+        block_index: usize,
+        sub_block: (usize, usize),
+        forward_passes: usize,
+        is_final: bool,
+    ) {
+        self.step += 1;
+        self.open = (!is_final).then_some((start, block_index, sub_block));
+        let end = (start + self.block_size).min(seq.len());
+        let padded;
+        let tokens = if end - start == self.block_size {
+            &seq[start..end]
+        } else {
+            let mut t = seq[start..end].to_vec();
+            t.resize(self.block_size, self.mask_id);
+            padded = t;
+            &padded[..]
+        };
+        (self.on_step)(&BlockState {
+            tokens,
+            mask_id: self.mask_id,
+            block_index,
+            block_start: start,
+            prompt_len_in_block: self.prompt_len.saturating_sub(start).min(self.block_size),
+            sub_block,
+            step: self.step,
+            forward_passes,
+            committed: &self.committed,
+            is_final,
+        });
+    }
+
+    /// At the end of a generation: a final state for a block left unfinished, or for the block
+    /// whose first token the last finalizing pass (or the prefill) decided, when that token is
+    /// part of the output (before `cap`).
+    fn close(&mut self, seq: &[u32], cap: usize, block_index: usize, forward_passes: usize) {
+        if let Some((start, index, sub_block)) = self.open {
+            self.committed.clear();
+            self.report(seq, start, index, sub_block, forward_passes, true);
+        } else if self.first.is_some() && seq.len() <= cap {
+            self.begin();
+            let sub_block = (0, self.small_block_size);
+            self.report(
+                seq,
+                seq.len() - 1,
+                block_index,
+                sub_block,
+                forward_passes,
+                true,
+            );
+        }
+    }
+}
+
 /// Tracks the generated tokens that are final (no mask before them) and streams their text.
 struct Output<'a> {
     stream: DecodeStream<'a>,
@@ -296,6 +414,17 @@ pub fn decode_dlm(
         emitted: 0,
     };
     let cap = l0 + params.max_tokens;
+    let mut steps = Steps {
+        on_step,
+        mask_id,
+        block_size: b,
+        small_block_size: s,
+        prompt_len: l0,
+        step: 0,
+        committed: Vec::with_capacity(b),
+        first: None,
+        open: None,
+    };
 
     let t0 = Instant::now();
     let mut seq: Vec<u32> = prompt.to_vec();
@@ -313,6 +442,7 @@ pub fn decode_dlm(
             // The prompt ends on a block boundary: the first token is an autoregressive step.
             suppress_ids(&mut logits, &suppress);
             seq.push(greedy(&logits)?);
+            steps.first = seq.last().copied();
         }
         stats.prefill_seconds = t0.elapsed().as_secs_f64();
     }
@@ -344,7 +474,18 @@ pub fn decode_dlm(
                 }
                 let mut logits = forward(fwd, &seq[start..], b, true, Logits::Last, &mut stats)?;
                 suppress_ids(&mut logits, &suppress);
+                steps.begin();
+                let last_sub = (b - s, b);
+                steps.report(
+                    &seq,
+                    start,
+                    block_index,
+                    last_sub,
+                    stats.forward_passes,
+                    true,
+                );
                 seq.push(greedy(&logits)?);
+                steps.first = seq.last().copied();
                 emit(&mut out, &seq, l0, cap, mask_id, &eog, on_text)?;
                 block_index += 1;
                 break;
@@ -407,22 +548,26 @@ pub fn decode_dlm(
                             bi
                         }
                     });
+                    steps.begin();
                     for (i, &(j, token, conf)) in choices.iter().enumerate() {
                         if conf > threshold || i == best {
                             seq[start + j] = token;
+                            steps.committed.push(Commit {
+                                pos: j,
+                                token,
+                                confidence: Some(conf),
+                            });
                         }
                     }
-                    on_step(&BlockState {
-                        tokens: &seq[start..],
-                        mask_id,
-                        block_index,
-                        forward_passes: stats.forward_passes,
-                    });
+                    let fp = stats.forward_passes;
+                    steps.report(&seq, start, block_index, (lo, hi), fp, false);
                     emit(&mut out, &seq, l0, cap, mask_id, &eog, on_text)?;
                 }
             }
         }
     }
+
+    steps.close(&seq, cap, block_index, stats.forward_passes);
 
     // The output: generated positions up to the first end-of-generation token, at most `max_tokens`.
     let mut tokens: Vec<u32> = seq[l0..seq.len().min(cap)].to_vec();

@@ -15,7 +15,8 @@ use serde::Serialize;
 
 pub use ar::{decode_ar, generate_ar, GenerateParams};
 pub use dlm::{
-    decode_dlm, generate_dlm, resolve_mask_id, BlockForward, BlockState, DlmParams, ModelSequence,
+    decode_dlm, generate_dlm, resolve_mask_id, BlockForward, BlockState, Commit, DlmParams,
+    ModelSequence,
 };
 pub use load_path::{load_path, load_path_bytes, LoadPathReport};
 pub use probe::{block_step_cost, BlockCost};

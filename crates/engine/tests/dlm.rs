@@ -153,3 +153,122 @@ fn block_step_cost_times_both_forwards_and_leaves_the_model_usable() {
     let too_long = f.model.config.context_length + 1;
     assert!(engine::block_step_cost(&f.model, 32, 8, too_long, 1).is_err());
 }
+
+/// One reported block state, owned.
+#[derive(Debug)]
+struct State {
+    tokens: Vec<u32>,
+    block_index: usize,
+    block_start: usize,
+    prompt_len_in_block: usize,
+    sub_block: (usize, usize),
+    step: usize,
+    forward_passes: usize,
+    committed: Vec<engine::Commit>,
+    is_final: bool,
+}
+
+#[test]
+fn block_states_replay_the_generation_step_by_step() {
+    let f = fixture();
+    let mask = resolve_mask_id(&f.tok, None).unwrap();
+    let b = 32;
+    // Prompts inside, on and past a block boundary; caps that end inside a block, right after a
+    // prefill's greedy token (1), and on a block boundary.
+    for (len, threshold, max_tokens, use_block_cache) in [
+        (10, 0.9, 40, false),
+        (32, 0.5, 40, true),
+        (45, 1.0, 19, false),
+        (32, 0.9, 1, false),
+        (64, 0.9, 64, false),
+    ] {
+        let what = format!("prompt {len}, threshold {threshold}, max_tokens {max_tokens}");
+        let p = DlmParams {
+            threshold,
+            max_tokens,
+            use_block_cache,
+            ..Default::default()
+        };
+        let pr = prompt(len);
+        let mut states = Vec::new();
+        let got = generate_dlm(&f.model, &f.tok, &pr, mask, &p, &mut |_| {}, &mut |s| {
+            states.push(State {
+                tokens: s.tokens.to_vec(),
+                block_index: s.block_index,
+                block_start: s.block_start,
+                prompt_len_in_block: s.prompt_len_in_block,
+                sub_block: s.sub_block,
+                step: s.step,
+                forward_passes: s.forward_passes,
+                committed: s.committed.to_vec(),
+                is_final: s.is_final,
+            })
+        })
+        .unwrap();
+        assert!(!states.is_empty(), "{what}");
+        // Replay: each block starts as its prompt tail and masks; each state's commits turn
+        // exactly its newly unmasked positions into its tokens.
+        let mut current: Option<Vec<u32>> = None;
+        let mut finals: Vec<u32> = Vec::new();
+        let mut next_block = len / b;
+        for (i, s) in states.iter().enumerate() {
+            assert_eq!(s.step, i + 1, "{what}: steps count 1, 2, …");
+            assert_eq!(s.tokens.len(), b, "{what}");
+            assert_eq!(s.block_index, next_block, "{what}: step {}", s.step);
+            assert_eq!(s.block_start, s.block_index * b, "{what}");
+            let in_prompt = len.saturating_sub(s.block_start).min(b);
+            assert_eq!(s.prompt_len_in_block, in_prompt, "{what}");
+            assert!(s.forward_passes <= got.stats.forward_passes, "{what}");
+            let mut before = current.take().unwrap_or_else(|| {
+                let mut t = pr[s.block_start.min(len)..].to_vec();
+                t.truncate(in_prompt);
+                t.resize(b, mask);
+                t
+            });
+            for c in &s.committed {
+                assert_eq!(
+                    before[c.pos], mask,
+                    "{what}: step {} commits {} twice",
+                    s.step, c.pos
+                );
+                before[c.pos] = c.token;
+                match c.confidence {
+                    Some(conf) => {
+                        assert!((0.0..=1.0).contains(&conf), "{what}: {conf}");
+                        assert!(
+                            (s.sub_block.0..s.sub_block.1).contains(&c.pos),
+                            "{what}: step {} commits {} outside {:?}",
+                            s.step,
+                            c.pos,
+                            s.sub_block
+                        );
+                    }
+                    None => assert_eq!(c.pos, 0, "{what}: only a block's first token is greedy"),
+                }
+            }
+            assert_eq!(before, s.tokens, "{what}: step {} is its commits", s.step);
+            if !s.is_final {
+                assert!(
+                    !s.committed.is_empty(),
+                    "{what}: step {} commits nothing",
+                    s.step
+                );
+                current = Some(before);
+            } else {
+                finals.extend_from_slice(&s.tokens[s.prompt_len_in_block..]);
+                next_block += 1;
+            }
+        }
+        assert!(
+            states.last().unwrap().is_final,
+            "{what}: the last state is final"
+        );
+        assert!(
+            finals.len() >= got.tokens.len(),
+            "{what}: {} final positions for {} tokens",
+            finals.len(),
+            got.tokens.len()
+        );
+        assert_eq!(finals[..got.tokens.len()], got.tokens[..], "{what}");
+    }
+}

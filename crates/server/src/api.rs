@@ -34,6 +34,8 @@ pub struct GenOptions {
     pub stream: bool,
     /// `stream_options.include_usage`.
     pub include_usage: bool,
+    /// Extension `stream_options.include_steps`: the block-diffusion step trace (docs/api.md).
+    pub include_steps: bool,
     /// Extension: decoding mode.
     pub mode: Option<ModeArg>,
     /// Extension: block size.
@@ -309,7 +311,7 @@ fn options(body: &Map<String, Value>, max_tokens_keys: &[&str]) -> Result<GenOpt
             ));
         };
         for key in so.keys() {
-            if key != "include_usage" && key != "include_obfuscation" {
+            if !["include_usage", "include_obfuscation", "include_steps"].contains(&key.as_str()) {
                 return Err(ApiError::param(
                     "stream_options",
                     format!("Unrecognized stream option: {key}"),
@@ -317,6 +319,26 @@ fn options(body: &Map<String, Value>, max_tokens_keys: &[&str]) -> Result<GenOpt
             }
         }
         o.include_usage = get(so, "include_usage", "a boolean")?.unwrap_or(false);
+        o.include_steps = match so.get("include_steps") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(ApiError::param(
+                    "stream_options.include_steps",
+                    format!(
+                        "`stream_options.include_steps` must be a boolean, got {}",
+                        describe(other)
+                    ),
+                ))
+            }
+        };
+        if o.include_steps && !o.stream {
+            return Err(ApiError::param(
+                "stream_options.include_steps",
+                "`stream_options.include_steps` needs `stream: true`: the step trace is sent as \
+                 comment lines of the event stream",
+            ));
+        }
     }
     get::<String>(body, "user", "a string")?;
     get::<Map<String, Value>>(body, "metadata", "an object")?;
@@ -661,6 +683,47 @@ mod tests {
             let e = chat(body.clone()).unwrap_err();
             assert_eq!(e.status, 400, "{body}");
             assert_eq!(e.param.as_deref(), Some(param), "{body}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn include_steps_is_a_boolean_of_streamed_requests() {
+        let with = |so: Value, stream: bool| {
+            chat(json!({
+                "messages": [{"role": "user", "content": "x"}],
+                "stream": stream,
+                "stream_options": so,
+            }))
+        };
+        let on = with(json!({"include_steps": true, "include_usage": true}), true).unwrap();
+        assert!(on.options.include_steps && on.options.include_usage);
+        assert!(
+            !with(json!({"include_steps": false}), true)
+                .unwrap()
+                .options
+                .include_steps
+        );
+        assert!(!with(json!({}), true).unwrap().options.include_steps);
+        assert!(
+            !with(json!({"include_steps": false}), false)
+                .unwrap()
+                .options
+                .include_steps
+        );
+        for (so, stream) in [
+            (json!({"include_steps": "yes"}), true),
+            (json!({"include_steps": 1}), true),
+            (json!({"include_steps": [true]}), true),
+            (json!({"include_steps": true}), false),
+        ] {
+            let e = with(so.clone(), stream).unwrap_err();
+            assert_eq!(e.status, 400, "{so}");
+            assert_eq!(
+                e.param.as_deref(),
+                Some("stream_options.include_steps"),
+                "{so}"
+            );
+            assert!(e.message.contains("include_steps"), "{}", e.message);
         }
     }
 

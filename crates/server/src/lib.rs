@@ -7,6 +7,7 @@
 //! counts what happens, for `/metrics`. [`playground`] serves the web page at `/` that chats
 //! with the server and shows block diffusion decode step by step.
 
+mod answer;
 pub mod api;
 pub mod config;
 pub mod conn;
@@ -15,6 +16,8 @@ pub mod metrics;
 pub mod playground;
 pub mod routes;
 pub mod runner;
+mod sse;
+pub mod trace;
 
 pub use config::{default_model_path, DecodeArgs, ModeArg, ServeArgs};
 pub use routes::{router, serve, AppState};

@@ -1,6 +1,6 @@
-//! The HTTP surface: routes, auth, admission to decoding slots, JSON and SSE answers.
+//! The HTTP surface: routes, auth, admission to decoding slots, JSON answers; the OpenAI objects
+//! are shaped in [`answer`](crate::answer), event streams written in [`sse`](crate::sse).
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -10,21 +10,21 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use engine::{EngineError, FinishReason, Generation};
-use futures_util::stream::{self, Stream};
+use engine::{EngineError, Generation};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use crate::answer::{engine_error, timings, usage, Answer, Shape};
 use crate::api;
 use crate::config::ServeArgs;
 use crate::conn;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Snapshot};
 use crate::runner::{CancelOnDrop, Event, Plan, Runner};
+use crate::sse::stream_answer;
 
 /// Everything the handlers share.
 pub struct AppState {
@@ -330,140 +330,18 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
-/// Which API shape a generation answers in.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Shape {
-    Chat,
-    Completion,
-}
-
-/// What the answer needs besides the generation.
-#[derive(Clone)]
-struct Answer {
-    shape: Shape,
-    id: String,
-    created: u64,
-    model: String,
-    mode: &'static str,
-    started: Instant,
-}
-
-impl Answer {
-    fn new(shape: Shape, model: &str, mode: &'static str) -> Answer {
-        let prefix = match shape {
-            Shape::Chat => "chatcmpl",
-            Shape::Completion => "cmpl",
-        };
-        Answer {
-            shape,
-            id: format!("{prefix}-{:024x}", rand::random::<u128>() >> 32),
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            model: model.to_string(),
-            mode,
-            started: Instant::now(),
-        }
-    }
-
-    fn object(&self, chunk: bool) -> &'static str {
-        match (self.shape, chunk) {
-            (Shape::Chat, false) => "chat.completion",
-            (Shape::Chat, true) => "chat.completion.chunk",
-            (Shape::Completion, _) => "text_completion",
-        }
-    }
-
-    fn choice(&self, index: usize, text: &str, finish: Option<FinishReason>, delta: bool) -> Value {
-        match (self.shape, delta) {
-            (Shape::Chat, false) => json!({
-                "index": index,
-                "message": {"role": "assistant", "content": text, "refusal": null},
-                "logprobs": null,
-                "finish_reason": finish,
-            }),
-            (Shape::Chat, true) => {
-                let delta = if finish.is_some() && text.is_empty() {
-                    json!({})
-                } else {
-                    json!({"content": text})
-                };
-                json!({"index": index, "delta": delta, "logprobs": null, "finish_reason": finish})
-            }
-            (Shape::Completion, _) => json!({
-                "index": index,
-                "text": text,
-                "logprobs": null,
-                "finish_reason": finish,
-            }),
-        }
-    }
-
-    fn envelope(&self, choices: Vec<Value>, chunk: bool) -> Value {
-        json!({
-            "id": self.id,
-            "object": self.object(chunk),
-            "created": self.created,
-            "model": self.model,
-            // No `system_fingerprint`: OpenAI's schema types it as a string (not null) and marks
-            // it deprecated, so it is left out (python/tests validate against that schema).
-            "choices": choices,
-        })
-    }
-}
-
-fn usage(gens: &[&Generation]) -> Value {
-    let prompt: usize = gens.iter().map(|g| g.stats.prompt_tokens).sum();
-    let completion: usize = gens.iter().map(|g| g.tokens.len()).sum();
-    json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    })
-}
-
-/// The non-standard `timings` object (as llama.cpp's server): what the decoder did.
-fn timings(mode: &str, gens: &[&Generation]) -> Value {
-    let forwards: usize = gens.iter().map(|g| g.stats.forward_passes).sum();
-    let generated: usize = gens.iter().map(|g| g.tokens.len()).sum();
-    let prefill: f64 = gens.iter().map(|g| g.stats.prefill_seconds).sum();
-    let decode: f64 = gens.iter().map(|g| g.stats.decode_seconds).sum();
-    json!({
-        "mode": mode,
-        "forward_passes": forwards,
-        "tokens_per_forward": if forwards > 0 { generated as f64 / forwards as f64 } else { 0.0 },
-        "prompt_ms": prefill * 1e3,
-        "predicted_ms": decode * 1e3,
-    })
-}
-
-fn engine_error(e: EngineError) -> ApiError {
-    match e {
-        EngineError::Params(m) | EngineError::Mask(m) => ApiError::invalid(None, m),
-        EngineError::PromptTooLong { .. } => {
-            ApiError::invalid(None, e.to_string()).with_code("context_length_exceeded")
-        }
-        EngineError::Model(model::ModelError::Request(m)) => ApiError::invalid(None, m),
-        other => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "generation_failed",
-            other.to_string(),
-        ),
-    }
-}
-
 /// Starts one generation in a slot; the slot and the metrics are settled when it ends.
 fn launch(
     st: &Arc<AppState>,
     runner: &Arc<Runner>,
     prompt: Vec<u32>,
     plan: Plan,
+    trace: bool,
     slot: Slot,
 ) -> (mpsc::UnboundedReceiver<Event>, CancelOnDrop) {
     let cancel = Arc::new(AtomicBool::new(false));
     let state = st.clone();
-    let rx = runner.start(prompt, plan, cancel.clone(), move |result| {
+    let rx = runner.start(prompt, plan, trace, cancel.clone(), move |result| {
         let m = &state.metrics;
         match result {
             Ok(g) => {
@@ -497,7 +375,8 @@ async fn chat(
     let plan = runner.plan(&req.options, prompt.len())?;
     let answer = Answer::new(Shape::Chat, &runner.alias, plan.name());
     let slot = st.admit().await?;
-    let (rx, guard) = launch(&st, &runner, prompt, plan, slot);
+    let trace = req.options.include_steps;
+    let (rx, guard) = launch(&st, &runner, prompt, plan, trace, slot);
     if req.options.stream {
         Ok(stream_answer(
             st,
@@ -529,7 +408,8 @@ async fn completions(
     if req.options.stream {
         let (prompt, plan) = jobs.pop().expect("one prompt when streaming");
         let slot = st.admit().await?;
-        let (rx, guard) = launch(&st, &runner, prompt, plan, slot);
+        let trace = req.options.include_steps;
+        let (rx, guard) = launch(&st, &runner, prompt, plan, trace, slot);
         return Ok(stream_answer(
             st,
             answer,
@@ -541,7 +421,7 @@ async fn completions(
     let mut running = Vec::new();
     for (prompt, plan) in jobs {
         let slot = st.admit().await?;
-        running.push(launch(&st, &runner, prompt, plan, slot));
+        running.push(launch(&st, &runner, prompt, plan, false, slot));
     }
     let mut done = Vec::new();
     for ((rx, guard), text) in running.into_iter().zip(&req.prompts) {
@@ -562,7 +442,7 @@ async fn collect(
 ) -> Result<Generation, ApiError> {
     while let Some(event) = rx.recv().await {
         match event {
-            Event::Text(_) => {}
+            Event::Text(_) | Event::Step(_) => {}
             Event::Done(g) => return Ok(g),
             Event::Failed(e) => return Err(engine_error(e)),
         }
@@ -591,133 +471,6 @@ fn single_answer(st: &AppState, a: &Answer, done: &[(String, Generation)]) -> Re
         .latency
         .observe(a.started.elapsed().as_secs_f64());
     Json(body).into_response()
-}
-
-/// Where a stream is.
-enum Phase {
-    Role,
-    Body,
-    Usage(Generation),
-    Done,
-    End,
-}
-
-struct StreamState {
-    st: Arc<AppState>,
-    answer: Answer,
-    rx: mpsc::UnboundedReceiver<Event>,
-    _guard: CancelOnDrop,
-    include_usage: bool,
-    phase: Phase,
-    first_text: bool,
-}
-
-fn data(v: &Value) -> Result<SseEvent, Infallible> {
-    Ok(SseEvent::default().data(v.to_string()))
-}
-
-impl StreamState {
-    fn chunk(&self, text: &str, finish: Option<FinishReason>) -> Value {
-        let mut c = self
-            .answer
-            .envelope(vec![self.answer.choice(0, text, finish, true)], true);
-        if self.include_usage {
-            c["usage"] = Value::Null;
-        }
-        c
-    }
-
-    /// The next event, or None at the end.
-    async fn next(&mut self) -> Option<Result<SseEvent, Infallible>> {
-        loop {
-            match std::mem::replace(&mut self.phase, Phase::Body) {
-                Phase::Role => {
-                    if self.answer.shape != Shape::Chat {
-                        continue; // completions start with text
-                    }
-                    let mut c = self.chunk("", None);
-                    c["choices"][0]["delta"] = json!({"role": "assistant", "content": ""});
-                    return Some(data(&c));
-                }
-                Phase::Body => match self.rx.recv().await {
-                    Some(Event::Text(text)) => {
-                        if !self.first_text {
-                            self.first_text = true;
-                            let elapsed = self.answer.started.elapsed().as_secs_f64();
-                            self.st.metrics.ttft.observe(elapsed);
-                        }
-                        return Some(data(&self.chunk(&text, None)));
-                    }
-                    Some(Event::Done(g)) => {
-                        let c = self.chunk("", Some(g.finish_reason));
-                        self.st
-                            .metrics
-                            .latency
-                            .observe(self.answer.started.elapsed().as_secs_f64());
-                        self.phase = if self.include_usage {
-                            Phase::Usage(g)
-                        } else {
-                            Phase::Done
-                        };
-                        return Some(data(&c));
-                    }
-                    Some(Event::Failed(e)) => {
-                        self.phase = Phase::Done;
-                        return Some(data(&engine_error(e).body()));
-                    }
-                    None => {
-                        self.phase = Phase::Done;
-                        return Some(data(&engine_error(EngineError::SchedulerStopped).body()));
-                    }
-                },
-                Phase::Usage(g) => {
-                    self.phase = Phase::Done;
-                    let mut c = self.answer.envelope(Vec::new(), true);
-                    c["usage"] = usage(&[&g]);
-                    c["timings"] = timings(self.answer.mode, &[&g]);
-                    return Some(data(&c));
-                }
-                Phase::Done => {
-                    self.phase = Phase::End;
-                    return Some(Ok(SseEvent::default().data("[DONE]")));
-                }
-                Phase::End => {
-                    self.phase = Phase::End;
-                    return None;
-                }
-            }
-        }
-    }
-}
-
-fn stream_answer(
-    st: Arc<AppState>,
-    answer: Answer,
-    rx: mpsc::UnboundedReceiver<Event>,
-    guard: CancelOnDrop,
-    include_usage: bool,
-) -> Response {
-    let state = StreamState {
-        st,
-        answer,
-        rx,
-        _guard: guard,
-        include_usage,
-        phase: Phase::Role,
-        first_text: false,
-    };
-    let events: std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>> =
-        Box::pin(stream::unfold(state, |mut s| async move {
-            s.next().await.map(|e| (e, s))
-        }));
-    let mut resp = Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response();
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        "no-cache".parse().expect("valid header"),
-    );
-    resp
 }
 
 /// Binds, loads the model in the background (`/health` answers 503 meanwhile), and serves until

@@ -3,7 +3,8 @@
 //! [`Runner::plan`] turns a request's options into engine parameters (checking them against the
 //! model and the context) before the request waits for a slot; [`Runner::start`] then runs the
 //! autoregressive or block-diffusion loop on a blocking thread through the engine's scheduler and
-//! returns a channel of [`Event`]s: final text pieces as they appear, then the result.
+//! returns a channel of [`Event`]s: final text pieces as they appear (after each diffusion step's
+//! record, for traced requests), then the result.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +12,8 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use engine::{
-    decode_ar, decode_dlm, DecodeMode, DlmParams, EngineError, GenerateParams, Generation,
-    SamplingParams, Scheduler, SchedulerConfig,
+    decode_ar, decode_dlm, BlockState, DecodeMode, DlmParams, EngineError, GenerateParams,
+    Generation, SamplingParams, Scheduler, SchedulerConfig,
 };
 use model::Model;
 use tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
@@ -21,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::api::GenOptions;
 use crate::config::{ModeArg, ServeArgs};
 use crate::error::ApiError;
+use crate::trace::{StepRecord, Tracer};
 
 /// A model ready to serve.
 pub struct Runner {
@@ -76,6 +78,8 @@ impl Plan {
 pub enum Event {
     /// Final text (never changes afterwards).
     Text(String),
+    /// A block-diffusion step (traced requests only), sent before the text it makes final.
+    Step(Box<StepRecord>),
     /// The generation ended.
     Done(Generation),
     /// It failed.
@@ -344,11 +348,13 @@ impl Runner {
 
     /// Runs `plan` on `prompt` on a blocking thread. `finish` sees the outcome when the
     /// sequence ends (whether or not anyone still listens) and is where the caller's slot is
-    /// released. Text and the result arrive on the returned channel.
+    /// released. Text and the result arrive on the returned channel; with `trace`, a block-
+    /// diffusion plan also sends a [`StepRecord`] per step (an autoregressive one has no steps).
     pub fn start<F>(
         self: &Arc<Self>,
         prompt: Vec<u32>,
         plan: Plan,
+        trace: bool,
         cancel: Arc<AtomicBool>,
         finish: F,
     ) -> mpsc::UnboundedReceiver<Event>
@@ -361,6 +367,13 @@ impl Runner {
             let mut on_text = |piece: &str| {
                 if tx.send(Event::Text(piece.to_string())).is_err() {
                     cancel.store(true, Ordering::SeqCst);
+                }
+            };
+            // Untraced requests pass a callback that does nothing: no record is built.
+            let mut tracer = Tracer::new(&runner.tok);
+            let mut on_step = |state: &BlockState| {
+                if trace {
+                    let _ = tx.send(Event::Step(Box::new(tracer.record(state))));
                 }
             };
             let result = match &plan {
@@ -381,7 +394,7 @@ impl Runner {
                             *mask_id,
                             params,
                             &mut on_text,
-                            &mut |_| {},
+                            &mut on_step,
                         )
                     }),
             };

@@ -319,6 +319,21 @@ impl Tokenizer {
             .map_err(|e| TokenizerError::Decode(tk_message(e)))
     }
 
+    /// The text one token adds when it follows other text, special tokens included: `▁the` is
+    /// `" the"` (the SentencePiece leading space that [`decode`](Self::decode) strips at the
+    /// start of a text is kept), `<0x0A>` is `"\n"`. Lossy where a token is part of a character
+    /// (U+FFFD). For showing tokens one by one; streamed text comes from [`DecodeStream`].
+    pub fn piece(&self, id: u32) -> Result<String, TokenizerError> {
+        // Decoders only treat the start of a text specially, so the token's second copy in
+        // `[id, id]` decodes as a continuation.
+        let alone = self.decode(&[id], false)?;
+        let twice = self.decode(&[id, id], false)?;
+        Ok(match twice.strip_prefix(alone.as_str()) {
+            Some(rest) => rest.to_string(),
+            None => alone,
+        })
+    }
+
     /// Whether `id` is a special token (an added token marked special: BOS, EOS, `<|im_end|>`,
     /// control tokens of GGUF vocabularies), which `decode(.., true)` leaves out.
     pub fn is_special(&self, id: u32) -> bool {

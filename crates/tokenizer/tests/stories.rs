@@ -230,3 +230,29 @@ fn a_stream_after_a_prompt_keeps_the_continuations_leading_space() {
         .collect();
     assert!(first.starts_with("Once"), "{first:?}");
 }
+
+#[test]
+fn pieces_keep_the_sentencepiece_space_and_concatenate_to_the_continuation() {
+    let tok = Tokenizer::from_gguf(&stories_metadata()).unwrap();
+    let id = |text: &str| tok.token_to_id(text).unwrap();
+    assert_eq!(tok.piece(id("▁a")).unwrap(), " a");
+    assert_eq!(
+        tok.decode(&[id("▁a")], false).unwrap(),
+        "a",
+        "decode strips it"
+    );
+    assert_eq!(tok.piece(id("<0x0A>")).unwrap(), "\n");
+    assert_eq!(
+        tok.piece(2).unwrap(),
+        tok.token_text(2).unwrap(),
+        "EOS shows"
+    );
+    // After the first token, the pieces of an ASCII text are its decoding, split by token.
+    let ids = tok
+        .encode("Once upon a time,\nthere was a girl.", true)
+        .unwrap();
+    let pieces: String = ids[2..].iter().map(|&i| tok.piece(i).unwrap()).collect();
+    let whole = tok.decode(&ids[1..], true).unwrap();
+    let first = tok.decode(&ids[1..2], true).unwrap();
+    assert_eq!(format!("{first}{pieces}"), whole);
+}
