@@ -40,8 +40,10 @@ FIELDS = {
 # page cannot fake it): the step it claims, which cells are masks, what the others show.
 OBSERVE_ROW = """
 window.__rows = [];
+{
 const row = document.getElementById("block-row");
-new MutationObserver(() => {
+if (window.__observer) window.__observer.disconnect();
+window.__observer = new MutationObserver(() => {
   const cells = [...row.children];
   window.__rows.push({
     step: Number(row.dataset.step),
@@ -49,7 +51,23 @@ new MutationObserver(() => {
     masked: cells.map((c) => c.classList.contains("mask")),
     text: cells.map((c) => (c.classList.contains("mask") ? null : c.textContent)),
   });
-}).observe(row, {childList: true, subtree: true, attributes: true, characterData: true});
+});
+window.__observer.observe(row, {childList: true, subtree: true, attributes: true, characterData: true});
+}
+"""
+
+
+# Makes the page receive each chat stream in one piece, all steps at once (as from a buffering
+# proxy, or a server faster than the screen): a view that draws only once per animation frame
+# would then show the last step alone.
+BUFFER_STREAMS = """
+window.__realFetch = window.__realFetch || window.fetch;
+window.fetch = async (...args) => {
+  const resp = await window.__realFetch(...args);
+  if (!String(args[0]).includes("/v1/chat/completions")) return resp;
+  const body = await resp.arrayBuffer();
+  return new Response(body, {status: resp.status, statusText: resp.statusText, headers: resp.headers});
+};
 """
 
 
@@ -199,6 +217,30 @@ def page_problems(driver) -> List[str]:
     return out
 
 
+def assert_every_step_shown(driver, steps: List[Dict]) -> None:
+    """The block row passed through every step of the trace, in order, one state per step."""
+    rows = [r for r in driver.execute_script("return window.__rows") if r["step"] > 0]
+    seen = []
+    for r in rows:
+        if not seen or seen[-1] != r:
+            seen.append(r)
+    assert [(r["step"], r["masked"]) for r in seen] == [(s["step"], s["masked"]) for s in steps], (
+        f"the view showed {len(seen)} states for {len(steps)} steps: "
+        f"{[(r['step'], sum(r['masked'])) for r in seen]}"
+    )
+    masks = [sum(r["masked"]) for r in seen]
+    assert max(masks) > 0 and masks[-1] == 0, masks
+    # Within a block the masks never come back (a block's finalizing pass may commit nothing);
+    # every cell shows the trace's piece (masks show none).
+    for a, b in zip(seen, seen[1:]):
+        if a["block"] == b["block"]:
+            assert sum(b["masked"]) <= sum(a["masked"]), (a, b)
+    assert len(set(masks)) >= 3, f"the mask count took fewer than 3 values: {masks}"
+    for r, s in zip(seen, steps):
+        assert r["block"] == s["block"]
+        assert r["text"] == [None if m else shown(p) for m, p in zip(s["masked"], s["pieces"])], (r, s)
+
+
 # -- tests --------------------------------------------------------------------------------------
 
 
@@ -223,6 +265,7 @@ def test_page_and_assets_are_served_with_types_and_csp(demo):
 def test_dlm_answer_shows_every_step_then_the_api_text(browser, demo, report_figures):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
 
     # End the answer on a block boundary, so that its last block is decoded to the end (an answer
     # cut by max_tokens inside a block leaves that block's tail masked, and the page shows it so).
@@ -246,29 +289,7 @@ def test_dlm_answer_shows_every_step_then_the_api_text(browser, demo, report_fig
     wait_for(lambda: idle(browser), 120, what="the answer to finish")
     assert shown_error(browser) == ""
 
-    # The block view passed through every step of the trace, in order, one state per step.
-    rows = [r for r in browser.execute_script("return window.__rows") if r["step"] > 0]
-    seen = []
-    for r in rows:
-        if not seen or seen[-1] != r:
-            seen.append(r)
-    assert [(r["step"], r["masked"]) for r in seen] == [(s["step"], s["masked"]) for s in steps], (
-        f"the view showed {len(seen)} states for {len(steps)} steps: "
-        f"{[(r['step'], sum(r['masked'])) for r in seen]}"
-    )
-    masks = [sum(r["masked"]) for r in seen]
-    assert max(masks) > 0 and masks[-1] == 0, masks
-    assert len({json.dumps(r) for r in seen}) >= 3
-    # Within a block the masks never come back (a block's finalizing pass may commit nothing);
-    # every cell shows the trace's piece (masks show none).
-    for a, b in zip(seen, seen[1:]):
-        if a["block"] == b["block"]:
-            assert sum(b["masked"]) <= sum(a["masked"]), (a, b)
-    assert len(set(masks)) >= 3, f"the mask count took fewer than 3 values: {masks}"
-    for r, s in zip(seen, steps):
-        assert r["block"] == s["block"]
-        assert r["text"] == [None if m else shown(p) for m, p in zip(s["masked"], s["pieces"])], (r, s)
-
+    assert_every_step_shown(browser, steps)
     # The text equals what the API answers for the same greedy request.
     assert last_answer(browser) == text
     # Finished blocks scrolled into the block transcript; the numbers are the API's.
@@ -278,6 +299,17 @@ def test_dlm_answer_shows_every_step_then_the_api_text(browser, demo, report_fig
     assert stat(browser, "diffusion steps") == str(len(steps))
     assert stat(browser, "tokens") == str(expected["usage"]["completion_tokens"])
     assert float(stat(browser, "tokens / s")) > 0
+
+    # Again with the whole stream arriving at once and no slow motion: still one state per step.
+    browser.find_element(By.ID, "new-chat").click()
+    Select(browser.find_element(By.ID, "pace")).select_by_value("0")
+    browser.execute_script(BUFFER_STREAMS + OBSERVE_ROW)
+    send_prompt(browser, PROMPT)
+    wait_for(lambda: idle(browser), 120, what="the buffered answer to finish")
+    browser.execute_script("window.fetch = window.__realFetch")
+    assert shown_error(browser) == ""
+    assert_every_step_shown(browser, steps)
+    assert last_answer(browser) == text
 
     # The replay slider: back to the first step, then one forward.
     slider = browser.find_element(By.ID, "step-slider")
