@@ -513,6 +513,7 @@ async function send() {
   } catch (e) {
     asked.remove();
     answer.remove();
+    $("step-info").textContent = "no answer";
     showError(describe(e));
   } finally {
     setBusy(null);
@@ -566,6 +567,8 @@ function askForKey(reason) {
   $("api-key").focus();
 }
 
+const MODELS_FAILED = "cannot list the models: ";
+
 async function loadModels() {
   try {
     const list = await getJson("/v1/models");
@@ -582,8 +585,9 @@ async function loadModels() {
       (dlm.mode === "ar" || !canDlm ? $("mode-ar") : $("mode-dlm")).checked = true;
     }
     $("key-panel").hidden = true;
+    if ($("error").textContent.startsWith(MODELS_FAILED)) clearError();
   } catch (e) {
-    if (!(e instanceof ApiError && e.status === 401)) showError(`cannot list the models: ${describe(e)}`);
+    if (!(e instanceof ApiError && e.status === 401)) showError(`${MODELS_FAILED}${describe(e)}`);
   }
 }
 
@@ -611,6 +615,8 @@ async function pollStatus() {
       `● ready · ${m.dlm_live_sequences ?? "?"} live sequences · ${m.dlm_slots_busy ?? "?"}/${m.dlm_slots_total ?? "?"} slots busy · ` +
       `queue ${m.dlm_queue_depth ?? "?"} · ${m.dlm_forward_passes_total ?? "?"} forward passes served`;
     status.className = "status ok";
+    // Loaded after the page was: fetch the model list now (unless waiting for a key).
+    if (!$("model").options.length && $("key-panel").hidden) loadModels();
   } catch (e) {
     status.textContent = "● server unreachable";
     status.className = "status down";
