@@ -107,9 +107,9 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def demo(start_server):
+def demo(default_server):
     """The bundled demo DLM, as `dlm_server` starts with no flags."""
-    return start_server("playground")
+    return default_server
 
 
 # -- the API, asked directly --------------------------------------------------------------------
