@@ -270,8 +270,7 @@ fn forward(
 }
 
 /// Reports block states to `on_step`: counts them, collects the positions each step commits in a
-/// buffer reused across steps, and remembers the block's first token when an earlier pass (the
-/// prefill or the previous block's finalizing pass) decided it greedily.
+/// buffer reused across steps, and closes the block left open when the generation ends.
 struct Steps<'f> {
     on_step: &'f mut dyn FnMut(&BlockState),
     mask_id: u32,
@@ -280,23 +279,27 @@ struct Steps<'f> {
     prompt_len: usize,
     step: usize,
     committed: Vec<Commit>,
-    /// The token at offset 0 of the next block, decided without a confidence, not yet reported.
-    first: Option<u32>,
     /// The start, index and sub-block of the last state reported, when its block is not final.
     open: Option<(usize, usize, (usize, usize))>,
 }
 
 impl Steps<'_> {
-    /// Starts a step's list of commits with the block's greedily decided first token, if any.
-    fn begin(&mut self) {
-        self.committed.clear();
-        if let Some(token) = self.first.take() {
-            self.committed.push(Commit {
-                pos: 0,
-                token,
-                confidence: None,
-            });
+    /// Reports the block that the token just appended to `seq` starts (decided greedily by the
+    /// prefill or the previous block's finalizing pass, without a confidence), before its text
+    /// is streamed; nothing when the token is past the output's end `cap`.
+    fn opened(&mut self, seq: &[u32], cap: usize, block_index: usize, forward_passes: usize) {
+        let start = seq.len() - 1;
+        if start >= cap {
+            return;
         }
+        self.committed.clear();
+        self.committed.push(Commit {
+            pos: 0,
+            token: seq[start],
+            confidence: None,
+        });
+        let sub_block = (0, self.small_block_size);
+        self.report(seq, start, block_index, sub_block, forward_passes, false);
     }
 
     /// Reports the block at `start` (its first `block_size` positions of `seq`, masks past the
@@ -336,24 +339,11 @@ impl Steps<'_> {
         });
     }
 
-    /// At the end of a generation: a final state for a block left unfinished, or for the block
-    /// whose first token the last finalizing pass (or the prefill) decided, when that token is
-    /// part of the output (before `cap`).
-    fn close(&mut self, seq: &[u32], cap: usize, block_index: usize, forward_passes: usize) {
+    /// At the end of a generation: a final state (committing nothing) for a block left open.
+    fn close(&mut self, seq: &[u32], forward_passes: usize) {
         if let Some((start, index, sub_block)) = self.open {
             self.committed.clear();
             self.report(seq, start, index, sub_block, forward_passes, true);
-        } else if self.first.is_some() && seq.len() <= cap {
-            self.begin();
-            let sub_block = (0, self.small_block_size);
-            self.report(
-                seq,
-                seq.len() - 1,
-                block_index,
-                sub_block,
-                forward_passes,
-                true,
-            );
         }
     }
 }
@@ -422,7 +412,6 @@ pub fn decode_dlm(
         prompt_len: l0,
         step: 0,
         committed: Vec::with_capacity(b),
-        first: None,
         open: None,
     };
 
@@ -442,7 +431,7 @@ pub fn decode_dlm(
             // The prompt ends on a block boundary: the first token is an autoregressive step.
             suppress_ids(&mut logits, &suppress);
             seq.push(greedy(&logits)?);
-            steps.first = seq.last().copied();
+            steps.opened(&seq, cap, prefix / b, stats.forward_passes);
         }
         stats.prefill_seconds = t0.elapsed().as_secs_f64();
     }
@@ -474,7 +463,7 @@ pub fn decode_dlm(
                 }
                 let mut logits = forward(fwd, &seq[start..], b, true, Logits::Last, &mut stats)?;
                 suppress_ids(&mut logits, &suppress);
-                steps.begin();
+                steps.committed.clear();
                 let last_sub = (b - s, b);
                 steps.report(
                     &seq,
@@ -485,9 +474,9 @@ pub fn decode_dlm(
                     true,
                 );
                 seq.push(greedy(&logits)?);
-                steps.first = seq.last().copied();
-                emit(&mut out, &seq, l0, cap, mask_id, &eog, on_text)?;
                 block_index += 1;
+                steps.opened(&seq, cap, block_index, stats.forward_passes);
+                emit(&mut out, &seq, l0, cap, mask_id, &eog, on_text)?;
                 break;
             }
             for lo in (0..b).step_by(s) {
@@ -548,7 +537,7 @@ pub fn decode_dlm(
                             bi
                         }
                     });
-                    steps.begin();
+                    steps.committed.clear();
                     for (i, &(j, token, conf)) in choices.iter().enumerate() {
                         if conf > threshold || i == best {
                             seq[start + j] = token;
@@ -567,7 +556,7 @@ pub fn decode_dlm(
         }
     }
 
-    steps.close(&seq, cap, block_index, stats.forward_passes);
+    steps.close(&seq, stats.forward_passes);
 
     // The output: generated positions up to the first end-of-generation token, at most `max_tokens`.
     let mut tokens: Vec<u32> = seq[l0..seq.len().min(cap)].to_vec();
