@@ -284,11 +284,24 @@ def test_dlm_answer_shows_every_step_then_the_api_text(browser, demo, report_fig
     wait_for(lambda: browser.execute_script("return document.getElementById('model').options.length") > 0,
              30, what="the model list from /v1/models")
     set_controls(browser, max_tokens=max_tokens)
+
+    # First with the whole stream arriving at once and no slow motion: still one state per step.
+    Select(browser.find_element(By.ID, "pace")).select_by_value("0")
+    browser.execute_script(BUFFER_STREAMS + OBSERVE_ROW)
+    send_prompt(browser, PROMPT)
+    wait_for(lambda: idle(browser), 120, what="the buffered answer to finish")
+    browser.execute_script("window.fetch = window.__realFetch")
+    assert shown_error(browser) == ""
+    assert_every_step_shown(browser, steps)
+    assert last_answer(browser) == text
+
+    # Then live, as it streams, in the default slow motion.
+    browser.find_element(By.ID, "new-chat").click()
+    Select(browser.find_element(By.ID, "pace")).select_by_value("40")
     browser.execute_script(OBSERVE_ROW)
     send_prompt(browser, PROMPT)
     wait_for(lambda: idle(browser), 120, what="the answer to finish")
     assert shown_error(browser) == ""
-
     assert_every_step_shown(browser, steps)
     # The text equals what the API answers for the same greedy request.
     assert last_answer(browser) == text
@@ -299,17 +312,6 @@ def test_dlm_answer_shows_every_step_then_the_api_text(browser, demo, report_fig
     assert stat(browser, "diffusion steps") == str(len(steps))
     assert stat(browser, "tokens") == str(expected["usage"]["completion_tokens"])
     assert float(stat(browser, "tokens / s")) > 0
-
-    # Again with the whole stream arriving at once and no slow motion: still one state per step.
-    browser.find_element(By.ID, "new-chat").click()
-    Select(browser.find_element(By.ID, "pace")).select_by_value("0")
-    browser.execute_script(BUFFER_STREAMS + OBSERVE_ROW)
-    send_prompt(browser, PROMPT)
-    wait_for(lambda: idle(browser), 120, what="the buffered answer to finish")
-    browser.execute_script("window.fetch = window.__realFetch")
-    assert shown_error(browser) == ""
-    assert_every_step_shown(browser, steps)
-    assert last_answer(browser) == text
 
     # The replay slider: back to the first step, then one forward.
     slider = browser.find_element(By.ID, "step-slider")
@@ -340,7 +342,8 @@ def test_dlm_answer_shows_every_step_then_the_api_text(browser, demo, report_fig
         "playground (demo DLM, headless chromium)",
         f"{len(steps)} steps, {expected['timings']['forward_passes']} forward passes, "
         f"{expected['usage']['completion_tokens']} tokens; page speeds DLM {speeds['dlm']:.0f} vs AR "
-        f"{speeds['ar']:.0f} tokens/s; screenshot {SCREENSHOT.relative_to(REPO)}",
+        f"{speeds['ar']:.0f} tokens/s, DLM time to first token {stat(browser, 'time to first token')}; "
+        f"screenshot {SCREENSHOT.relative_to(REPO)}",
     )
 
 
