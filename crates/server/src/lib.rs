@@ -4,7 +4,8 @@
 //! decoding slot, and hands the prompt to the [`runner`], which decodes it on its own thread
 //! through the engine's scheduler (concurrent requests share forward passes). Text comes back
 //! as it becomes final and is sent as one JSON answer or as server-sent events. [`metrics`]
-//! counts what happens, for `/metrics`.
+//! counts what happens, for `/metrics`. [`playground`] serves the web page at `/` that chats
+//! with the server and shows block diffusion decode step by step.
 
 mod answer;
 pub mod api;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod metrics;
+pub mod playground;
 pub mod routes;
 pub mod runner;
 mod sse;

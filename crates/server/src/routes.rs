@@ -163,6 +163,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .merge(v1)
+        .merge(crate::playground::routes())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -265,6 +266,9 @@ fn model_card(st: &AppState, r: &Runner) -> Value {
             "context_length": r.context,
             "mask_token_id": r.mask_id,
             "block_size": r.block_size,
+            "small_block_size": r.small_block_size,
+            // The f32 as written (0.95, not 0.949999988079071).
+            "threshold": r.threshold.to_string().parse::<f64>().unwrap_or(f64::from(r.threshold)),
             "mode": match r.mode { engine::DecodeMode::Ar => "ar", _ => "dlm" },
         },
     })
