@@ -63,7 +63,7 @@ pub use act::{bitlinear_fake_quant, quantize_row_i8};
 pub use amx::{amx_available, TileBackend, TILE_TYPES};
 pub use attn::{attn_mix, attn_scores};
 
-pub(crate) use act::{Acts, BlockActs, I8Acts};
+pub(crate) use act::{nearest_int, Acts, BlockActs, I8Acts};
 
 /// The weight types [`matmul`] accepts.
 pub const KERNEL_TYPES: &[GgmlType] = &[
