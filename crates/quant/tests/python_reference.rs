@@ -252,7 +252,9 @@ fn cases() -> Vec<Case> {
     neg[200] = -7.25;
     q6.extend(neg);
     q6.extend((0..256).map(|i| rng.random_range(-1.0f32..1.0) * 2f32.powi(-((i / 16) as i32))));
-    q6.extend((0..256).map(|i| ((i % 64) as f32 - 32.0) * 0.125 + if i % 7 == 0 { 0.0625 } else { 0.0 }));
+    q6.extend(
+        (0..256).map(|i| ((i % 64) as f32 - 32.0) * 0.125 + if i % 7 == 0 { 0.0625 } else { 0.0 }),
+    );
     let mut negzero = uniform(&mut rng, 256, 2.0);
     negzero[32..48].fill(-0.0);
     q6.extend(negzero);

@@ -135,10 +135,16 @@ pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     for h in 0..2 {
         let c = &codes[128 * h..128 * h + 128];
         for l in 0..32 {
-            let q = [c[l] as u8, c[l + 32] as u8, c[l + 64] as u8, c[l + 96] as u8];
+            let q = [
+                c[l] as u8,
+                c[l + 32] as u8,
+                c[l + 64] as u8,
+                c[l + 96] as u8,
+            ];
             out[64 * h + l] = (q[0] & 15) | (q[2] & 15) << 4;
             out[64 * h + l + 32] = (q[1] & 15) | (q[3] & 15) << 4;
-            out[128 + 32 * h + l] = (q[0] >> 4) | (q[1] >> 4) << 2 | (q[2] >> 4) << 4 | (q[3] >> 4) << 6;
+            out[128 + 32 * h + l] =
+                (q[0] >> 4) | (q[1] >> 4) << 2 | (q[2] >> 4) << 4 | (q[3] >> 4) << 6;
         }
     }
 }
@@ -240,13 +246,18 @@ mod tests {
     /// exactly 0 (as in llama.cpp), while the huge value itself stays within one step.
     #[test]
     fn one_huge_value_zeroes_much_smaller_groups() {
-        let mut x: Vec<f32> = (0..256).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+        let mut x: Vec<f32> = (0..256)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
         x[5] = -1000.0;
         let b = quantize(&x);
         let mut y = vec![0.0f32; 256];
         dequantize(&b, &mut y);
         assert!((y[5] + 1000.0).abs() <= 1000.0 / 64.0, "{}", y[5]);
-        assert_eq!(b[192] as i8, -128, "the huge value's group sets the super-block scale");
+        assert_eq!(
+            b[192] as i8, -128,
+            "the huge value's group sets the super-block scale"
+        );
         // Group j's scale ≈ 1/32 against 1000/32 for group 0: iscale·s ≈ -0.13 → 0.
         assert!(b[193..208].iter().all(|&s| s == 0));
         assert!(y[16..].iter().all(|&v| v == 0.0));
