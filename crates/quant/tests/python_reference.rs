@@ -251,7 +251,7 @@ fn cases() -> Vec<Case> {
     let mut neg = uniform(&mut rng, 256, 1.0);
     neg[200] = -7.25;
     q6.extend(neg);
-    q6.extend((0..256).map(|i| rng.random_range(-1.0f32..1.0) * 2f32.powi(-((i / 16) as i32))));
+    q6.extend((0..256).map(|i| rng.random_range(-1.0f32..1.0) * 2f32.powi(-(i / 16))));
     q6.extend(
         (0..256).map(|i| ((i % 64) as f32 - 32.0) * 0.125 + if i % 7 == 0 { 0.0625 } else { 0.0 }),
     );

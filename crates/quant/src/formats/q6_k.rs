@@ -149,12 +149,30 @@ pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     }
 }
 
-/// Encodes `src` super-block by super-block.
+/// Encodes `src` super-block by super-block, in parallel on the current rayon pool (the scale
+/// search costs ~20 passes over every group; each block's bytes depend on that block only).
 ///
 /// # Panics
 /// If `src.len()` is not a multiple of 256.
 pub fn quantize(src: &[f32]) -> Vec<u8> {
-    super::quantize_blocks("Q6_K", src, BLOCK_SIZE, BLOCK_BYTES, quantize_block)
+    use rayon::prelude::*;
+    assert_eq!(
+        src.len() % BLOCK_SIZE,
+        0,
+        "Q6_K: element count must be a multiple of 256"
+    );
+    let mut out = vec![0u8; src.len() / BLOCK_SIZE * BLOCK_BYTES];
+    src.par_chunks(BLOCK_SIZE * 64)
+        .zip(out.par_chunks_mut(BLOCK_BYTES * 64))
+        .for_each(|(x, b)| {
+            for (x, b) in x
+                .chunks_exact(BLOCK_SIZE)
+                .zip(b.chunks_exact_mut(BLOCK_BYTES))
+            {
+                quantize_block(x, b);
+            }
+        });
+    out
 }
 
 /// Decodes whole super-blocks into `out`.
