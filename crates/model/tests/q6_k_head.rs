@@ -15,6 +15,9 @@
 //! activation roundings: measured 1.8–4.4 % (Llama) and 3–7 % (BitNet); the bound is 10 %.
 //! A wrong code, scale or group order gives errors of order 100 %. The test also checks that
 //! the error is not zero (the tables really are quantized) and which tensors are Q6_K.
+//!
+//! The lookup itself is checked exactly: a Q6_K embedding gives bit for bit the logits of an F32
+//! embedding holding the Q6_K table's decoded values (a checkpoint rewritten with them).
 
 use std::path::{Path, PathBuf};
 
@@ -160,4 +163,89 @@ fn tied_q6_k_tables_stay_within_the_quantization_bound() {
             "BitNet {q6_k:?}: relative logit error {worst}"
         );
     }
+}
+
+/// Rewrites `name` in the single-file F32 checkpoint `src` into `dst` as `f(values)`, copying
+/// everything else.
+fn rewrite_tensor(src: &Path, dst: &Path, name: &str, f: impl Fn(&[f32], usize) -> Vec<f32>) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap();
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            let bytes = std::fs::read(&path).unwrap();
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+            for (n, t) in st.tensors() {
+                let mut data = t.data().to_vec();
+                if n == name {
+                    assert_eq!(t.dtype(), safetensors::Dtype::F32);
+                    let v: Vec<f32> = data
+                        .chunks(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect();
+                    let row_len = *t.shape().last().unwrap();
+                    data = f(&v, row_len)
+                        .iter()
+                        .flat_map(|x| x.to_le_bytes())
+                        .collect();
+                }
+                owned.push((n, t.dtype(), t.shape().to_vec(), data));
+            }
+            let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+                .iter()
+                .map(|(n, d, s, b)| {
+                    (
+                        n.clone(),
+                        safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+                    )
+                })
+                .collect();
+            safetensors::serialize_to_file(views, None, &dst.join(file)).unwrap();
+        } else {
+            std::fs::copy(&path, dst.join(file)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_q6_k_embedding_looks_up_exactly_its_decoded_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    let mut spec = TinySpec::new(TinyFamily::Llama);
+    spec.seed = 13;
+    spec.write(&ckpt).unwrap();
+    let decoded = dir.path().join("decoded");
+    rewrite_tensor(
+        &ckpt,
+        &decoded,
+        "model.embed_tokens.weight",
+        |v, row_len| {
+            let bytes = quant::quantize(GgmlType::Q6_K, v, row_len).unwrap();
+            quant::dequantize(GgmlType::Q6_K, &bytes, row_len, v.len()).unwrap()
+        },
+    );
+    let q6_k = HeadTypes {
+        token_embd: Some(GgmlType::Q6_K),
+        output: Some(GgmlType::F32),
+    };
+    let a = convert_to(&ckpt, dir.path().join("q6k.gguf"), OutType::F32, q6_k);
+    let b = convert_to(
+        &decoded,
+        dir.path().join("f32.gguf"),
+        OutType::F32,
+        F32_TABLES,
+    );
+    let (model, got) = logits(&a);
+    assert_eq!(
+        model.file().tensor("token_embd.weight").unwrap().ggml_type,
+        GgmlType::Q6_K
+    );
+    let (_, want) = logits(&b);
+    assert!(
+        got.iter()
+            .zip(&want)
+            .all(|(x, y)| x.to_bits() == y.to_bits()),
+        "the Q6_K lookup differs from its decoded table"
+    );
 }
