@@ -283,6 +283,9 @@ pub(super) fn block_tile<const R: usize, const T: usize>(
     }
     assert!(d_at + 2 <= bbytes);
     let ahead = R * nb * bbytes;
+    // Cache lines to fetch per block: two for the small blocks (≤ 66 bytes, so a block and the
+    // start of the next), four for Q6_K's 210 bytes (256 bytes per 210 advanced: every line).
+    let lines = bbytes.div_ceil(64).max(2);
     let groups: Vec<_> = row_groups::<R>(w, rows).collect();
     for (_, _, wr) in &groups {
         for w in wr {
@@ -306,8 +309,9 @@ pub(super) fn block_tile<const R: usize, const T: usize>(
                     (blks, d_w)
                 };
                 for &p in &blks {
-                    prefetch(p, ahead);
-                    prefetch(p, ahead + 64);
+                    for l in 0..lines {
+                        prefetch(p, ahead + 64 * l);
+                    }
                 }
                 let mut acc = [[_mm256_setzero_si256(); T]; R];
                 block_dot(&blks, b, &q, &mut acc);
