@@ -38,13 +38,14 @@ enum Command {
         /// Type of the weight matrices: f32, f16, bf16, q8_0, tq1_0, tq2_0, i2_s.
         #[arg(long, default_value = "f16", value_parser = parse_outtype)]
         outtype: OutType,
-        /// Type of the embedding table (token_embd): f32, f16, bf16, q8_0, q4_0 [default: follows
-        /// --outtype: f32/bf16/q8_0 as given, else f16].
+        /// Type of the embedding table (token_embd): f32, f16, bf16, q8_0, q6_k, q4_0 [default:
+        /// follows --outtype: f32/bf16/q8_0 as given, else f16]. q6_k needs a hidden size that
+        /// is a multiple of 256 (else the table falls back to f16, reported).
         #[arg(long, value_parser = HeadTypes::parse_type)]
         token_embedding_type: Option<GgmlType>,
         /// Type of the LM head (output.weight), same choices; for a model with tied embeddings
         /// the head is then written as its own tensor. The head is read whole for every token:
-        /// q8_0 halves an f16 head's bytes.
+        /// q8_0 halves an f16 head's bytes, q6_k (6.56 bits per weight) takes 41 % of them.
         #[arg(long, alias = "output-tensor-type", value_parser = HeadTypes::parse_type)]
         output_type: Option<GgmlType>,
         /// Ternarize a checkpoint that was not trained ternary (absmean rule; ruins an ordinary model).

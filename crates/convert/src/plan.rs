@@ -91,12 +91,15 @@ impl OutType {
     }
 }
 
-/// The types [`HeadTypes`] accepts for the embedding and the LM head.
-pub const HEAD_TYPES: [GgmlType; 5] = [
+/// The types [`HeadTypes`] accepts for the embedding and the LM head. Q6_K (6.5625 bits per
+/// weight, llama.cpp's default for the output tensor of its k-quant mixes) needs a hidden size
+/// that is a multiple of 256.
+pub const HEAD_TYPES: [GgmlType; 6] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
     GgmlType::Q8_0,
+    GgmlType::Q6_K,
     GgmlType::Q4_0,
 ];
 

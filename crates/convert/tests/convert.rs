@@ -653,8 +653,27 @@ fn head_and_embedding_types_follow_the_options_and_a_tied_head_gets_its_own_tens
     );
     assert_eq!(types(&f), (GgmlType::Q8_0, None));
 
-    // Only float and 8/4-bit block types are offered for these tensors.
+    // A Q6_K head: byte-identical to the Q6_K encoding of the embedding's rows.
+    let f = convert_with(
+        "q6head.gguf",
+        convert::HeadTypes {
+            token_embd: None,
+            output: Some(GgmlType::Q6_K),
+        },
+    );
+    assert_eq!(types(&f), (GgmlType::F16, Some(GgmlType::Q6_K)));
+    let t = f.tensor("output.weight").unwrap();
+    let row_len = t.dims[0] as usize;
+    assert_eq!(
+        f.tensor_data(t),
+        quant::quantize(GgmlType::Q6_K, &embd, row_len)
+            .unwrap()
+            .as_slice()
+    );
+
+    // Only float, 8/6/4-bit block types are offered for these tensors.
     assert!(convert::HeadTypes::parse_type("q8_0").is_ok());
+    assert_eq!(convert::HeadTypes::parse_type("Q6_K"), Ok(GgmlType::Q6_K));
     let err = convert::HeadTypes::parse_type("tq2_0").unwrap_err();
     assert!(err.contains("q8_0") && err.contains("f16"), "{err}");
     let mut o = opts(&ckpt, &dir.path().join("bad.gguf"), OutType::I2_S);

@@ -443,7 +443,7 @@ fn unsupported_architectures_shapes_and_types_are_named_at_load() {
         "{err}"
     );
 
-    // Q6_K has a codec but no matmul kernel: refused with the tensor named, not a panic.
+    // Q5_0 has a codec but no matmul kernel: refused with the tensor named, not a panic.
     rewrite(
         &f.gguf,
         &bad,
@@ -452,12 +452,15 @@ fn unsupported_architectures_shapes_and_types_are_named_at_load() {
             (t.name == "blk.0.attn_q.weight").then(|| {
                 (
                     t.dims.clone(),
-                    gguf::GgmlType::Q6_K,
-                    vec![0u8; 210 * 256], // 256 rows of one 210-byte Q6_K block
+                    gguf::GgmlType::Q5_0,
+                    vec![0u8; 22 * 8 * 256], // 256 rows of eight 22-byte Q5_0 blocks
                 )
             })
         },
     );
     let err = Model::load(&bad).err().unwrap().to_string();
-    assert!(err.contains("blk.0.attn_q.weight"), "{err}");
+    assert!(
+        err.contains("blk.0.attn_q.weight") && err.contains("no matmul kernel for Q5_0"),
+        "{err}"
+    );
 }

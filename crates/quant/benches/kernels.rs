@@ -144,7 +144,11 @@ fn ternary(c: &mut Criterion) {
 
 fn comparison(c: &mut Criterion) {
     let (rows, cols, shape) = SHAPES[0];
-    for (ty, name) in [(GgmlType::F16, "f16"), (GgmlType::Q8_0, "q8_0")] {
+    for (ty, name) in [
+        (GgmlType::F16, "f16"),
+        (GgmlType::Q8_0, "q8_0"),
+        (GgmlType::Q6_K, "q6_k"),
+    ] {
         let w = Weights::new(ty, rows, cols, true);
         bench_matrix(c, name, &w, shape, &TOKENS, None);
     }

@@ -16,8 +16,8 @@
 //! * [`ternarize_absmean`] and [`is_ternary`] turn a BitNet b1.58 weight into exactly ternary
 //!   values, and check for them, before it is stored as TQ1_0 / TQ2_0 / I2_S.
 //!
-//! Encoders: F32, F16, BF16, Q8_0, Q4_0, TQ1_0, TQ2_0, I2_S. Decoders: those plus Q4_1, Q5_0, Q5_1
-//! and Q6_K. The bytes are identical to what llama.cpp's gguf-py writes (tested against it), and
+//! Encoders: F32, F16, BF16, Q8_0, Q4_0, TQ1_0, TQ2_0, I2_S, Q6_K. Decoders: those plus Q4_1,
+//! Q5_0 and Q5_1. The bytes are identical to what llama.cpp's gguf-py writes (tested against it), and
 //! I2_S follows microsoft/BitNet. `docs/formats.md` describes every layout and rounding rule.
 
 #![warn(missing_docs)]
@@ -41,6 +41,7 @@ pub const QUANTIZE_TYPES: &[GgmlType] = &[
     GgmlType::TQ1_0,
     GgmlType::TQ2_0,
     GgmlType::I2_S,
+    GgmlType::Q6_K,
 ];
 
 /// The types [`dequantize`] can read.
@@ -81,6 +82,7 @@ fn encoder(ty: GgmlType) -> Option<Encoder> {
         GgmlType::TQ1_0 => formats::tq1_0::quantize,
         GgmlType::TQ2_0 => formats::tq2_0::quantize,
         GgmlType::I2_S => formats::i2_s::quantize,
+        GgmlType::Q6_K => formats::q6_k::quantize,
         _ => return None,
     })
 }
@@ -139,7 +141,7 @@ fn check_whole_rows(ty: GgmlType, n_elements: usize, row_len: usize) -> Result<(
 /// Whether `ty` can encode tensors with rows of `row_len` elements; Err explains why not.
 ///
 /// Row lengths must be positive multiples of the block size (32 for Q8_0/Q4_0, 256 for
-/// TQ1_0/TQ2_0, 128 for I2_S, 1 for F32/F16/BF16).
+/// TQ1_0/TQ2_0/Q6_K, 128 for I2_S, 1 for F32/F16/BF16).
 pub fn check_quantizable(ty: GgmlType, row_len: usize) -> Result<(), QuantError> {
     if encoder(ty).is_none() {
         return Err(QuantError::CannotQuantize { ty });

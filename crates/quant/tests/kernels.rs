@@ -21,8 +21,9 @@ use rand_chacha::ChaCha8Rng;
 
 const U: f64 = f32::EPSILON as f64 / 2.0; // unit roundoff of f32
 
-const INTEGER_TYPES: [GgmlType; 5] = [
+const INTEGER_TYPES: [GgmlType; 6] = [
     GgmlType::I2_S,
+    GgmlType::Q6_K,
     GgmlType::TQ2_0,
     GgmlType::TQ1_0,
     GgmlType::Q8_0,
@@ -34,7 +35,7 @@ const FLOAT_TYPES: [GgmlType; 3] = [GgmlType::F32, GgmlType::F16, GgmlType::BF16
 fn min_cols(ty: GgmlType) -> usize {
     match ty {
         GgmlType::I2_S => 128,
-        GgmlType::TQ1_0 | GgmlType::TQ2_0 => 256,
+        GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::Q6_K => 256,
         GgmlType::Q8_0 | GgmlType::Q4_0 => 32,
         _ => 1,
     }
@@ -46,7 +47,7 @@ fn min_cols(ty: GgmlType) -> usize {
 fn col_cases(ty: GgmlType) -> Vec<usize> {
     match ty {
         GgmlType::I2_S => vec![128, 384, 1152, 2688],
-        GgmlType::TQ1_0 | GgmlType::TQ2_0 => vec![256, 768, 2304],
+        GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::Q6_K => vec![256, 768, 2304],
         GgmlType::Q8_0 | GgmlType::Q4_0 => vec![32, 96, 320, 2080],
         _ => vec![1, 7, 16, 37, 200],
     }
@@ -69,9 +70,10 @@ fn random_bytes(ty: GgmlType, rows: usize, cols: usize, rng: &mut ChaCha8Rng) ->
             b.extend_from_slice(&[0; 28]);
             b
         }
-        GgmlType::TQ2_0 | GgmlType::TQ1_0 | GgmlType::Q8_0 | GgmlType::Q4_0 => {
+        GgmlType::TQ2_0 | GgmlType::TQ1_0 | GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q6_K => {
             let (bsize, bbytes, d_at) = match ty {
                 GgmlType::TQ2_0 => (256, 66, 64),
+                GgmlType::Q6_K => (256, 210, 208),
                 GgmlType::TQ1_0 => (256, 54, 52),
                 GgmlType::Q8_0 => (32, 34, 0),
                 _ => (32, 18, 0),
@@ -369,7 +371,7 @@ type ActRule = fn(&[f32]) -> (Vec<f64>, Vec<f64>);
 fn act_rule(ty: GgmlType) -> ActRule {
     match ty {
         GgmlType::I2_S => act_i8,
-        GgmlType::TQ1_0 | GgmlType::TQ2_0 => act_q8_k,
+        GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::Q6_K => act_q8_k,
         _ => act_q8_0,
     }
 }

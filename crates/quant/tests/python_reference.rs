@@ -4,7 +4,9 @@
 //! with this crate, and runs `tests/py/quant_ref.py`, which encodes the same data with gguf-py
 //! and decodes our bytes with it. Then it asserts:
 //! * our bytes equal gguf-py's for F32, F16, BF16, Q8_0, Q4_0, TQ1_0, TQ2_0 (and for I2_S on
-//!   ternary data, against the script's numpy transcription of bitnet.cpp's `quantize_i2_s`);
+//!   ternary data, against the script's numpy transcription of bitnet.cpp's `quantize_i2_s`;
+//!   for Q6_K, which gguf-py only decodes, against its numpy transcription of llama.cpp's
+//!   `quantize_row_q6_K_ref`);
 //! * gguf-py's decoding of our bytes equals ours, bit for bit;
 //! * gguf-py's decoding of random bytes equals ours for every decodable block type, including
 //!   the decode-only Q4_1, Q5_0, Q5_1 and Q6_K.
@@ -57,7 +59,7 @@ struct DecodeCase {
     bytes: Vec<u8>,
 }
 
-const GGUF_PY_TYPES: [GgmlType; 7] = [
+const GGUF_PY_TYPES: [GgmlType; 8] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -65,6 +67,7 @@ const GGUF_PY_TYPES: [GgmlType; 7] = [
     GgmlType::Q4_0,
     GgmlType::TQ1_0,
     GgmlType::TQ2_0,
+    GgmlType::Q6_K,
 ];
 
 fn with_i2_s(mut types: Vec<GgmlType>) -> Vec<GgmlType> {
@@ -233,6 +236,34 @@ fn cases() -> Vec<Case> {
         row_len: 256,
         data: tiny,
         types: all.clone(),
+    });
+
+    // Q6_K edge cases, one super-block each: all zero; one value (positive, then negative);
+    // one huge value among ordinary ones (small groups' scales round to 0); the largest group
+    // negative; groups 2^k apart (scales across the 8-bit range); exact multiples of a step
+    // (ties in the requantization x / (d·sc)); one NaN-free group of -0.0 among others.
+    let mut q6 = vec![0.0f32; 256];
+    q6.extend((0..256).map(|i| if i == 0 { 32.0 } else { 0.0 }));
+    q6.extend((0..256).map(|i| if i == 17 { -3.5 } else { 0.0 }));
+    let mut huge = uniform(&mut rng, 256, 1.0);
+    huge[100] = 1000.0;
+    q6.extend(huge);
+    let mut neg = uniform(&mut rng, 256, 1.0);
+    neg[200] = -7.25;
+    q6.extend(neg);
+    q6.extend((0..256).map(|i| rng.random_range(-1.0f32..1.0) * 2f32.powi(-(i / 16))));
+    q6.extend(
+        (0..256).map(|i| ((i % 64) as f32 - 32.0) * 0.125 + if i % 7 == 0 { 0.0625 } else { 0.0 }),
+    );
+    let mut negzero = uniform(&mut rng, 256, 2.0);
+    negzero[32..48].fill(-0.0);
+    q6.extend(negzero);
+    cases.push(Case {
+        name: "q6_k_edges",
+        rows: 8,
+        row_len: 256,
+        data: q6,
+        types: vec![GgmlType::Q6_K, GgmlType::Q8_0],
     });
 
     // Rows of 96: whole Q8_0/Q4_0 blocks but not whole 256-blocks.

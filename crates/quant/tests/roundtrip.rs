@@ -216,6 +216,22 @@ fn encoding_decoded_data_again_gives_the_same_bytes() {
     for &ty in QUANTIZE_TYPES {
         let (bytes, y) = round_trip(ty, &x, 256);
         let mut again = quantize(ty, &y, 256).unwrap();
+        if ty == GgmlType::Q6_K {
+            // Not a fixed point: the scale search (make_qx_quants) weighs each element by x²
+            // and the 16 group scales are re-rounded to 8 bits of a new super-block scale, so
+            // decoded data can pick slightly different scales. It must stay as close to the
+            // decoded values as a first encoding is to its input (< 2.5 % relative RMS).
+            let mut z = vec![0.0f32; y.len()];
+            formats::q6_k::dequantize(&again, &mut z);
+            let err: f64 = y
+                .iter()
+                .zip(&z)
+                .map(|(a, b)| f64::from(a - b).powi(2))
+                .sum();
+            let rms: f64 = y.iter().map(|a| f64::from(*a).powi(2)).sum();
+            assert!((err / rms).sqrt() < 0.025, "{ty}: {}", (err / rms).sqrt());
+            continue;
+        }
         if ty == GgmlType::Q4_0 {
             // An all-zero block stores d = 0.0 / -8 = -0.0 and decodes to -0.0s, whose max is
             // -0.0, so re-encoding gives d = +0.0: the one allowed difference (the sign of zero).

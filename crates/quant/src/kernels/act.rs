@@ -10,6 +10,9 @@
 //!   element of largest magnitude (with its sign), `iscale = -127/max`,
 //!   `q = min(127, round_half_even(iscale·x))`, `d = 1/iscale` (negative when `max > 0`; the
 //!   signs cancel); `d = 0`, `q = 0` for an all-zero block.
+//! * **Q6_K** — the same Q8_K rule per 256-block, plus (as llama.cpp's `block_q8_K.bsums`) the
+//!   sum of each 16-element group's codes, which the SIMD kernels use to take the `−32` offset
+//!   of the 6-bit codes off in one step per block.
 //! * **Q8_0 / Q4_0** — llama.cpp `quantize_row_q8_0_ref`, i.e. the Q8_0 weight encoding
 //!   ([`crate::formats::q8_0::quantize_block`]): per 32-block `d = amax/127`,
 //!   `q = roundf(x·(1/d))` (ties away from zero); the kernel uses `d` rounded to f16, as ggml.
@@ -61,6 +64,15 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     pub(super) fn quantize_q8_k_acts(x: &[f32], n_tokens: usize, cols: usize) -> BlockActs {
         super::quantize_q8_k_acts(x, n_tokens, cols)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn quantize_q8_k_acts_with_group_sums(
+        x: &[f32],
+        n_tokens: usize,
+        cols: usize,
+    ) -> BlockActs {
+        super::quantize_q8_k_acts_with_group_sums(x, n_tokens, cols)
     }
 
     #[target_feature(enable = "avx2")]
@@ -283,16 +295,18 @@ impl I8Acts {
     }
 }
 
-/// Block-scaled int8 activations (Q8_K for TQ1_0/TQ2_0, Q8_0 for Q8_0/Q4_0): `q` row-major
+/// Block-scaled int8 activations (Q8_K for TQ1_0/TQ2_0/Q6_K, Q8_0 for Q8_0/Q4_0): `q` row-major
 /// (`n_tokens × cols`); the block scales `d` and block sums `Σq` are stored block-major
 /// (`[block][token]`), so a kernel finishing one block for several tokens reads them with one
-/// vector load.
+/// vector load. For Q6_K, `group_sum` holds the sums of each 16-element group of codes
+/// (`[block][token][16]`, empty for the other types).
 pub(crate) struct BlockActs {
     pub cols: usize,
     pub n_tokens: usize,
     pub q: Codes,
     pub d: Vec<f32>,
     pub sum: Vec<i32>,
+    pub group_sum: Vec<i16>,
 }
 
 #[inline(always)]
@@ -328,7 +342,26 @@ fn quantize_block_acts(
         q,
         d,
         sum,
+        group_sum: Vec::new(),
     }
+}
+
+#[inline(always)]
+fn quantize_q8_k_acts_with_group_sums(x: &[f32], n_tokens: usize, cols: usize) -> BlockActs {
+    let mut a = quantize_q8_k_acts(x, n_tokens, cols);
+    let nb = cols / 256;
+    a.group_sum = vec![0i16; nb * n_tokens * 16];
+    for t in 0..n_tokens {
+        for b in 0..nb {
+            let q = &a.q[t * cols + 256 * b..t * cols + 256 * b + 256];
+            let out = &mut a.group_sum[(b * n_tokens + t) * 16..][..16];
+            for (s, g) in out.iter_mut().zip(q.chunks_exact(16)) {
+                // |Σ| ≤ 16 · 128: fits i16.
+                *s = g.iter().map(|&v| i16::from(v)).sum();
+            }
+        }
+    }
+    a
 }
 
 #[inline(always)]
@@ -356,6 +389,14 @@ impl BlockActs {
     pub fn sum(&self, b: usize, t: usize) -> i32 {
         self.sum[b * self.n_tokens + t]
     }
+
+    /// The 16 group sums of block `b` of token `t` (Q6_K activations only).
+    #[allow(dead_code)] // used by the x86 kernels only
+    pub fn group_sums(&self, b: usize, t: usize) -> &[i16; 16] {
+        self.group_sum[(b * self.n_tokens + t) * 16..][..16]
+            .try_into()
+            .expect("16 group sums")
+    }
 }
 
 fn quantize_i8(x: &[f32], n_tokens: usize, cols: usize) -> I8Acts {
@@ -370,13 +411,17 @@ fn quantize_q8_0(x: &[f32], n_tokens: usize, cols: usize) -> BlockActs {
     with_avx2!(quantize_q8_0_acts(x, n_tokens, cols))
 }
 
+fn quantize_q8_k_with_group_sums(x: &[f32], n_tokens: usize, cols: usize) -> BlockActs {
+    with_avx2!(quantize_q8_k_acts_with_group_sums(x, n_tokens, cols))
+}
+
 /// The activations of one matmul call, quantized as the weight type requires.
 pub(crate) enum Acts<'a> {
     /// Float weights use the input as is.
     F32(&'a [f32]),
     /// I2_S.
     I8(I8Acts),
-    /// TQ1_0/TQ2_0 (Q8_K, 256) and Q8_0/Q4_0 (Q8_0, 32).
+    /// TQ1_0/TQ2_0/Q6_K (Q8_K, 256) and Q8_0/Q4_0 (Q8_0, 32).
     Blocks(BlockActs),
 }
 
@@ -387,6 +432,7 @@ impl<'a> Acts<'a> {
         match ty {
             GgmlType::I2_S => Acts::I8(quantize_i8(x, n_tokens, cols)),
             GgmlType::TQ1_0 | GgmlType::TQ2_0 => Acts::Blocks(quantize_q8_k(x, n_tokens, cols)),
+            GgmlType::Q6_K => Acts::Blocks(quantize_q8_k_with_group_sums(x, n_tokens, cols)),
             GgmlType::Q8_0 | GgmlType::Q4_0 => Acts::Blocks(quantize_q8_0(x, n_tokens, cols)),
             _ => Acts::F32(x),
         }

@@ -6,8 +6,8 @@
 //! `out[t·rows + r] = Σ_c W[r, c]·x[t·cols + c]`.
 //!
 //! 1. The activations are quantized once per call with the rule of the weight's type
-//!    (`act.rs`: per-token int8 for I2_S, Q8_K for TQ1_0/TQ2_0, Q8_0 for Q8_0/Q4_0; none for
-//!    F32/F16/BF16).
+//!    (`act.rs`: per-token int8 for I2_S, Q8_K for TQ1_0/TQ2_0/Q6_K, Q8_0 for Q8_0/Q4_0; none
+//!    for F32/F16/BF16).
 //! 2. The output rows are split into chunks that run in parallel on the current rayon pool.
 //! 3. Inside a chunk, a kernel takes a tile of up to 8 tokens and, for each weight row, unpacks
 //!    each weight block once and multiplies it with all tokens of the tile (bitnet.cpp's `_Nx1`
@@ -63,7 +63,7 @@ pub use act::{bitlinear_fake_quant, quantize_row_i8};
 pub use amx::{amx_available, TileBackend, TILE_TYPES};
 pub use attn::{attn_mix, attn_scores};
 
-pub(crate) use act::{Acts, BlockActs, I8Acts};
+pub(crate) use act::{nearest_int, Acts, BlockActs, I8Acts};
 
 /// The weight types [`matmul`] accepts.
 pub const KERNEL_TYPES: &[GgmlType] = &[
@@ -75,6 +75,7 @@ pub const KERNEL_TYPES: &[GgmlType] = &[
     GgmlType::TQ1_0,
     GgmlType::TQ2_0,
     GgmlType::I2_S,
+    GgmlType::Q6_K,
 ];
 
 /// A weight matrix as stored in a GGUF: `rows` output rows (ggml `ne[1]`) of `cols` elements
@@ -619,12 +620,13 @@ mod tests {
             QMatrix::new(GgmlType::Q8_0, &ok, 1, 68),
             Err(QuantError::RowLength { .. })
         ));
-        let e = QMatrix::new(GgmlType::Q6_K, &ok, 1, 256).unwrap_err();
-        assert_eq!(e, QuantError::NoKernel { ty: GgmlType::Q6_K });
+        let e = QMatrix::new(GgmlType::Q4_1, &ok[..20], 1, 32).unwrap_err();
+        assert_eq!(e, QuantError::NoKernel { ty: GgmlType::Q4_1 });
         assert_eq!(
             e.to_string(),
-            "no matmul kernel for Q6_K (supported: F32, F16, BF16, Q8_0, Q4_0, TQ1_0, TQ2_0, I2_S)"
+            "no matmul kernel for Q4_1 (supported: F32, F16, BF16, Q8_0, Q4_0, TQ1_0, TQ2_0, I2_S, Q6_K)"
         );
+        assert!(QMatrix::new(GgmlType::Q6_K, &[0; 420], 2, 256).is_ok());
         // I2_S: 2 × 128 codes = 64 bytes, plus the 32-byte tail.
         let i2s = vec![0u8; 96];
         assert!(QMatrix::new(GgmlType::I2_S, &i2s, 2, 128).is_ok());

@@ -9,6 +9,9 @@
 //! * TQ1_0, TQ2_0, Q8_0, Q4_0: per block `sumi = Σ w·q` (ternary `t − 1`, Q4_0 `nibble − 8`,
 //!   Q8_0 `i8`), then `sumf += sumi as f32 · (d_x · d_w)` over the blocks in order
 //!   ([`block_epilogue`]).
+//! * Q6_K: the same per 256-block, with `sumi = Σ_g sc_g · Σ_{l ∈ g} (code_l − 32)·q_l` over
+//!   the 16 groups of 16 (`sc_g` the block's int8 group scales, `d_w` its f16 `d`), against
+//!   Q8_K activations; exact in i32 (|sumi| ≤ 16·128·16·32·128 < 2^31).
 //!
 //! The float kernels (F32/F16/BF16) widen each weight to f32 and sum `w·x` in f32.
 //!
@@ -19,7 +22,7 @@
 use std::ops::Range;
 
 use super::{Acts, KernelFn, Out, QMatrix};
-use crate::formats::{f16, i2_s, q4_0, q8_0, tq1_0, tq2_0};
+use crate::formats::{f16, i2_s, q4_0, q6_k, q8_0, tq1_0, tq2_0};
 use crate::GgmlType;
 
 pub(super) fn kernel(ty: GgmlType) -> KernelFn {
@@ -29,6 +32,7 @@ pub(super) fn kernel(ty: GgmlType) -> KernelFn {
         GgmlType::TQ1_0 => tq1_0,
         GgmlType::Q8_0 => q8_0,
         GgmlType::Q4_0 => q4_0,
+        GgmlType::Q6_K => q6_k,
         GgmlType::F32 => f32_weights,
         GgmlType::F16 => f16_weights,
         GgmlType::BF16 => bf16_weights,
@@ -161,6 +165,35 @@ pub(crate) fn q4_0_dot(blk: &[u8], q: &[i8]) -> i32 {
         s += (i32::from(b >> 4) - 8) * i32::from(q[j + 16]);
     }
     s
+}
+
+/// Q6_K super-block: `Σ_g sc_g · Σ (code − 32)·q` with the codes of [`crate::formats::q6_k`].
+pub(crate) fn q6_k_dot(blk: &[u8], q: &[i8]) -> i32 {
+    let mut s = 0i32;
+    for h in 0..2 {
+        let (ql, qh) = (&blk[64 * h..64 * h + 64], &blk[128 + 32 * h..160 + 32 * h]);
+        let mut code = [0u8; 128];
+        for l in 0..32 {
+            code[l] = (ql[l] & 15) | (qh[l] & 3) << 4;
+            code[l + 32] = (ql[l + 32] & 15) | ((qh[l] >> 2) & 3) << 4;
+            code[l + 64] = (ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4;
+            code[l + 96] = (ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4;
+        }
+        for g in 0..8 {
+            let sc = i32::from(blk[192 + 8 * h + g] as i8);
+            let mut sg = 0i32;
+            for e in 16 * g..16 * g + 16 {
+                sg += (i32::from(code[e]) - 32) * i32::from(q[128 * h + e]);
+            }
+            s += sc * sg;
+        }
+    }
+    s
+}
+
+fn q6_k(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
+    let layout = (q6_k::BLOCK_SIZE, q6_k::BLOCK_BYTES, 208);
+    block_rows(w, acts, rows, out, layout, q6_k_dot);
 }
 
 fn tq2_0(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {

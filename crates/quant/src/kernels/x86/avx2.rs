@@ -15,8 +15,8 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::{
-    block_tile, float_weight, hsum_i32, i2s_driver, load, prefetch, row_groups, top_trit,
-    tq1_0_shifted, with_row_group, BF16_W, F16_W, F32_W,
+    block_tile, float_weight, hsum_i32, i2s_driver, load, prefetch, q6_k_codes, q6_k_offset,
+    row_groups, top_trit, tq1_0_shifted, with_row_group, BF16_W, F16_W, F32_W,
 };
 use crate::kernels::{
     for_token_tiles, token_rows, Acts, BlockActs, I8Acts, KernelFn, Out, QMatrix,
@@ -30,6 +30,7 @@ pub(in crate::kernels) fn kernel(ty: GgmlType) -> KernelFn {
         GgmlType::TQ1_0 => tq1_0,
         GgmlType::Q8_0 => q8_0,
         GgmlType::Q4_0 => q4_0,
+        GgmlType::Q6_K => q6_k,
         GgmlType::F32 => f32_weights,
         GgmlType::F16 => f16_weights,
         GgmlType::BF16 => bf16_weights,
@@ -60,6 +61,10 @@ fn q8_0(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
 fn q4_0(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
     // SAFETY: see above.
     unsafe { q4_0_avx2(w, acts.blocks(), rows, out) }
+}
+fn q6_k(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
+    // SAFETY: see above.
+    unsafe { q6_k_avx2(w, acts.blocks(), rows, out) }
 }
 fn f32_weights(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
     // SAFETY: see above.
@@ -356,6 +361,84 @@ fn q4_0_rows<const R: usize, const T: usize>(
             }
         }
     });
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_k_avx2(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    for_token_tiles!(8, a.n_tokens, q6_k_tile(w, a, rows.clone(), out));
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_k_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    with_row_group!(T, q6_k_rows(t0, w, a, rows, out));
+}
+
+/// `_mm_shuffle_epi8` masks that put group scale `2v` in bytes 0..8 and `2v + 1` in 8..16.
+const Q6_K_SCALE_PAIRS: [[u8; 16]; 8] = {
+    let mut m = [[0u8; 16]; 8];
+    let mut v = 0;
+    while v < 8 {
+        let mut i = 0;
+        while i < 16 {
+            m[v][i] = (2 * v + i / 8) as u8;
+            i += 1;
+        }
+        v += 1;
+    }
+    m
+};
+
+/// Q6_K: `maddubs(code, q)` (codes 0..=63 unsigned: a pair is ≤ 2·63·128 = 16128, no i16
+/// overflow), `madd` with the group scale of each 16 lanes into i32, then
+/// `− 32·Σ_g sc_g·Σq_g` from the activations' group sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_k_rows<const R: usize, const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    a: &BlockActs,
+    rows: Range<usize>,
+    out: &Out,
+) {
+    // SAFETY: the masks are 16 readable bytes each.
+    let pairs: [__m128i; 8] =
+        std::array::from_fn(|v| unsafe { _mm_loadu_si128(Q6_K_SCALE_PAIRS[v].as_ptr().cast()) });
+    block_tile::<R, T>(
+        t0,
+        w,
+        a,
+        rows,
+        out,
+        (256, 210, 208, 0),
+        |blks, b, q, acc| {
+            for i in 0..R {
+                // SAFETY: `blks[i]` points at a whole 210-byte block (block_tile); the group
+                // scales are bytes 192..208.
+                let sc8 = unsafe { _mm_loadu_si128(blks[i].add(192).cast()) };
+                let sc16 = _mm256_cvtepi8_epi16(sc8);
+                let mut acc32: [__m256i; T] = std::array::from_fn(|t| {
+                    _mm256_sub_epi32(
+                        _mm256_setzero_si256(),
+                        q6_k_offset(sc16, a.group_sums(b, t0 + t)),
+                    )
+                });
+                for h in 0..2 {
+                    // SAFETY: as above, h < 2.
+                    let codes = unsafe { q6_k_codes(blks[i], h) };
+                    for (k, &c) in codes.iter().enumerate() {
+                        let v = 4 * h + k;
+                        let scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pairs[v]));
+                        for t in 0..T {
+                            // SAFETY: token rows hold 256·nb codes (asserted in block_tile), b < nb.
+                            let x = unsafe { load(q[t].as_ptr().add(256 * b + 32 * v).cast()) };
+                            let p = _mm256_maddubs_epi16(c, x);
+                            acc32[t] = _mm256_add_epi32(acc32[t], _mm256_madd_epi16(p, scale));
+                        }
+                    }
+                }
+                acc[i] = acc32;
+            }
+        },
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

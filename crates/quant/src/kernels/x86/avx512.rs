@@ -7,14 +7,16 @@
 //! up with 64 *consecutive* activations and the activations keep their natural layout.
 //! TQ1_0 builds its eight 32-trit vectors with the AVX2 code and pairs them. Q8_0 and Q4_0
 //! (32-element blocks) use 256-bit VNNI; Q8_0's signed weights become unsigned by `w + 128`
-//! (`xor 0x80`), taken back off with `128·Σq`.
+//! (`xor 0x80`), taken back off with `128·Σq`. Q6_K builds 64 consecutive 6-bit codes per zmm
+//! (its `ql` bytes are already in that order; the `qh` fields are shifted per half), multiplies
+//! them with `vpmaddubsw` and applies the group scales with `vpdpwssd`.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::{
-    block_tile, i2s_driver, load, prefetch, row_groups, tq1_0_shifted, with_row_group, BF16_W,
-    F16_W, F32_W,
+    block_tile, i2s_driver, load, prefetch, q6_k_offset, row_groups, tq1_0_shifted, with_row_group,
+    BF16_W, F16_W, F32_W,
 };
 use crate::kernels::{
     for_token_tiles, token_rows, Acts, BlockActs, I8Acts, KernelFn, Out, QMatrix,
@@ -28,6 +30,7 @@ pub(in crate::kernels) fn kernel(ty: GgmlType) -> KernelFn {
         GgmlType::TQ1_0 => tq1_0,
         GgmlType::Q8_0 => q8_0,
         GgmlType::Q4_0 => q4_0,
+        GgmlType::Q6_K => q6_k,
         GgmlType::F32 => f32_weights,
         GgmlType::F16 => f16_weights,
         GgmlType::BF16 => bf16_weights,
@@ -58,6 +61,10 @@ fn q8_0(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
 fn q4_0(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
     // SAFETY: see above.
     unsafe { q4_0_512(w, acts.blocks(), rows, out) }
+}
+fn q6_k(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
+    // SAFETY: see above.
+    unsafe { q6_k_512(w, acts.blocks(), rows, out) }
 }
 fn f32_weights(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
     // SAFETY: see above.
@@ -328,6 +335,88 @@ fn q8_0_rows<const R: usize, const T: usize>(
             }
         }
     });
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q6_k_512(w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    for_token_tiles!(8, a.n_tokens, q6_k_tile(w, a, rows.clone(), out));
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q6_k_tile<const T: usize>(t0: usize, w: &QMatrix, a: &BlockActs, rows: Range<usize>, out: &Out) {
+    with_row_group!(T, q6_k_rows(t0, w, a, rows, out));
+}
+
+/// Q6_K: zmm `m = 2h + p` holds the codes of elements `64m..64m + 64`: the low nibbles of
+/// `ql[64h..64h + 64]` (p = 0) or their high nibbles (p = 1), with `qh[32h..32h + 32]` in both
+/// halves shifted to bits 5:4 (left by 4 and 2 for p = 0, right by 0 and 2 for p = 1). Its
+/// 16-bit lane `j` (elements `64m + 2j`, `+ 1`) takes group scale `4m + j/8`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q6_k_rows<const R: usize, const T: usize>(
+    t0: usize,
+    w: &QMatrix,
+    a: &BlockActs,
+    rows: Range<usize>,
+    out: &Out,
+) {
+    let (m4, m30) = (_mm512_set1_epi8(15), _mm512_set1_epi8(0x30));
+    let (hi_lo, hi_hi) = (shifts(4, 2), shifts(0, 2));
+    let scale_idx: [__m512i; 4] = std::array::from_fn(|m| {
+        let idx: [i16; 32] = std::array::from_fn(|j| (4 * m + j / 8) as i16);
+        // SAFETY: `idx` is 64 readable bytes.
+        unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) }
+    });
+    block_tile::<R, T>(
+        t0,
+        w,
+        a,
+        rows,
+        out,
+        (256, 210, 208, 0),
+        |blks, b, q, acc| {
+            for i in 0..R {
+                // SAFETY: `blks[i]` points at a whole 210-byte block (block_tile); the group
+                // scales are bytes 192..208.
+                let sc16 =
+                    _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(blks[i].add(192).cast()) });
+                let sc = _mm512_castsi256_si512(sc16);
+                let mut acc2 = [_mm512_setzero_si512(); T];
+                for h in 0..2 {
+                    // SAFETY: ql (64h..64h + 64) and qh (128 + 32h..160 + 32h) are in the block.
+                    let (ql, qh) = unsafe {
+                        (
+                            load512(blks[i].add(64 * h).cast()),
+                            _mm512_broadcast_i64x4(load(blks[i].add(128 + 32 * h))),
+                        )
+                    };
+                    let codes = [
+                        _mm512_or_si512(
+                            _mm512_and_si512(ql, m4),
+                            _mm512_and_si512(_mm512_sllv_epi16(qh, hi_lo), m30),
+                        ),
+                        _mm512_or_si512(
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
+                            _mm512_and_si512(_mm512_srlv_epi16(qh, hi_hi), m30),
+                        ),
+                    ];
+                    for (p, &c) in codes.iter().enumerate() {
+                        let m = 2 * h + p;
+                        let scale = _mm512_permutexvar_epi16(scale_idx[m], sc);
+                        for t in 0..T {
+                            // SAFETY: token rows hold 256·nb codes (asserted in block_tile), b < nb.
+                            let x = unsafe { load512(q[t].as_ptr().add(256 * b + 64 * m)) };
+                            let pr = _mm512_maddubs_epi16(c, x);
+                            acc2[t] = _mm512_dpwssd_epi32(acc2[t], pr, scale);
+                        }
+                    }
+                }
+                for t in 0..T {
+                    acc[i][t] =
+                        _mm256_sub_epi32(fold(acc2[t]), q6_k_offset(sc16, a.group_sums(b, t0 + t)));
+                }
+            }
+        },
+    );
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]

@@ -283,6 +283,9 @@ pub(super) fn block_tile<const R: usize, const T: usize>(
     }
     assert!(d_at + 2 <= bbytes);
     let ahead = R * nb * bbytes;
+    // Cache lines to fetch per block: two for the small blocks (≤ 66 bytes, so a block and the
+    // start of the next), four for Q6_K's 210 bytes (256 bytes per 210 advanced: every line).
+    let lines = bbytes.div_ceil(64).max(2);
     let groups: Vec<_> = row_groups::<R>(w, rows).collect();
     for (_, _, wr) in &groups {
         for w in wr {
@@ -306,8 +309,9 @@ pub(super) fn block_tile<const R: usize, const T: usize>(
                     (blks, d_w)
                 };
                 for &p in &blks {
-                    prefetch(p, ahead);
-                    prefetch(p, ahead + 64);
+                    for l in 0..lines {
+                        prefetch(p, ahead + 64 * l);
+                    }
                 }
                 let mut acc = [[_mm256_setzero_si256(); T]; R];
                 block_dot(&blks, b, &q, &mut acc);
@@ -381,6 +385,55 @@ unsafe fn tq1_0_shifted(blk: *const u8) -> [__m256i; 8] {
         _mm256_permute2x128_si256::<0x20>(y9, y27),
         v7,
     ]
+}
+
+/// The 6-bit codes (0..=63) of one half (128 elements) of a Q6_K super-block, as four vectors
+/// of 32: vector `k` holds elements `128h + 32k + 0..32` (the layout of
+/// [`crate::formats::q6_k`]).
+///
+/// # Safety
+/// `blk..blk + 210` must be readable, and `h < 2`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn q6_k_codes(blk: *const u8, h: usize) -> [__m256i; 4] {
+    // SAFETY: ql (64h..64h + 64) and qh (128 + 32h..160 + 32h) are inside the block.
+    let (ql0, ql1, qh) = unsafe {
+        (
+            load(blk.add(64 * h)),
+            load(blk.add(64 * h + 32)),
+            load(blk.add(128 + 32 * h)),
+        )
+    };
+    let (m4, m30) = (_mm256_set1_epi8(15), _mm256_set1_epi8(0x30));
+    [
+        _mm256_or_si256(
+            _mm256_and_si256(ql0, m4),
+            _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(ql1, m4),
+            _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+            _mm256_and_si256(qh, m30),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+            _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
+        ),
+    ]
+}
+
+/// `32 · Σ_g sc_g · Σq_g` of one Q6_K block and token, spread over 8 i32 lanes: the offset
+/// that turns `Σ sc·code·q` into `Σ sc·(code − 32)·q`. `sc16` holds the 16 group scales as
+/// i16, `group_sums` the token's 16 group sums.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn q6_k_offset(sc16: __m256i, group_sums: &[i16; 16]) -> __m256i {
+    // SAFETY: `group_sums` is 32 readable bytes.
+    let g = unsafe { _mm256_loadu_si256(group_sums.as_ptr().cast()) };
+    _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, g))
 }
 
 /// Float weight kinds for the float kernels' const parameter.
