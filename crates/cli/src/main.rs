@@ -182,11 +182,15 @@ fn run(command: Command) -> Result<(), String> {
                         (Some(m), None) => format!(", DLM: mask token {m}"),
                         _ => String::new(),
                     };
+                    // The target changes only BitNet's architecture name; say so where it did.
+                    let arch = if report.arch.starts_with("bitnet") {
+                        format!("{} for {}", report.arch, report.target)
+                    } else {
+                        report.arch.clone()
+                    };
                     eprintln!(
-                        "wrote {} ({} for {}, {} tensors, {:.2} MiB{dlm})",
+                        "wrote {} ({arch}, {} tensors, {:.2} MiB{dlm})",
                         report.output.display(),
-                        report.arch,
-                        report.target,
                         report.n_tensors,
                         report.file_bytes as f64 / (1024.0 * 1024.0)
                     );

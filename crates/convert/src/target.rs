@@ -145,13 +145,18 @@ mod tests {
             assert_eq!(Target::parse(t.name()), Ok(t));
         }
         assert_eq!(Target::parse("LLAMA_CPP"), Ok(Target::LlamaCpp));
-        assert!(Target::parse("vllm").unwrap_err().contains("llama.cpp or bitnet.cpp"));
+        assert!(Target::parse("vllm")
+            .unwrap_err()
+            .contains("llama.cpp or bitnet.cpp"));
         assert_eq!(Target::default_for(OutType::TQ2_0), Target::LlamaCpp);
         assert_eq!(Target::default_for(OutType::TQ1_0), Target::LlamaCpp);
         assert_eq!(Target::default_for(OutType::I2_S), Target::BitnetCpp);
         assert_eq!(Target::default_for(OutType::F16), Target::BitnetCpp);
         assert_eq!(Target::LlamaCpp.gguf_arch(Family::BitNet158), "bitnet");
-        assert_eq!(Target::BitnetCpp.gguf_arch(Family::BitNet158), "bitnet-b1.58");
+        assert_eq!(
+            Target::BitnetCpp.gguf_arch(Family::BitNet158),
+            "bitnet-b1.58"
+        );
         assert_eq!(Target::LlamaCpp.gguf_arch(Family::Qwen3), "qwen3");
         assert_eq!(Target::BitnetCpp.gguf_arch(Family::BitNetLlama), "bitnet");
     }

@@ -124,9 +124,24 @@ fn every_name_we_write_is_in_gguf_py_tables() {
         (TinyFamily::Qwen2, Target::BitnetCpp, OutType::F16, "qwen2"),
         (TinyFamily::Qwen3, Target::LlamaCpp, OutType::F16, "qwen3"),
         (TinyFamily::Qwen3, Target::BitnetCpp, OutType::F16, "qwen3"),
-        (TinyFamily::BitNet, Target::LlamaCpp, OutType::TQ2_0, "bitnet"),
-        (TinyFamily::BitNet, Target::LlamaCpp, OutType::TQ1_0, "bitnet"),
-        (TinyFamily::BitNet, Target::BitnetCpp, OutType::F16, "bitnet-b1.58"),
+        (
+            TinyFamily::BitNet,
+            Target::LlamaCpp,
+            OutType::TQ2_0,
+            "bitnet",
+        ),
+        (
+            TinyFamily::BitNet,
+            Target::LlamaCpp,
+            OutType::TQ1_0,
+            "bitnet",
+        ),
+        (
+            TinyFamily::BitNet,
+            Target::BitnetCpp,
+            OutType::F16,
+            "bitnet-b1.58",
+        ),
     ];
     let mut files = Vec::new();
     for (i, (family, target, outtype, arch)) in cases.into_iter().enumerate() {
@@ -174,9 +189,16 @@ fn every_name_we_write_is_in_gguf_py_tables() {
     for (file, arch, dlm) in &files {
         let r = &results[file.to_str().unwrap()];
         assert_eq!(r["arch"], *arch, "{}", file.display());
-        assert!(r.get("unknown_arch").is_none(), "{arch}: not a gguf-py architecture");
+        assert!(
+            r.get("unknown_arch").is_none(),
+            "{arch}: not a gguf-py architecture"
+        );
         assert_eq!(r["unknown_keys"], serde_json::json!([]), "{arch} keys");
-        assert_eq!(r["unknown_tensors"], serde_json::json!([]), "{arch} tensors");
+        assert_eq!(
+            r["unknown_tensors"],
+            serde_json::json!([]),
+            "{arch} tensors"
+        );
         let own: Vec<&str> = r["own_keys"]
             .as_array()
             .unwrap()
@@ -217,7 +239,11 @@ fn the_name_check_can_fail() {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let r: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     let r = &r[path.to_str().unwrap()];
     assert_eq!(r["unknown_keys"], serde_json::json!(["llama.hidden_act"]));

@@ -70,7 +70,11 @@ fn both_targets_and_older_files_compute_the_same_model() {
         "relu2"
     );
     let reference = logits(with_metadata(&bitnet, |_| {}));
-    assert_eq!(logits(with_metadata(&llama, |_| {})), reference, "arch `bitnet` + relu2");
+    assert_eq!(
+        logits(with_metadata(&llama, |_| {})),
+        reference,
+        "arch `bitnet` + relu2"
+    );
 
     // A file from before the key: `bitnet-b1.58` alone means squared ReLU.
     let old = with_metadata(&bitnet, |md| {
