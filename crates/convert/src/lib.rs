@@ -182,7 +182,7 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
         output,
         arch: arch.to_string(),
         target,
-        warnings: target::warnings(target, info.family),
+        warnings: target::warnings(target, &info),
         n_tensors: plan.tensors.len(),
         file_bytes,
         fallbacks: plan.fallbacks,

@@ -85,7 +85,8 @@ pub fn hidden_activation(family: Family) -> Option<&'static str> {
     }
 }
 
-/// Refuses a combination the target engine cannot load, naming the engine and the way out.
+/// Refuses a combination the target engine cannot load and that has a way out (another type or
+/// target), naming the engine and the way out.
 pub fn check(
     target: Target,
     info: &ArchInfo,
@@ -101,13 +102,6 @@ pub fn check(
         );
     }
     if info.family == Family::BitNet158 {
-        let qd = info.heads * info.head_dim;
-        if qd != info.hidden {
-            return refuse(format!(
-                "its BitNet b1.58 graph needs heads × head_dim = hidden size, here {} × {} ≠ {}",
-                info.heads, info.head_dim, info.hidden
-            ));
-        }
         let separate_head = !info.tied || head_types.output.is_some();
         if target == Target::LlamaCpp && separate_head {
             return refuse(
@@ -120,8 +114,24 @@ pub fn check(
     Ok(())
 }
 
-/// Warnings for a combination the target loads but is known to compute wrongly.
-pub fn warnings(target: Target, family: Family) -> Vec<String> {
+/// Warnings for a file the target is known to compute wrongly, or not to load although dlm runs
+/// it (so the conversion still happens).
+pub fn warnings(target: Target, info: &ArchInfo) -> Vec<String> {
+    let mut out = Vec::new();
+    let qd = info.heads * info.head_dim;
+    if info.family == Family::BitNet158 && qd != info.hidden {
+        out.push(format!(
+            "{target} will not load this file: its BitNet b1.58 graph sizes the attention by the \
+             width, and here heads × head_dim = {} × {} ≠ hidden size {} (dlm runs it)",
+            info.heads, info.head_dim, info.hidden
+        ));
+    }
+    out.extend(llama_cpp_activation(target, info.family));
+    out
+}
+
+/// Upstream llama.cpp's `bitnet` graph computes SiLU, not BitNet b1.58's squared ReLU.
+fn llama_cpp_activation(target: Target, family: Family) -> Vec<String> {
     match (target, family) {
         (Target::LlamaCpp, Family::BitNet158) => vec![
             "llama.cpp (upstream, checked at 0c1e57098) builds the `bitnet` FFN with SiLU \
@@ -159,5 +169,65 @@ mod tests {
         );
         assert_eq!(Target::LlamaCpp.gguf_arch(Family::Qwen3), "qwen3");
         assert_eq!(Target::BitnetCpp.gguf_arch(Family::BitNetLlama), "bitnet");
+    }
+
+    fn bitnet(head_dim: u64, tied: bool) -> ArchInfo {
+        ArchInfo {
+            family: Family::BitNet158,
+            hf_class: "BitNetForCausalLM".into(),
+            vocab_size: 384,
+            hidden: 256,
+            ffn: 512,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            head_dim,
+            tied,
+            bd_size: None,
+            quantization_bitnet: false,
+        }
+    }
+
+    #[test]
+    fn engines_limits_are_refusals_or_warnings() {
+        let ok = bitnet(64, true);
+        assert!(check(Target::LlamaCpp, &ok, OutType::TQ2_0, HeadTypes::default()).is_ok());
+        let err = check(Target::LlamaCpp, &ok, OutType::I2_S, HeadTypes::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no I2_S"), "{err}");
+        let untied = bitnet(64, false);
+        assert!(check(
+            Target::LlamaCpp,
+            &untied,
+            OutType::TQ2_0,
+            HeadTypes::default()
+        )
+        .is_err());
+        assert!(check(
+            Target::BitnetCpp,
+            &untied,
+            OutType::TQ2_0,
+            HeadTypes::default()
+        )
+        .is_ok());
+        // Only the SiLU warning for llama.cpp, nothing for bitnet.cpp.
+        assert_eq!(warnings(Target::LlamaCpp, &ok).len(), 1);
+        assert!(warnings(Target::LlamaCpp, &ok)[0].contains("SiLU"));
+        assert!(warnings(Target::BitnetCpp, &ok).is_empty());
+        // A head width other than the model width: converted (dlm runs it), with a warning.
+        let narrow = bitnet(32, true);
+        assert!(check(
+            Target::BitnetCpp,
+            &narrow,
+            OutType::I2_S,
+            HeadTypes::default()
+        )
+        .is_ok());
+        let w = warnings(Target::BitnetCpp, &narrow);
+        assert!(
+            w.len() == 1 && w[0].contains("4 × 32 ≠ hidden size 256"),
+            "{w:?}"
+        );
     }
 }
