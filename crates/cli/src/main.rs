@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use convert::{ConvertOptions, HeadTypes, OutType};
+use convert::{ConvertOptions, HeadTypes, OutType, Target};
 use gguf::GgmlType;
 
 #[derive(Parser)]
@@ -38,6 +38,11 @@ enum Command {
         /// Type of the weight matrices: f32, f16, bf16, q8_0, tq1_0, tq2_0, i2_s.
         #[arg(long, default_value = "f16", value_parser = parse_outtype)]
         outtype: OutType,
+        /// The engine the file is for: llama.cpp or bitnet.cpp. It decides BitNet b1.58's
+        /// architecture name (`bitnet` / `bitnet-b1.58`); dlm reads both. [default: llama.cpp
+        /// for tq1_0/tq2_0, bitnet.cpp otherwise]
+        #[arg(long, value_parser = Target::parse)]
+        target: Option<Target>,
         /// Type of the embedding table (token_embd): f32, f16, bf16, q8_0, q6_k, q4_0 [default:
         /// follows --outtype: f32/bf16/q8_0 as given, else f16]. q6_k needs a hidden size that
         /// is a multiple of 256 (else the table falls back to f16, reported).
@@ -145,6 +150,7 @@ fn run(command: Command) -> Result<(), String> {
             input,
             outfile,
             outtype,
+            target,
             token_embedding_type,
             output_type,
             force_ternary,
@@ -156,6 +162,7 @@ fn run(command: Command) -> Result<(), String> {
                 input,
                 output: outfile,
                 outtype,
+                target,
                 head_types: HeadTypes {
                     token_embd: token_embedding_type,
                     output: output_type,
@@ -168,7 +175,7 @@ fn run(command: Command) -> Result<(), String> {
             convert::convert(&opts)
                 .map_err(|e| e.to_string())
                 .map(|report| {
-                    for note in &report.fallbacks {
+                    for note in report.fallbacks.iter().chain(&report.warnings) {
                         eprintln!("warning: {note}");
                     }
                     let dlm = match (report.mask_token_id, report.block_size) {
@@ -176,10 +183,15 @@ fn run(command: Command) -> Result<(), String> {
                         (Some(m), None) => format!(", DLM: mask token {m}"),
                         _ => String::new(),
                     };
+                    // The target changes only BitNet's architecture name; say so where it did.
+                    let arch = if report.arch.starts_with("bitnet") {
+                        format!("{} for {}", report.arch, report.target)
+                    } else {
+                        report.arch.clone()
+                    };
                     eprintln!(
-                        "wrote {} ({}, {} tensors, {:.2} MiB{dlm})",
+                        "wrote {} ({arch}, {} tensors, {:.2} MiB{dlm})",
                         report.output.display(),
-                        report.arch,
                         report.n_tensors,
                         report.file_bytes as f64 / (1024.0 * 1024.0)
                     );

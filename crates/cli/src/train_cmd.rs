@@ -132,6 +132,7 @@ fn decode_check(
         input: cmd.dir.clone(),
         output: Some(gguf.to_path_buf()),
         outtype: convert::OutType::F32,
+        target: None,
         force_ternary: false,
         add_mask_token: false,
         name: None,

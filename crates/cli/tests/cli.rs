@@ -180,3 +180,74 @@ fn bad_input_exits_2_with_a_message_naming_the_problem() {
         "TQ2_0"
     );
 }
+
+#[test]
+fn convert_names_bitnet_per_target_and_warns_where_the_engine_computes_it_wrongly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    TinySpec::new(TinyFamily::BitNet).write(&ckpt).unwrap();
+    let run = |out: &str, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let mut args = vec![
+            "convert",
+            ckpt.to_str().unwrap(),
+            "--outfile",
+            out.to_str().unwrap(),
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        let o = dlm(&args);
+        (o.status.code(), String::from_utf8(o.stderr).unwrap(), out)
+    };
+
+    // TQ2_0 goes to llama.cpp by default: its name, and the warning naming the engine, the
+    // problem and the way out.
+    let (code, stderr, out) = run("tq2.gguf", &["--outtype", "tq2_0"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(inspect_json(&out)["architecture"], "bitnet");
+    assert!(
+        stderr.contains("warning: llama.cpp")
+            && stderr.contains("SiLU")
+            && stderr.contains("squared ReLU")
+            && stderr.contains("--outtype i2_s"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("bitnet for llama.cpp"), "{stderr}");
+
+    // The same type for bitnet.cpp: its name, no warning.
+    let (code, stderr, out) = run(
+        "tq2-bitnet.gguf",
+        &["--outtype", "tq2_0", "--target", "bitnet.cpp"],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(inspect_json(&out)["architecture"], "bitnet-b1.58");
+    assert!(!stderr.contains("warning"), "{stderr}");
+
+    // I2_S defaults to bitnet.cpp; asked for llama.cpp it is refused, and nothing is written.
+    let (code, stderr, out) = run("i2s.gguf", &["--outtype", "i2_s"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert_eq!(inspect_json(&out)["architecture"], "bitnet-b1.58");
+    let (code, stderr, out) = run(
+        "i2s-llama.gguf",
+        &["--outtype", "i2_s", "--target", "llama.cpp"],
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("llama.cpp has no I2_S type") && stderr.contains("tq2_0"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+
+    // A separate LM head is something llama.cpp's `bitnet` cannot load.
+    let (code, stderr, _) = run(
+        "head.gguf",
+        &["--outtype", "tq2_0", "--output-type", "q8_0"],
+    );
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("no separate LM head"), "{stderr}");
+    assert!(
+        fails(&["convert", ckpt.to_str().unwrap(), "--target", "vllm"])
+            .contains("choose llama.cpp or bitnet.cpp")
+    );
+}

@@ -22,7 +22,8 @@ pub enum Family {
 }
 
 impl Family {
-    /// The `general.architecture` string written to the GGUF.
+    /// The `general.architecture` string of the family's own engine (bitnet.cpp's name for
+    /// BitNet b1.58); [`crate::Target::gguf_arch`] gives the name for a chosen engine.
     pub fn gguf_arch(self) -> &'static str {
         match self {
             Family::Llama => "llama",
@@ -163,9 +164,9 @@ impl ArchInfo {
         })
     }
 
-    /// The `<arch>.*` hyper-parameter keys, with llama.cpp's names and value types.
-    pub fn metadata(&self, cfg: &JsonConfig) -> Result<Vec<(String, Value)>> {
-        let arch = self.family.gguf_arch();
+    /// The `<arch>.*` hyper-parameter keys under the architecture name `arch` (which depends on
+    /// the target engine), with llama.cpp's names and value types.
+    pub fn metadata(&self, cfg: &JsonConfig, arch: &str) -> Result<Vec<(String, Value)>> {
         let key = |k: &str| format!("{arch}.{k}");
         let u32v = |v: u64, what: &str| -> Result<Value> {
             u32::try_from(v).map(Value::U32).map_err(|_| {
@@ -244,8 +245,11 @@ impl ArchInfo {
                 }
             }
         }
-        if self.family == Family::BitNetLlama && cfg.opt_str("hidden_act")? == Some("relu2") {
-            kv.push((key("hidden_act"), Value::String("relu2".into())));
+        if let Some(act) = crate::target::hidden_activation(self.family) {
+            kv.push((
+                key(crate::target::HIDDEN_ACTIVATION),
+                Value::String(act.into()),
+            ));
         }
         Ok(kv)
     }

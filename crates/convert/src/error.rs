@@ -67,6 +67,14 @@ pub enum ConvertError {
         /// The source architecture.
         arch: String,
     },
+    /// The target engine cannot run this combination of model and options.
+    #[error("refusing --target {target}: {problem}")]
+    Target {
+        /// The engine asked for.
+        target: crate::target::Target,
+        /// Why it cannot run the file, and what to do instead.
+        problem: String,
+    },
     /// Writing the GGUF failed.
     #[error(transparent)]
     Gguf(#[from] gguf::GgufError),

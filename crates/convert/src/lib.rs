@@ -14,6 +14,7 @@ pub mod arch;
 pub mod checkpoint;
 pub mod error;
 pub mod plan;
+pub mod target;
 pub mod tiny;
 pub mod vocab;
 
@@ -25,6 +26,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub use arch::{ArchInfo, Family};
 pub use error::{ConvertError, Result};
 pub use plan::{HeadTypes, OutType, TensorPlan, HEAD_TYPES};
+pub use target::Target;
 
 /// What to convert and how.
 #[derive(Clone, Debug)]
@@ -35,6 +37,9 @@ pub struct ConvertOptions {
     pub output: Option<PathBuf>,
     /// Output type of the weight matrices.
     pub outtype: OutType,
+    /// The engine the file is for (architecture name and keys); `None` = [`Target::default_for`]
+    /// the output type.
+    pub target: Option<Target>,
     /// Types of the embedding and the LM head, when not the defaults for `outtype`.
     pub head_types: HeadTypes,
     /// Ternarize a checkpoint that was not trained ternary (destroys an ordinary model's quality).
@@ -55,6 +60,10 @@ pub struct ConvertReport {
     pub output: PathBuf,
     /// `general.architecture`.
     pub arch: String,
+    /// The engine the file was written for.
+    pub target: Target,
+    /// Known problems of that engine with this model (it loads the file but computes wrongly).
+    pub warnings: Vec<String>,
     /// Number of tensors written.
     pub n_tensors: usize,
     /// Size of the file in bytes.
@@ -99,6 +108,11 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
         added_tokens = 1;
         vocab = vocab::load(dir, info.vocab_size as usize, &config, true)?;
     }
+    let target = opts
+        .target
+        .unwrap_or_else(|| Target::default_for(opts.outtype));
+    target::check(target, &info, opts.outtype, opts.head_types)?;
+    let arch = target.gguf_arch(info.family);
     let plan = plan::plan(
         &info,
         &weights,
@@ -115,18 +129,15 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
         .unwrap_or_else(|| dir.join(format!("{name}-{}.gguf", opts.outtype.name())));
 
     let mut writer = GgufWriter::new();
-    writer.add(
-        "general.architecture",
-        Value::String(info.family.gguf_arch().into()),
-    )?;
+    writer.add("general.architecture", Value::String(arch.into()))?;
     writer.add("general.name", Value::String(name))?;
     writer.add("general.file_type", Value::U32(file_type(opts.outtype)))?;
     writer.add("general.quantization_version", Value::U32(2))?;
     writer.add(
-        "general.source.architecture",
+        "dlm.source.architecture",
         Value::String(info.hf_class.clone()),
     )?;
-    for (k, v) in info.metadata(&config)? {
+    for (k, v) in info.metadata(&config, arch)? {
         writer.add(k, v)?;
     }
     for (k, v) in vocab.metadata {
@@ -169,7 +180,9 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
     let file_bytes = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
     Ok(ConvertReport {
         output,
-        arch: info.family.gguf_arch().to_string(),
+        arch: arch.to_string(),
+        target,
+        warnings: target::warnings(target, &info),
         n_tensors: plan.tensors.len(),
         file_bytes,
         fallbacks: plan.fallbacks,

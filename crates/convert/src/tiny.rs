@@ -128,6 +128,7 @@ impl TinySpec {
             input: ckpt,
             output: Some(gguf.clone()),
             outtype,
+            target: None,
             force_ternary: false,
             add_mask_token: false,
             name: None,

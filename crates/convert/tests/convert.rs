@@ -19,6 +19,7 @@ fn opts(input: &Path, output: &Path, outtype: OutType) -> ConvertOptions {
         input: input.into(),
         output: Some(output.into()),
         outtype,
+        target: None,
         force_ternary: false,
         add_mask_token: false,
         name: None,
@@ -119,6 +120,10 @@ fn every_family_converts_to_every_outtype_with_the_right_types() {
                 TinyFamily::Llama => "llama",
                 TinyFamily::Qwen2 => "qwen2",
                 TinyFamily::Qwen3 => "qwen3",
+                // TQ1_0/TQ2_0 default to llama.cpp, which names BitNet b1.58 `bitnet`.
+                TinyFamily::BitNet if matches!(outtype, OutType::TQ1_0 | OutType::TQ2_0) => {
+                    "bitnet"
+                }
                 TinyFamily::BitNet => "bitnet-b1.58",
             };
             assert_eq!(arch, expected_arch);

@@ -125,8 +125,24 @@ impl ModelConfig {
             )));
         }
         let bitnet = arch.starts_with("bitnet");
-        let b158 = bitnet && arch != "bitnet";
-        let relu2 = b158 || md.opt_str(&k("hidden_act"))? == Some("relu2");
+        // The FFN activation: recorded as `<arch>.hidden_activation` (files from dlm ≥ the
+        // --target option; `hidden_act` in older ones). Without it, bitnet.cpp's b1.58 names mean
+        // squared ReLU and plain `bitnet` (1bitLLM, and llama.cpp's name) means SiLU.
+        let recorded = match md.opt_str(&k("hidden_activation"))? {
+            Some(a) => Some(a),
+            None => md.opt_str(&k("hidden_act"))?,
+        };
+        let relu2 = match recorded {
+            Some("relu2") => true,
+            Some("silu") => false,
+            Some(other) => {
+                return Err(ModelError::Config(format!(
+                    "{} is `{other}`; supported: silu, relu2",
+                    k("hidden_activation")
+                )))
+            }
+            None => bitnet && arch != "bitnet",
+        };
         // Float hyper-parameters: a NaN or an infinity here turns every logit into NaN (or
         // garbage) far from its cause, so it is refused now, naming the key.
         let rope_base = md.opt_f32(&k("rope.freq_base"))?.unwrap_or(10000.0);

@@ -33,6 +33,7 @@ fn convert_to(ckpt: &Path, out: PathBuf, outtype: OutType, head_types: HeadTypes
         input: ckpt.to_path_buf(),
         output: Some(out.clone()),
         outtype,
+        target: None,
         force_ternary: false,
         add_mask_token: false,
         name: None,

@@ -97,6 +97,7 @@ fn fixture(family: TinyFamily, outtype: OutType) -> Fixture {
         input: ckpt.clone(),
         output: Some(gguf.clone()),
         outtype,
+        target: None,
         force_ternary: false,
         add_mask_token: false,
         name: None,

@@ -27,6 +27,7 @@ fn to_gguf(dir: &Path, out: &Path, outtype: OutType) -> Model {
         input: dir.into(),
         output: Some(out.into()),
         outtype,
+        target: None,
         force_ternary: false,
         add_mask_token: false,
         name: None,
