@@ -66,7 +66,7 @@ fn data_config() -> DataConfig {
 /// A chat of `turns` user/assistant exchanges, different for every `seed`.
 fn chat(seed: usize, turns: usize) -> Vec<(String, String)> {
     let mut m = Vec::new();
-    if seed % 3 == 0 {
+    if seed.is_multiple_of(3) {
         m.push(("system".into(), format!("You are helper number {seed}.")));
     }
     for t in 0..turns {
