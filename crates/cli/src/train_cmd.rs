@@ -41,7 +41,17 @@ pub fn run_train(cmd: TrainCmd) -> Result<(), String> {
     if let Some(d) = &cmd.device {
         overrides.push(format!("device={d}"));
     }
-    let cfg = TrainConfig::load(cmd.config.as_deref(), &overrides).map_err(|e| e.to_string())?;
+    let mut cfg =
+        TrainConfig::load(cmd.config.as_deref(), &overrides).map_err(|e| e.to_string())?;
+    // `hf://` sources become local paths in the Hub cache before the trainer opens them.
+    if let Some(p) = &cfg.source.path {
+        cfg.source.path =
+            Some(hub::resolve(p, hub::Need::Checkpoint).map_err(|e| format!("source.path: {e}"))?);
+    }
+    if let Some(p) = &cfg.data.path {
+        cfg.data.path =
+            Some(hub::resolve(p, hub::Need::Dataset).map_err(|e| format!("data.path: {e}"))?);
+    }
     let report = train(
         &cfg,
         &TrainOptions {

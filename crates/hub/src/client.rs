@@ -68,7 +68,10 @@ impl HubConfig {
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty());
         let offline = env("HF_HUB_OFFLINE").is_some_and(|v| {
-            matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
         });
         HubConfig {
             endpoint: env("HF_ENDPOINT")
@@ -125,7 +128,9 @@ impl Snapshot {
     /// Resolves the source's revision to a commit and lists the files: from the Hub's
     /// `GET /api/{models|datasets}/{repo}/revision/{rev}?blobs=true`, or offline from the cache.
     pub fn open(source: &HubSource, config: &HubConfig) -> Result<Snapshot> {
-        let repo_dir = config.cache.join(repo(source, &source.revision).folder_name());
+        let repo_dir = config
+            .cache
+            .join(repo(source, &source.revision).folder_name());
         if config.offline {
             return Self::open_offline(source, config, repo_dir);
         }
@@ -173,7 +178,11 @@ impl Snapshot {
             ))
         };
         if !repo_dir.is_dir() {
-            return Err(missing(format!("{} ({})", source.display(), dir_name(&repo_dir))));
+            return Err(missing(format!(
+                "{} ({})",
+                source.display(),
+                dir_name(&repo_dir)
+            )));
         }
         let rev = &source.revision;
         let is_commit = rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit());

@@ -119,11 +119,16 @@ impl HubSource {
                  hf://datasets/org/name[@revision][/path]"
             ))
         };
-        let rest = s.strip_prefix(SCHEME).ok_or_else(|| bad("not an hf:// source"))?;
+        let rest = s
+            .strip_prefix(SCHEME)
+            .ok_or_else(|| bad("not an hf:// source"))?;
         let (kind, rest) = match rest.strip_prefix("datasets/") {
             Some(r) => (RepoKind::Dataset, r),
             None if rest.starts_with("spaces/") => return Err(bad("Spaces are not supported")),
-            None => (RepoKind::Model, rest.strip_prefix("models/").unwrap_or(rest)),
+            None => (
+                RepoKind::Model,
+                rest.strip_prefix("models/").unwrap_or(rest),
+            ),
         };
         // The `:QUANT` suffix belongs to the last segment (repository names cannot hold `:`).
         let (rest, quant) = match rest.rsplit_once(':') {
@@ -132,10 +137,14 @@ impl HubSource {
         };
         if let Some(q) = quant {
             if kind == RepoKind::Dataset {
-                return Err(bad("a :QUANT suffix picks a GGUF file of a model repository"));
+                return Err(bad(
+                    "a :QUANT suffix picks a GGUF file of a model repository",
+                ));
             }
             if q.is_empty() || !q.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(bad(&format!("`{q}` is not a quantization name such as I2_S")));
+                return Err(bad(&format!(
+                    "`{q}` is not a quantization name such as I2_S"
+                )));
             }
         }
         let mut segments = rest.split('/');
@@ -217,15 +226,26 @@ mod tests {
             ("v1.0", "sub/dir/model-I2_S.gguf", None)
         );
         let p = HubSource::parse("hf://org/tiny-gguf:I2_S").unwrap();
-        assert_eq!((p.repo.as_str(), p.quant.as_deref()), ("org/tiny-gguf", Some("I2_S")));
+        assert_eq!(
+            (p.repo.as_str(), p.quant.as_deref()),
+            ("org/tiny-gguf", Some("I2_S"))
+        );
         let p = HubSource::parse("hf://org/r@abc123:q4_k_m").unwrap();
-        assert_eq!((p.revision.as_str(), p.quant.as_deref()), ("abc123", Some("q4_k_m")));
+        assert_eq!(
+            (p.revision.as_str(), p.quant.as_deref()),
+            ("abc123", Some("q4_k_m"))
+        );
         let p = HubSource::parse("hf://datasets/org/chat@refs-x/data/train").unwrap();
         assert_eq!(p.kind, RepoKind::Dataset);
-        assert_eq!((p.repo.as_str(), p.path.as_str()), ("org/chat", "data/train"));
+        assert_eq!(
+            (p.repo.as_str(), p.path.as_str()),
+            ("org/chat", "data/train")
+        );
         assert_eq!(p.display(), "hf://datasets/org/chat@refs-x/data/train");
         assert_eq!(
-            HubSource::parse("hf://models/org/r:I2_S").unwrap().display(),
+            HubSource::parse("hf://models/org/r:I2_S")
+                .unwrap()
+                .display(),
             "hf://org/r:I2_S"
         );
     }

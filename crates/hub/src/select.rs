@@ -45,7 +45,12 @@ fn listing(names: &[&str]) -> String {
     if names.is_empty() {
         return "none".into();
     }
-    let mut s = names.iter().take(20).copied().collect::<Vec<_>>().join(", ");
+    let mut s = names
+        .iter()
+        .take(20)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
     if names.len() > 20 {
         s.push_str(&format!(" … ({} in all)", names.len()));
     }
@@ -77,11 +82,22 @@ fn required(snap: &Snapshot, name: &str, folder: &str, why: &str) -> Result<Path
 fn checkpoint(snap: &Snapshot, prefix: &str) -> Result<PathBuf> {
     let why = "a Hugging Face checkpoint has config.json and safetensors weights";
     required(snap, &join(prefix, "config.json"), prefix, why)?;
-    for extra in CHECKPOINT_EXTRAS {
-        let name = join(prefix, extra);
-        if snap.entry(&name).is_some() {
-            snap.fetch(&name)?;
-        }
+    // The named extras, and SentencePiece / tiktoken models under any name (`tok512.model`).
+    let in_folder = |n: &str| n.strip_prefix(&join(prefix, "")).is_some_and(|r| !r.contains('/'));
+    let extras: Vec<String> = snap
+        .files
+        .iter()
+        .map(|e| e.name.clone())
+        .filter(|n| {
+            let base = n.rsplit('/').next().unwrap_or(n);
+            in_folder(n)
+                && (CHECKPOINT_EXTRAS.contains(&base)
+                    || base.ends_with(".model")
+                    || base.ends_with(".tiktoken"))
+        })
+        .collect();
+    for name in extras {
+        snap.fetch(&name)?;
     }
     let index = join(prefix, "model.safetensors.index.json");
     if snap.entry(&index).is_some() {
@@ -147,8 +163,16 @@ fn gguf(snap: &Snapshot, path: &str, quant: Option<&str>) -> Result<PathBuf> {
                 let base = n.rsplit('/').next().unwrap_or(n).to_ascii_uppercase();
                 base[..base.len() - ".GGUF".len()].to_string()
             };
-            let hits: Vec<&str> = all.iter().copied().filter(|n| stem(n).contains(&q)).collect();
-            let exact: Vec<&str> = hits.iter().copied().filter(|n| stem(n).ends_with(&q)).collect();
+            let hits: Vec<&str> = all
+                .iter()
+                .copied()
+                .filter(|n| stem(n).contains(&q))
+                .collect();
+            let exact: Vec<&str> = hits
+                .iter()
+                .copied()
+                .filter(|n| stem(n).ends_with(&q))
+                .collect();
             if exact.len() == 1 {
                 exact
             } else {

@@ -1,0 +1,390 @@
+//! `hf://` sources end to end, against a stand-in for the Hub on loopback
+//! (`tests/py/hub_standin.py`: the API and resolve paths hf-hub and huggingface_hub use, with
+//! ETag, X-Repo-Commit, LFS redirects, Range and a 401 for a private repository). `HF_ENDPOINT`
+//! points at it and `HF_HOME` at a fresh folder, so nothing touches the real Hub or cache.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use convert::tiny::{TinyFamily, TinySpec};
+
+mod common;
+
+/// The stand-in process; killed on drop.
+struct Standin {
+    child: Child,
+    url: String,
+}
+
+impl Standin {
+    /// Starts the stand-in on `root`, or `None` (test skipped) when python3 is missing and
+    /// `DLM_REQUIRE_PYTHON` is unset.
+    fn start(root: &Path, extra: &[&str]) -> Option<Standin> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/py/hub_standin.py");
+        let child = Command::new("python3")
+            .arg(script)
+            .arg(root)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) if std::env::var_os("DLM_REQUIRE_PYTHON").is_none() => {
+                eprintln!("skipped: cannot run python3 for the Hub stand-in: {e}");
+                return None;
+            }
+            Err(e) => panic!("python3: {e}"),
+        };
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().strip_prefix("PORT ").expect("stand-in port line");
+        Some(Standin {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    /// The requests served so far: (method, path, Range header).
+    fn log(&self) -> Vec<(String, String, Option<String>)> {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import sys,urllib.request;sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())",
+                &format!("{}/_standin/log", self.url),
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["method"].as_str().unwrap().to_string(),
+                    r["path"].as_str().unwrap().to_string(),
+                    r["range"].as_str().map(str::to_string),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Standin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `dlm` with the Hub environment: the stand-in's URL (or a closed port), `HF_HOME` under `home`.
+fn dlm(home: &Path, endpoint: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dlm"));
+    c.args(args)
+        .current_dir(home)
+        .env("HF_ENDPOINT", endpoint)
+        .env("HF_HOME", home.join("hf"))
+        .env("CANDLE_NUM_THREADS", "1");
+    for k in [
+        "HF_TOKEN",
+        "HF_HUB_OFFLINE",
+        "HF_HUB_CACHE",
+        "HF_TOKEN_PATH",
+        "HUGGING_FACE_HUB_TOKEN",
+    ] {
+        c.env_remove(k);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "{}", text(&o));
+    o
+}
+
+fn fails_with(o: Output, needles: &[&str]) {
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    for n in needles {
+        assert!(t.contains(n), "`{n}` not in: {t}");
+    }
+}
+
+fn snapshot(home: &Path, folder: &str) -> PathBuf {
+    let repo = home.join("hf/hub").join(folder);
+    let commit = std::fs::read_to_string(repo.join("refs/main")).unwrap();
+    repo.join("snapshots").join(commit.trim())
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.path().is_dir() {
+            for sub in files_under(&e.path()) {
+                out.push(format!("{name}/{sub}"));
+            }
+        } else {
+            out.push(name);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn convert_from_the_hub_equals_local_then_works_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("hub");
+    let repo = root.join("models/org/tiny-bitnet");
+    let mut spec = TinySpec::new(TinyFamily::BitNet);
+    spec.shards = 2;
+    spec.write(&repo).unwrap();
+    // Files no conversion needs: never fetched.
+    std::fs::create_dir_all(repo.join("original")).unwrap();
+    std::fs::write(repo.join("original/consolidated.bin"), vec![7u8; 4096]).unwrap();
+    std::fs::write(repo.join("README.md"), "# tiny\n").unwrap();
+    let Some(hub) = Standin::start(&root, &[]) else {
+        return;
+    };
+    let home = tmp.path();
+    let local = home.join("local.gguf");
+    let repo_s = repo.display().to_string();
+    let local_s = local.display().to_string();
+    ok(dlm(home, &hub.url, &[], &[
+        "convert", &repo_s, "--outtype", "i2_s", "--outfile", &local_s, "-q",
+    ]));
+    ok(dlm(home, &hub.url, &[], &[
+        "convert", "hf://org/tiny-bitnet", "--outtype", "i2_s", "-q",
+    ]));
+    let from_hub = std::fs::read(home.join("tiny-bitnet-i2_s.gguf")).unwrap();
+    assert!(
+        from_hub == std::fs::read(&local).unwrap(),
+        "hf:// and local conversions differ"
+    );
+
+    // The cache is huggingface_hub's layout, holding only what the conversion needs.
+    let snap = snapshot(home, "models--org--tiny-bitnet");
+    let mut want: Vec<String> = [
+        "config.json",
+        "generation_config.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .filter(|f| repo.join(f).exists())
+    .collect();
+    want.sort();
+    assert_eq!(files_under(&snap), want);
+    for f in &want {
+        let link = std::fs::read_link(snap.join(f)).unwrap();
+        assert!(link.starts_with("../../blobs"), "{f} -> {}", link.display());
+        assert_eq!(
+            std::fs::read(snap.join(f)).unwrap(),
+            std::fs::read(repo.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let gets: Vec<_> = hub.log().into_iter().map(|(_, p, _)| p).collect();
+    assert!(!gets.iter().any(|p| p.contains("original/") || p.contains("README")));
+
+    // The Hub gone: HF_HUB_OFFLINE=1 converts from the cache alone, to the same bytes.
+    drop(hub);
+    let closed = "http://127.0.0.1:9";
+    let off = [("HF_HUB_OFFLINE", "1")];
+    ok(dlm(home, closed, &off, &[
+        "convert", "hf://org/tiny-bitnet", "--outtype", "i2_s", "--outfile", "off.gguf", "-q",
+    ]));
+    assert!(std::fs::read(home.join("off.gguf")).unwrap() == from_hub);
+    // Without the flag, an unreachable Hub says how to work offline.
+    fails_with(
+        dlm(home, closed, &[], &["convert", "hf://org/tiny-bitnet", "-q"]),
+        &["cannot reach http://127.0.0.1:9", "HF_HUB_OFFLINE=1"],
+    );
+    // Offline, what the cache lacks is named.
+    fails_with(
+        dlm(home, closed, &off, &["convert", "hf://org/absent", "-q"]),
+        &["HF_HUB_OFFLINE", "hf://org/absent", "not in the cache"],
+    );
+    std::fs::remove_file(snap.join("model-00002-of-00002.safetensors")).unwrap();
+    fails_with(
+        dlm(home, closed, &off, &["convert", "hf://org/tiny-bitnet", "-q"]),
+        &["`model-00002-of-00002.safetensors`", "not in the cache"],
+    );
+}
+
+#[test]
+fn an_interrupted_download_resumes_with_a_range_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("hub");
+    let repo = root.join("models/org/tiny");
+    TinySpec::new(TinyFamily::Llama).write(&repo).unwrap();
+    let Some(hub) = Standin::start(&root, &["--cut-once", "model.safetensors"]) else {
+        return;
+    };
+    let home = tmp.path();
+    ok(dlm(home, &hub.url, &[], &["convert", "hf://org/tiny", "-q"]));
+    let weights = std::fs::read(repo.join("model.safetensors")).unwrap();
+    let cached = std::fs::read(snapshot(home, "models--org--tiny").join("model.safetensors"));
+    assert!(cached.unwrap() == weights, "the resumed file differs");
+    // The body was cut at half; the client asked again from where it stopped.
+    let ranges: Vec<String> = hub
+        .log()
+        .into_iter()
+        .filter(|(m, p, _)| m == "GET" && p.starts_with("/cdn-lfs/"))
+        .filter_map(|(_, _, r)| r)
+        .collect();
+    let half = weights.len() / 2;
+    assert!(
+        ranges.contains(&format!("bytes={half}-")),
+        "no resume from byte {half}: {ranges:?}"
+    );
+    assert!(!home.join("hf/hub/models--org--tiny/blobs").read_dir().unwrap().any(|e| {
+        e.unwrap().path().extension().is_some_and(|x| x == "part")
+    }));
+}
+
+#[test]
+fn a_private_repo_needs_a_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("hub");
+    TinySpec::new(TinyFamily::Llama)
+        .write(&root.join("models/org/secret"))
+        .unwrap();
+    let Some(hub) = Standin::start(&root, &["--private", "org/secret", "--token", "hf_good"])
+    else {
+        return;
+    };
+    let home = tmp.path();
+    let args = ["convert", "hf://org/secret", "-q"];
+    fails_with(
+        dlm(home, &hub.url, &[], &args),
+        &["hf://org/secret", "401", "set HF_TOKEN", "huggingface-cli login"],
+    );
+    fails_with(
+        dlm(home, &hub.url, &[("HF_TOKEN", "hf_bad")], &args),
+        &["401", "was refused"],
+    );
+    ok(dlm(home, &hub.url, &[("HF_TOKEN", "hf_good")], &args));
+    // The token file that `huggingface-cli login` writes serves as well.
+    std::fs::write(home.join("hf/token"), "hf_good\n").unwrap();
+    std::fs::remove_file(home.join("secret-f16.gguf")).unwrap();
+    ok(dlm(home, &hub.url, &[], &args));
+    assert!(home.join("secret-f16.gguf").is_file());
+}
+
+#[test]
+fn a_gguf_repo_is_picked_by_file_or_quant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("hub");
+    let repo = root.join("models/org/tiny-gguf");
+    std::fs::create_dir_all(&repo).unwrap();
+    let spec = TinySpec::new(TinyFamily::BitNet);
+    for (t, name) in [
+        (convert::OutType::I2_S, "tiny-I2_S.gguf"),
+        (convert::OutType::TQ2_0, "tiny-TQ2_0.gguf"),
+    ] {
+        let g = spec.write_gguf(&tmp.path().join(name), t).unwrap();
+        std::fs::rename(g, repo.join(name)).unwrap();
+    }
+    let Some(hub) = Standin::start(&root, &[]) else {
+        return;
+    };
+    let home = tmp.path();
+    let inspect = |src: &str| dlm(home, &hub.url, &[], &["inspect", src, "--json"]);
+    fails_with(
+        inspect("hf://org/tiny-gguf"),
+        &["2 GGUF files", "tiny-I2_S.gguf", "tiny-TQ2_0.gguf", ":I2_S"],
+    );
+    fails_with(
+        inspect("hf://org/tiny-gguf:Q4_K_M"),
+        &["no GGUF file matches `:Q4_K_M`", "tiny-I2_S.gguf, tiny-TQ2_0.gguf"],
+    );
+    for (src, file) in [
+        ("hf://org/tiny-gguf:i2_s", "tiny-I2_S.gguf"),
+        ("hf://org/tiny-gguf/tiny-TQ2_0.gguf", "tiny-TQ2_0.gguf"),
+    ] {
+        let o = ok(inspect(src));
+        let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let want = dlm(home, &hub.url, &[], &[
+            "inspect",
+            &repo.join(file).display().to_string(),
+            "--json",
+        ]);
+        let mut w: serde_json::Value = serde_json::from_slice(&want.stdout).unwrap();
+        w["file"] = d["file"].clone();
+        assert_eq!(d, w, "{src}");
+    }
+    // Only the chosen files were downloaded.
+    let snap = snapshot(home, "models--org--tiny-gguf");
+    assert_eq!(files_under(&snap), ["tiny-I2_S.gguf", "tiny-TQ2_0.gguf"]);
+}
+
+#[test]
+fn train_from_a_hub_checkpoint_and_dataset_then_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("hub");
+    let src = common::shared_fixtures().join("stories260K");
+    let model = root.join("models/org/tiny");
+    std::fs::create_dir_all(&model).unwrap();
+    for e in std::fs::read_dir(&src).unwrap().flatten() {
+        std::fs::copy(e.path(), model.join(e.file_name())).unwrap();
+    }
+    let data = root.join("datasets/org/chat/data");
+    std::fs::create_dir_all(&data).unwrap();
+    let sample = std::fs::read_to_string(src.join("tinystories_sample.txt")).unwrap();
+    let lines: Vec<String> = sample
+        .split("\n\n")
+        .take(12)
+        .map(|t| serde_json::json!({ "text": t.trim() }).to_string())
+        .collect();
+    std::fs::write(data.join("train.jsonl"), lines.join("\n") + "\n").unwrap();
+    std::fs::write(root.join("datasets/org/chat/README.md"), "# chat\n").unwrap();
+    let Some(hub) = Standin::start(&root, &[]) else {
+        return;
+    };
+    let home = tmp.path();
+    let train = |endpoint: &str, env: &[(&str, &str)], out: &str| {
+        dlm(home, endpoint, env, &[
+            "train",
+            "-q",
+            "model=stories260k",
+            "source.path=hf://org/tiny",
+            "data.path=hf://datasets/org/chat",
+            &format!("output.path={out}"),
+            "training.seq_len=64",
+            "conversion.bd_size=16",
+            "training.batch_size=2",
+            "conversion.total_tokens=256",
+        ])
+    };
+    let o = ok(train(&hub.url, &[], "out1"));
+    assert!(text(&o).contains("trained"), "{}", text(&o));
+    assert!(home.join("out1/model.safetensors").is_file());
+    let snap = snapshot(home, "datasets--org--chat");
+    assert_eq!(files_under(&snap), ["data/train.jsonl"]);
+    drop(hub);
+    ok(train("http://127.0.0.1:9", &[("HF_HUB_OFFLINE", "1")], "out2"));
+    assert!(
+        std::fs::read(home.join("out1/model.safetensors")).unwrap()
+            == std::fs::read(home.join("out2/model.safetensors")).unwrap(),
+        "the offline run trained on something else"
+    );
+}
