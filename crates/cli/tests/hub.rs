@@ -335,6 +335,65 @@ fn a_gguf_repo_is_picked_by_file_or_quant() {
     // Only the chosen files were downloaded.
     let snap = snapshot(home, "models--org--tiny-gguf");
     assert_eq!(files_under(&snap), ["tiny-I2_S.gguf", "tiny-TQ2_0.gguf"]);
+
+    // `dlm serve` (the program `dlm_server` runs) serves the repository's I2_S file.
+    let mut server = Command::new(env!("CARGO_BIN_EXE_dlm"))
+        .args(["serve", "--model", "hf://org/tiny-gguf:I2_S", "--port", "0"])
+        .current_dir(home)
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HOME", home.join("hf"))
+        .env_remove("HF_HUB_OFFLINE")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(server.stderr.take().unwrap());
+    let mut seen = String::new();
+    let port = loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let _ = server.kill();
+            panic!("the server exited: {seen}");
+        }
+        seen.push_str(&line);
+        if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
+            let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+            break digits.parse::<u16>().unwrap();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    // The server listens while it loads; /health turns 200 once the model is in.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !request(port, "GET /health", "").starts_with("HTTP/1.1 200") {
+        assert!(std::time::Instant::now() < deadline, "/health never answered 200");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let answer = request(port, "POST /v1/chat/completions", r#"{"messages":[{"role":"user","content":"Hi"}],"max_tokens":4}"#);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body: serde_json::Value =
+        serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["model"], "tiny-I2_S", "{body}");
+    assert_eq!(body["choices"][0]["message"]["role"], "assistant", "{body}");
+    assert!(body["usage"]["completion_tokens"].as_u64().unwrap() >= 1, "{body}");
+}
+
+/// One HTTP/1.1 request over a plain socket (`line`: method and path); the raw response.
+fn request(port: u16, line: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    write!(
+        s,
+        "{line} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }
 
 #[test]
