@@ -6,10 +6,13 @@ the real Hub sends:
 
 - ``GET /api/{models|datasets}/{org}/{name}[/revision/{rev}]`` — repository info: ``sha``,
   ``siblings`` (``rfilename``; with ``?blobs=true`` also ``size``, ``blobId`` and ``lfs``).
+- ``GET /api/{models|datasets}/{org}/{name}/tree/{rev}[/{path}]`` — ``list_repo_tree`` (what
+  ``snapshot_download`` lists): file entries with ``oid``, ``size``, ``lfs``; folders.
 - ``GET|HEAD /[datasets/]{org}/{name}/resolve/{rev}/{path}`` — a regular file is served with
   ``ETag`` (its git blob id), ``X-Repo-Commit``, ``Accept-Ranges``; an LFS file (safetensors,
-  gguf, parquet, bin) answers ``302`` to ``/cdn-lfs/{sha256}`` with ``X-Linked-Etag``,
-  ``X-Linked-Size`` and ``X-Repo-Commit``, as the Hub redirects to its CDN.
+  gguf, parquet, bin) answers ``302`` to ``/cdn-lfs/{sha256}`` on a second port (the CDN: another
+  origin) with ``X-Linked-Etag``, ``X-Linked-Size`` and ``X-Repo-Commit``, as the Hub redirects
+  to its CDN.
 - ``GET|HEAD /cdn-lfs/{sha256}`` — the LFS object, with ``Range`` (206 + ``Content-Range``).
 - A private repository answers ``401`` (``X-Error-Code: RepoNotFound``) unless the request
   carries ``Authorization: Bearer <token>``.
@@ -81,6 +84,7 @@ class Standin:
         self.log = []
         self.lock = threading.Lock()
         self.httpd = None
+        self.cdn = None
 
     def repo(self, kind: str, repo_id: str):
         folder = self.root / kind / repo_id
@@ -96,16 +100,20 @@ class Standin:
         class Handler(_Handler):
             hub = standin
 
+        # The Hub and its CDN: another origin (port), as clients treat a CDN redirect differently.
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.cdn = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        for srv in (self.httpd, self.cdn):
+            srv.daemon_threads = True
+            threading.Thread(target=srv.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:
-        if self.httpd:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.httpd = None
+        for srv in (self.httpd, self.cdn):
+            if srv:
+                srv.shutdown()
+                srv.server_close()
+        self.httpd = self.cdn = None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -157,6 +165,10 @@ class _Handler(BaseHTTPRequestHandler):
         if m:
             return self.api_info(m.group(1), m.group(2), m.group(3) or "main",
                                  parse_qs(url.query), head)
+        m = re.fullmatch(r"/api/(models|datasets)/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?", path)
+        if m:
+            return self.api_tree(m.group(1), m.group(2), m.group(3), m.group(4) or "",
+                                 parse_qs(url.query), head)
         m = re.fullmatch(r"/cdn-lfs/([0-9a-f]{64})", path)
         if m:
             return self.cdn(m.group(1), head)
@@ -195,6 +207,40 @@ class _Handler(BaseHTTPRequestHandler):
         self.send(200, body, [("Content-Type", "application/json; charset=utf-8"),
                               ("X-Repo-Commit", repo.commit)], head)
 
+    def api_tree(self, kind, repo_id, revision, folder, query, head):
+        """`list_repo_tree`: the entries under `folder` (all depths with `recursive=true`)."""
+        repo = self.find(kind, repo_id, head)
+        if repo is None:
+            return
+        if revision not in ("main", repo.commit):
+            return self.error(404, "RevisionNotFound", f"Invalid rev id: {revision}", head)
+        recursive = query.get("recursive", ["false"])[0].lower() == "true"
+        prefix = folder.strip("/") + "/" if folder.strip("/") else ""
+        entries, dirs = [], set()
+        for name, p in repo.files.items():
+            if not name.startswith(prefix):
+                continue
+            rest = name[len(prefix):]
+            parts = rest.split("/")
+            for i in range(1, len(parts)):
+                d = prefix + "/".join(parts[:i])
+                if (recursive or i == 1) and d not in dirs:
+                    dirs.add(d)
+                    entries.append({"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(),
+                                    "size": 0, "path": d})
+            if len(parts) > 1 and not recursive:
+                continue
+            data = p.read_bytes()
+            e = {"type": "file", "oid": git_blob_id(data), "size": len(data), "path": name}
+            if repo.is_lfs(name):
+                e["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
+                            "pointerSize": 134}
+            entries.append(e)
+        if prefix and not entries:
+            return self.error(404, "EntryNotFound", f"{folder} does not exist", head)
+        body = json.dumps(entries).encode()
+        self.send(200, body, [("Content-Type", "application/json; charset=utf-8")], head)
+
     def resolve(self, kind, repo_id, revision, name, head):
         repo = self.find(kind, repo_id, head)
         if repo is None:
@@ -209,7 +255,7 @@ class _Handler(BaseHTTPRequestHandler):
                   ("Access-Control-Expose-Headers", "X-Repo-Commit,X-Linked-Etag,X-Linked-Size,ETag")]
         if repo.is_lfs(name):
             sha = hashlib.sha256(data).hexdigest()
-            location = f"http://127.0.0.1:{self.server.server_address[1]}/cdn-lfs/{sha}"
+            location = f"http://127.0.0.1:{self.hub.cdn.server_address[1]}/cdn-lfs/{sha}"
             return self.send(302, b"", common + [
                 ("Location", location), ("ETag", f'"{git_blob_id(data)}"'),
                 ("X-Linked-Etag", f'"{sha}"'), ("X-Linked-Size", str(len(data)))], head)
