@@ -40,7 +40,10 @@ impl Standin {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let port = line.trim().strip_prefix("PORT ").expect("stand-in port line");
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .expect("stand-in port line");
         Some(Standin {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -164,12 +167,26 @@ fn convert_from_the_hub_equals_local_then_works_offline() {
     let local = home.join("local.gguf");
     let repo_s = repo.display().to_string();
     let local_s = local.display().to_string();
-    ok(dlm(home, &hub.url, &[], &[
-        "convert", &repo_s, "--outtype", "i2_s", "--outfile", &local_s, "-q",
-    ]));
-    ok(dlm(home, &hub.url, &[], &[
-        "convert", "hf://org/tiny-bitnet", "--outtype", "i2_s", "-q",
-    ]));
+    ok(dlm(
+        home,
+        &hub.url,
+        &[],
+        &[
+            "convert",
+            &repo_s,
+            "--outtype",
+            "i2_s",
+            "--outfile",
+            &local_s,
+            "-q",
+        ],
+    ));
+    ok(dlm(
+        home,
+        &hub.url,
+        &[],
+        &["convert", "hf://org/tiny-bitnet", "--outtype", "i2_s", "-q"],
+    ));
     let from_hub = std::fs::read(home.join("tiny-bitnet-i2_s.gguf")).unwrap();
     assert!(
         from_hub == std::fs::read(&local).unwrap(),
@@ -203,19 +220,37 @@ fn convert_from_the_hub_equals_local_then_works_offline() {
         );
     }
     let gets: Vec<_> = hub.log().into_iter().map(|(_, p, _)| p).collect();
-    assert!(!gets.iter().any(|p| p.contains("original/") || p.contains("README")));
+    assert!(!gets
+        .iter()
+        .any(|p| p.contains("original/") || p.contains("README")));
 
     // The Hub gone: HF_HUB_OFFLINE=1 converts from the cache alone, to the same bytes.
     drop(hub);
     let closed = "http://127.0.0.1:9";
     let off = [("HF_HUB_OFFLINE", "1")];
-    ok(dlm(home, closed, &off, &[
-        "convert", "hf://org/tiny-bitnet", "--outtype", "i2_s", "--outfile", "off.gguf", "-q",
-    ]));
+    ok(dlm(
+        home,
+        closed,
+        &off,
+        &[
+            "convert",
+            "hf://org/tiny-bitnet",
+            "--outtype",
+            "i2_s",
+            "--outfile",
+            "off.gguf",
+            "-q",
+        ],
+    ));
     assert!(std::fs::read(home.join("off.gguf")).unwrap() == from_hub);
     // Without the flag, an unreachable Hub says how to work offline.
     fails_with(
-        dlm(home, closed, &[], &["convert", "hf://org/tiny-bitnet", "-q"]),
+        dlm(
+            home,
+            closed,
+            &[],
+            &["convert", "hf://org/tiny-bitnet", "-q"],
+        ),
         &["cannot reach http://127.0.0.1:9", "HF_HUB_OFFLINE=1"],
     );
     // Offline, what the cache lacks is named.
@@ -225,7 +260,12 @@ fn convert_from_the_hub_equals_local_then_works_offline() {
     );
     std::fs::remove_file(snap.join("model-00002-of-00002.safetensors")).unwrap();
     fails_with(
-        dlm(home, closed, &off, &["convert", "hf://org/tiny-bitnet", "-q"]),
+        dlm(
+            home,
+            closed,
+            &off,
+            &["convert", "hf://org/tiny-bitnet", "-q"],
+        ),
         &["`model-00002-of-00002.safetensors`", "not in the cache"],
     );
 }
@@ -240,7 +280,12 @@ fn an_interrupted_download_resumes_with_a_range_request() {
         return;
     };
     let home = tmp.path();
-    ok(dlm(home, &hub.url, &[], &["convert", "hf://org/tiny", "-q"]));
+    ok(dlm(
+        home,
+        &hub.url,
+        &[],
+        &["convert", "hf://org/tiny", "-q"],
+    ));
     let weights = std::fs::read(repo.join("model.safetensors")).unwrap();
     let cached = std::fs::read(snapshot(home, "models--org--tiny").join("model.safetensors"));
     assert!(cached.unwrap() == weights, "the resumed file differs");
@@ -256,9 +301,11 @@ fn an_interrupted_download_resumes_with_a_range_request() {
         ranges.contains(&format!("bytes={half}-")),
         "no resume from byte {half}: {ranges:?}"
     );
-    assert!(!home.join("hf/hub/models--org--tiny/blobs").read_dir().unwrap().any(|e| {
-        e.unwrap().path().extension().is_some_and(|x| x == "part")
-    }));
+    assert!(!home
+        .join("hf/hub/models--org--tiny/blobs")
+        .read_dir()
+        .unwrap()
+        .any(|e| { e.unwrap().path().extension().is_some_and(|x| x == "part") }));
 }
 
 #[test]
@@ -276,7 +323,12 @@ fn a_private_repo_needs_a_token() {
     let args = ["convert", "hf://org/secret", "-q"];
     fails_with(
         dlm(home, &hub.url, &[], &args),
-        &["hf://org/secret", "401", "set HF_TOKEN", "huggingface-cli login"],
+        &[
+            "hf://org/secret",
+            "401",
+            "set HF_TOKEN",
+            "huggingface-cli login",
+        ],
     );
     fails_with(
         dlm(home, &hub.url, &[("HF_TOKEN", "hf_bad")], &args),
@@ -315,7 +367,10 @@ fn a_gguf_repo_is_picked_by_file_or_quant() {
     );
     fails_with(
         inspect("hf://org/tiny-gguf:Q4_K_M"),
-        &["no GGUF file matches `:Q4_K_M`", "tiny-I2_S.gguf, tiny-TQ2_0.gguf"],
+        &[
+            "no GGUF file matches `:Q4_K_M`",
+            "tiny-I2_S.gguf, tiny-TQ2_0.gguf",
+        ],
     );
     for (src, file) in [
         ("hf://org/tiny-gguf:i2_s", "tiny-I2_S.gguf"),
@@ -323,11 +378,12 @@ fn a_gguf_repo_is_picked_by_file_or_quant() {
     ] {
         let o = ok(inspect(src));
         let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        let want = dlm(home, &hub.url, &[], &[
-            "inspect",
-            &repo.join(file).display().to_string(),
-            "--json",
-        ]);
+        let want = dlm(
+            home,
+            &hub.url,
+            &[],
+            &["inspect", &repo.join(file).display().to_string(), "--json"],
+        );
         let mut w: serde_json::Value = serde_json::from_slice(&want.stdout).unwrap();
         w["file"] = d["file"].clone();
         assert_eq!(d, w, "{src}");
@@ -364,10 +420,17 @@ fn a_gguf_repo_is_picked_by_file_or_quant() {
     // The server listens while it loads; /health turns 200 once the model is in.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while !request(port, "GET /health", "").starts_with("HTTP/1.1 200") {
-        assert!(std::time::Instant::now() < deadline, "/health never answered 200");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/health never answered 200"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let answer = request(port, "POST /v1/chat/completions", r#"{"messages":[{"role":"user","content":"Hi"}],"max_tokens":4}"#);
+    let answer = request(
+        port,
+        "POST /v1/chat/completions",
+        r#"{"messages":[{"role":"user","content":"Hi"}],"max_tokens":4}"#,
+    );
     let _ = server.kill();
     let _ = server.wait();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -375,7 +438,10 @@ fn a_gguf_repo_is_picked_by_file_or_quant() {
         serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(body["model"], "tiny-I2_S", "{body}");
     assert_eq!(body["choices"][0]["message"]["role"], "assistant", "{body}");
-    assert!(body["usage"]["completion_tokens"].as_u64().unwrap() >= 1, "{body}");
+    assert!(
+        body["usage"]["completion_tokens"].as_u64().unwrap() >= 1,
+        "{body}"
+    );
 }
 
 /// One HTTP/1.1 request over a plain socket (`line`: method and path); the raw response.
@@ -421,18 +487,23 @@ fn train_from_a_hub_checkpoint_and_dataset_then_offline() {
     };
     let home = tmp.path();
     let train = |endpoint: &str, env: &[(&str, &str)], out: &str| {
-        dlm(home, endpoint, env, &[
-            "train",
-            "-q",
-            "model=stories260k",
-            "source.path=hf://org/tiny",
-            "data.path=hf://datasets/org/chat",
-            &format!("output.path={out}"),
-            "training.seq_len=64",
-            "conversion.bd_size=16",
-            "training.batch_size=2",
-            "conversion.total_tokens=256",
-        ])
+        dlm(
+            home,
+            endpoint,
+            env,
+            &[
+                "train",
+                "-q",
+                "model=stories260k",
+                "source.path=hf://org/tiny",
+                "data.path=hf://datasets/org/chat",
+                &format!("output.path={out}"),
+                "training.seq_len=64",
+                "conversion.bd_size=16",
+                "training.batch_size=2",
+                "conversion.total_tokens=256",
+            ],
+        )
     };
     let o = ok(train(&hub.url, &[], "out1"));
     assert!(text(&o).contains("trained"), "{}", text(&o));
@@ -440,7 +511,11 @@ fn train_from_a_hub_checkpoint_and_dataset_then_offline() {
     let snap = snapshot(home, "datasets--org--chat");
     assert_eq!(files_under(&snap), ["data/train.jsonl"]);
     drop(hub);
-    ok(train("http://127.0.0.1:9", &[("HF_HUB_OFFLINE", "1")], "out2"));
+    ok(train(
+        "http://127.0.0.1:9",
+        &[("HF_HUB_OFFLINE", "1")],
+        "out2",
+    ));
     assert!(
         std::fs::read(home.join("out1/model.safetensors")).unwrap()
             == std::fs::read(home.join("out2/model.safetensors")).unwrap(),

@@ -83,7 +83,10 @@ fn checkpoint(snap: &Snapshot, prefix: &str) -> Result<PathBuf> {
     let why = "a Hugging Face checkpoint has config.json and safetensors weights";
     required(snap, &join(prefix, "config.json"), prefix, why)?;
     // The named extras, and SentencePiece / tiktoken models under any name (`tok512.model`).
-    let in_folder = |n: &str| n.strip_prefix(&join(prefix, "")).is_some_and(|r| !r.contains('/'));
+    let in_folder = |n: &str| {
+        n.strip_prefix(&join(prefix, ""))
+            .is_some_and(|r| !r.contains('/'))
+    };
     let extras: Vec<String> = snap
         .files
         .iter()
