@@ -38,10 +38,12 @@ def hub(tmp_path_factory):
     s.stop()
 
 
-def hub_env(home: Path, endpoint: str, offline: bool) -> dict:
+def hub_env(home: Path, endpoint: str, offline: bool, cache: Path | None = None) -> dict:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("HF_", "HUGGINGFACE_"))}
     env.update(HF_HOME=str(home), HF_ENDPOINT=endpoint)
+    if cache is not None:
+        env["HF_HUB_CACHE"] = str(cache)
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
     return env
@@ -84,16 +86,18 @@ print(json.dumps({{
 
 
 def test_dlm_uses_what_huggingface_hub_downloaded(hub, tmp_path):
+    """Here the cache is moved with HF_HUB_CACHE, away from HF_HOME, for both tools."""
     standin, repo = hub
-    home = tmp_path / "hf"
-    snap = py_hub(hub_env(home, standin.url, False), """
+    home, cache = tmp_path / "hf", tmp_path / "elsewhere"
+    snap = py_hub(hub_env(home, standin.url, False, cache), """
 import json
 from huggingface_hub import snapshot_download
 print(json.dumps(snapshot_download("org/stories")))
 """)
     assert Path(snap, "model.safetensors").is_symlink()
+    assert Path(snap).is_relative_to(cache) and not (home / "hub").exists()
     standin_requests = len(standin.log)
-    env = hub_env(home, "http://127.0.0.1:9", True)
+    env = hub_env(home, "http://127.0.0.1:9", True, cache)
     r = dlm(env, "convert", "hf://org/stories", "--outfile", "hub.gguf", "-q", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     r = dlm(env, "convert", str(repo), "--outfile", str(tmp_path / "local.gguf"),
