@@ -448,7 +448,7 @@ impl hf_hub::api::Progress for Bar {
     }
 }
 
-/// Files of a listing grouped by folder (for error messages that list what exists).
+/// The listing's files inside the folder `prefix`, sorted by name, with their sizes.
 pub(crate) fn names_under<'a>(files: &'a [Entry], prefix: &str) -> BTreeMap<&'a str, Option<u64>> {
     files
         .iter()
