@@ -169,7 +169,8 @@ fn run(command: Command) -> Result<(), String> {
             } else {
                 (outfile, name)
             };
-            let input = hub::resolve(&input, hub::Need::Checkpoint).map_err(|e| e.to_string())?;
+            let input = hub::resolve_quiet(&input, hub::Need::Checkpoint, quiet)
+                .map_err(|e| e.to_string())?;
             let opts = ConvertOptions {
                 input,
                 output,

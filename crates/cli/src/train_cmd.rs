@@ -45,12 +45,16 @@ pub fn run_train(cmd: TrainCmd) -> Result<(), String> {
         TrainConfig::load(cmd.config.as_deref(), &overrides).map_err(|e| e.to_string())?;
     // `hf://` sources become local paths in the Hub cache before the trainer opens them.
     if let Some(p) = &cfg.source.path {
-        cfg.source.path =
-            Some(hub::resolve(p, hub::Need::Checkpoint).map_err(|e| format!("source.path: {e}"))?);
+        cfg.source.path = Some(
+            hub::resolve_quiet(p, hub::Need::Checkpoint, cmd.quiet)
+                .map_err(|e| format!("source.path: {e}"))?,
+        );
     }
     if let Some(p) = &cfg.data.path {
-        cfg.data.path =
-            Some(hub::resolve(p, hub::Need::Dataset).map_err(|e| format!("data.path: {e}"))?);
+        cfg.data.path = Some(
+            hub::resolve_quiet(p, hub::Need::Dataset, cmd.quiet)
+                .map_err(|e| format!("data.path: {e}"))?,
+        );
     }
     let report = train(
         &cfg,

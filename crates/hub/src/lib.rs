@@ -97,11 +97,18 @@ pub fn is_hub(s: &Path) -> bool {
 /// source is fetched (or, with `HF_HUB_OFFLINE=1`, found in the cache) with the configuration of
 /// [`HubConfig::from_env`].
 pub fn resolve(source: &Path, need: Need) -> Result<PathBuf> {
+    resolve_quiet(source, need, false)
+}
+
+/// [`resolve`], without progress bars when `quiet` (a command's `-q`).
+pub fn resolve_quiet(source: &Path, need: Need, quiet: bool) -> Result<PathBuf> {
     if !is_hub(source) {
         return Ok(source.to_path_buf());
     }
     let spec = HubSource::parse(source.to_str().unwrap_or_default())?;
-    resolve_with(&spec, need, &HubConfig::from_env())
+    let mut config = HubConfig::from_env();
+    config.progress &= !quiet;
+    resolve_with(&spec, need, &config)
 }
 
 /// [`resolve`] with an explicit configuration.
