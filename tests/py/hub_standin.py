@@ -18,10 +18,10 @@ the real Hub sends:
   carries ``Authorization: Bearer <token>``.
 
 Layout of the served folder: ``ROOT/models/{org}/{name}/…`` and ``ROOT/datasets/{org}/{name}/…``.
-Options: ``private`` (repos needing the token), ``cut_once`` (files whose first full-body
-download is cut off half-way, once), and a request log at ``GET /_standin/log``.
+Options: ``private`` (repos needing the token), ``cuts`` (file name → how many of its next
+body downloads are cut off half-way), and a request log at ``GET /_standin/log``.
 
-Run as a program: ``hub_standin.py ROOT [--private org/name] [--token T] [--cut-once FILE]``
+Run as a program: ``hub_standin.py ROOT [--private org/name] [--token T] [--cut FILE[:N]]``
 prints ``PORT <n>`` and serves until killed.
 """
 
@@ -76,11 +76,11 @@ class Repo:
 class Standin:
     """The server; `start()` binds a free loopback port in a background thread."""
 
-    def __init__(self, root: Path, private=(), token=None, cut_once=()):
+    def __init__(self, root: Path, private=(), token=None, cuts=None):
         self.root = Path(root)
         self.private = set(private)
         self.token = token
-        self.cut_once = set(cut_once)
+        self.cuts = dict(cuts or {})
         self.log = []
         self.lock = threading.Lock()
         self.httpd = None
@@ -272,7 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.error(404, "EntryNotFound", "no such object", head)
 
     def body(self, data: bytes, etag: str, name: str, headers, head):
-        """The bytes, honouring `Range: bytes=a-[b]`; a file in `cut_once` is cut off once."""
+        """The bytes, honouring `Range: bytes=a-[b]`; a file in `cuts` has its body cut off."""
         start, end = 0, len(data) - 1
         rng = self.headers.get("Range")
         status = 200
@@ -295,9 +295,9 @@ class _Handler(BaseHTTPRequestHandler):
         if head:
             return
         with self.hub.lock:
-            cut = name in self.hub.cut_once and start == 0 and len(part) > 1
+            cut = self.hub.cuts.get(name, 0) > 0 and len(part) > 1
             if cut:
-                self.hub.cut_once.discard(name)
+                self.hub.cuts[name] -= 1
         if cut:
             # Half the body, then the connection drops: the client must resume with a Range.
             self.wfile.write(part[: len(part) // 2])
@@ -316,9 +316,14 @@ def main() -> None:
     ap.add_argument("root")
     ap.add_argument("--private", action="append", default=[])
     ap.add_argument("--token")
-    ap.add_argument("--cut-once", action="append", default=[])
+    ap.add_argument("--cut", action="append", default=[],
+                    help="FILE[:N]: cut the next N (1) body downloads of FILE half-way")
     a = ap.parse_args()
-    s = Standin(Path(a.root), a.private, a.token, a.cut_once).start()
+    cuts = {}
+    for c in a.cut:
+        name, _, n = c.partition(":")
+        cuts[name] = int(n or 1)
+    s = Standin(Path(a.root), a.private, a.token, cuts).start()
     print(f"PORT {s.httpd.server_address[1]}", flush=True)
     try:
         threading.Event().wait()

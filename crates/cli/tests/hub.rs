@@ -276,7 +276,7 @@ fn an_interrupted_download_resumes_with_a_range_request() {
     let root = tmp.path().join("hub");
     let repo = root.join("models/org/tiny");
     TinySpec::new(TinyFamily::Llama).write(&repo).unwrap();
-    let Some(hub) = Standin::start(&root, &["--cut-once", "model.safetensors"]) else {
+    let Some(hub) = Standin::start(&root, &["--cut", "model.safetensors"]) else {
         return;
     };
     let home = tmp.path();
@@ -306,6 +306,66 @@ fn an_interrupted_download_resumes_with_a_range_request() {
         .read_dir()
         .unwrap()
         .any(|e| { e.unwrap().path().extension().is_some_and(|x| x == "part") }));
+}
+
+#[test]
+fn a_download_that_keeps_failing_resumes_in_the_next_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("hub");
+    let repo = root.join("models/org/tiny");
+    TinySpec::new(TinyFamily::Llama).write(&repo).unwrap();
+    // Nine cut bodies: the first run's five attempts (one and three retries, and hf-hub's
+    // uncounted fourth) all fail; the second run's first four too, and its fifth completes.
+    let Some(hub) = Standin::start(&root, &["--cut", "model.safetensors:9"]) else {
+        return;
+    };
+    let home = tmp.path();
+    fails_with(
+        dlm(home, &hub.url, &[], &["convert", "hf://org/tiny", "-q"]),
+        &[
+            "`model.safetensors`",
+            "after 3 retries",
+            "run again to resume",
+        ],
+    );
+    let blobs = home.join("hf/hub/models--org--tiny/blobs");
+    let part = std::fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "part"))
+        .expect("a .part file");
+    let weights = std::fs::read(repo.join("model.safetensors")).unwrap();
+    let kept = std::fs::read(&part).unwrap();
+    assert!(kept.len() > weights.len() / 2 && kept.len() < weights.len());
+    assert!(
+        kept[..] == weights[..kept.len()],
+        "the partial file is not a prefix"
+    );
+    let requests = |hub: &Standin| -> Vec<String> {
+        hub.log()
+            .into_iter()
+            .filter(|(m, p, r)| {
+                m == "GET" && p.starts_with("/cdn-lfs/") && r.as_deref() != Some("bytes=0-0")
+            })
+            .filter_map(|(_, _, r)| r)
+            .collect()
+    };
+    assert_eq!(requests(&hub).len(), 5);
+    // The next run continues from the part file, and its last attempt completes the file
+    // (hf-hub calls that attempt failed; the hub crate finishes the part file).
+    ok(dlm(
+        home,
+        &hub.url,
+        &[],
+        &["convert", "hf://org/tiny", "-q"],
+    ));
+    let cached = std::fs::read(snapshot(home, "models--org--tiny").join("model.safetensors"));
+    assert!(cached.unwrap() == weights, "the resumed file differs");
+    let second = requests(&hub);
+    assert_eq!(second.len(), 10, "{second:?}");
+    assert_eq!(second[5], format!("bytes={}-", kept.len()));
+    assert!(home.join("tiny-f16.gguf").is_file());
 }
 
 #[test]

@@ -92,6 +92,8 @@ pub struct Entry {
     pub name: String,
     /// Size in bytes (the listing's `size`, or the LFS object's).
     pub size: Option<u64>,
+    /// The blob's name in the cache (the Hub's ETag): the LFS sha256, else the git blob id.
+    pub etag: Option<String>,
 }
 
 /// One repository at one commit: the files it holds and a way to get each one locally.
@@ -116,12 +118,15 @@ struct RepoInfo {
 struct Sibling {
     rfilename: String,
     size: Option<u64>,
+    #[serde(rename = "blobId")]
+    blob_id: Option<String>,
     lfs: Option<Lfs>,
 }
 
 #[derive(Deserialize)]
 struct Lfs {
     size: u64,
+    sha256: Option<String>,
 }
 
 impl Snapshot {
@@ -156,7 +161,8 @@ impl Snapshot {
             .siblings
             .into_iter()
             .map(|s| Entry {
-                size: s.lfs.map(|l| l.size).or(s.size),
+                size: s.lfs.as_ref().map(|l| l.size).or(s.size),
+                etag: s.lfs.and_then(|l| l.sha256).or(s.blob_id),
                 name: s.rfilename,
             })
             .collect();
@@ -254,12 +260,21 @@ impl Snapshot {
                 self.config.cache.display()
             )));
         }
+        if let Some(path) = self.finish_part(name)? {
+            return Ok(path);
+        }
         let api = api(&self.config)?;
         // By commit, so that every file of this command comes from one snapshot.
-        let path = api
+        let path = match api
             .repo(repo(&self.source, &self.commit))
             .download_with_progress(name, Bar::new(self.config.progress))
-            .map_err(|e| api_error(&self.source, &self.config, name, e))?;
+        {
+            Ok(path) => path,
+            Err(e) => match self.finish_part(name)? {
+                Some(path) => path,
+                None => return Err(api_error(&self.source, &self.config, name, e)),
+            },
+        };
         // hf-hub records the commit as a ref to itself; `huggingface_hub` keeps only named refs.
         let self_ref = self.repo_dir.join("refs").join(&self.commit);
         if self.source.revision != self.commit {
@@ -267,6 +282,45 @@ impl Snapshot {
         }
         self.check_size(name, &path)?;
         Ok(path)
+    }
+
+    /// Completes a download whose `blobs/<etag>.part` already holds every byte: hf-hub 0.4
+    /// reports its last retry as failed even when that retry finished the file, and a later run
+    /// would then ask for `Range: bytes=<size>-`, which the Hub answers 416. The part file is
+    /// renamed to the blob and linked into the snapshot, as hf-hub would have done.
+    fn finish_part(&self, name: &str) -> Result<Option<PathBuf>> {
+        let Some(Entry {
+            size: Some(size),
+            etag: Some(etag),
+            ..
+        }) = self.entry(name)
+        else {
+            return Ok(None);
+        };
+        let blob = self.repo_dir.join("blobs").join(etag);
+        let part = blob.with_extension("part");
+        if std::fs::metadata(&part).map(|m| m.len()).ok() != Some(*size) {
+            return Ok(None);
+        }
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| HubError::Io { path, source }
+        };
+        std::fs::rename(&part, &blob).map_err(io(&part))?;
+        let pointer = self.local_dir(name);
+        if let Some(dir) = pointer.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        // snapshots/<commit>/<name> → ../../blobs/<etag>, one more `..` per folder in `name`.
+        let mut target = PathBuf::from("../..");
+        for _ in name.matches('/') {
+            target.push("..");
+        }
+        target.push("blobs");
+        target.push(etag);
+        let _ = std::fs::remove_file(&pointer);
+        link(&target, &pointer).map_err(io(&pointer))?;
+        Ok(Some(pointer))
     }
 
     /// A file whose length differs from the listing is removed (pointer and blob) and refused.
@@ -292,6 +346,17 @@ impl Snapshot {
             self.source.display()
         )))
     }
+}
+
+#[cfg(unix)]
+fn link(target: &Path, pointer: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::symlink(target, pointer)
+}
+
+#[cfg(not(unix))]
+fn link(target: &Path, pointer: &Path) -> std::io::Result<()> {
+    let blob = pointer.parent().unwrap_or(Path::new(".")).join(target);
+    std::fs::rename(blob, pointer)
 }
 
 fn repo(source: &HubSource, revision: &str) -> Repo {
@@ -337,6 +402,7 @@ fn list_files(dir: &Path, prefix: &str, out: &mut Vec<Entry>) {
             Ok(m) => out.push(Entry {
                 name: rel,
                 size: Some(m.len()),
+                etag: None,
             }),
             Err(_) => {}
         }
