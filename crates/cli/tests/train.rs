@@ -1,6 +1,7 @@
 //! `dlm train` and `dlm validate` as a user runs them: a short run on stories260K exports a
 //! directory that validates (files, conversion, AR and block-diffusion decodes); broken
-//! directories and configurations fail with exit status 2 and a message naming the fault.
+//! directories and configurations fail with exit status 2 and a message naming the fault; a run
+//! on a parquet dataset laid out as the Hub does (split shards).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -86,4 +87,81 @@ fn train_then_validate_then_break_the_directory() {
     let o = dlm(&["train", "model=stories260k", "training.learning_rate=1"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("training.lr"), "{}", text(&o));
+}
+
+/// Writes `docs` as a parquet file with one `text` column, two documents per row group.
+fn write_text_parquet(path: &Path, docs: &[&str]) {
+    use parquet::basic::Compression;
+    use parquet::data_type::{ByteArray, ByteArrayType};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use std::sync::Arc;
+
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let schema =
+        parquet::schema::parser::parse_message_type("message schema { required binary text (UTF8); }")
+            .unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(Default::default()))
+        .build();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props)).unwrap();
+    for group in docs.chunks(2) {
+        let mut rg = writer.next_row_group().unwrap();
+        let mut col = rg.next_column().unwrap().unwrap();
+        let values: Vec<ByteArray> = group.iter().map(|d| ByteArray::from(*d)).collect();
+        col.typed::<ByteArrayType>()
+            .write_batch(&values, None, None)
+            .unwrap();
+        col.close().unwrap();
+        rg.close().unwrap();
+    }
+    writer.close().unwrap();
+}
+
+#[test]
+fn train_on_a_parquet_dataset_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = common::shared_fixtures().join("stories260K");
+    let sample = std::fs::read_to_string(src.join("tinystories_sample.txt")).unwrap();
+    let docs: Vec<&str> = sample[..8000]
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    let (a, b) = docs.split_at(docs.len() / 2);
+    let ds = tmp.path().join("dataset");
+    write_text_parquet(&ds.join("data/train-00000-of-00002.parquet"), a);
+    write_text_parquet(&ds.join("data/train-00001-of-00002.parquet"), b);
+    write_text_parquet(&ds.join("data/test-00000-of-00001.parquet"), &docs[..1]);
+    let out = tmp.path().join("out");
+    let arg = |k: &str, p: &Path| format!("{k}={}", p.display());
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "train".to_string(),
+            "model=stories260k".into(),
+            arg("source.path", &src),
+            arg("data.path", &ds),
+            arg("output.path", &out),
+            "training.seq_len=64".into(),
+            "conversion.bd_size=16".into(),
+            "training.batch_size=2".into(),
+            "conversion.total_tokens=256".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        dlm(&args)
+    };
+    // Train and test shards side by side: the split must be named.
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("data.split"), "{}", text(&o));
+
+    let o = run(&["data.split=train"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains(&format!("{} examples from 2 file(s)", docs.len())), "{t}");
+    for f in ["config.json", "model.safetensors", "dlm_config.json"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
 }

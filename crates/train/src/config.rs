@@ -98,8 +98,9 @@ pub struct SourceConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// `data.path` (null): JSONL (`{"messages": [...]}` chats or `{"text": ...}` lines) or a
-    /// `.txt` file of documents. Required to train.
+    /// `data.path` (null): JSONL (`{"messages": [...]}` chats or `{"text": ...}` lines), a
+    /// `.txt` file of documents, a parquet file, or a directory of parquet/JSONL shards (see
+    /// [`crate::dataset`]). Required to train.
     pub path: Option<PathBuf>,
     /// `data.text_split` (`auto`): how a `.txt` file is cut into documents: `auto`, `paragraph`,
     /// `line` (see [`TextSplit`]).
@@ -110,6 +111,30 @@ pub struct DataConfig {
     /// `data.holdout_fraction` (0): the fraction of windows kept out of training to measure
     /// held-out loss, chosen with `seed`.
     pub holdout_fraction: f64,
+    /// `data.split` (null): the split of a dataset directory whose files name their splits
+    /// (`train-00000-of-00002.parquet`, `train/0000.parquet`, `test.jsonl`); null takes every
+    /// data file, and is an error when the files name more than one split.
+    #[serde(default)]
+    pub split: Option<String>,
+    /// `data.columns.*`: the names a dataset uses for the columns (keys) training reads.
+    #[serde(default)]
+    pub columns: ColumnsConfig,
+}
+
+/// `data.columns.*`: differently named columns (null = detect: see [`crate::columns`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnsConfig {
+    /// `data.columns.messages` (null): the chat column, a list of messages (`messages`, else
+    /// ShareGPT's `conversations`).
+    pub messages: Option<String>,
+    /// `data.columns.text` (null): the plain-text column (`text`).
+    pub text: Option<String>,
+    /// `data.columns.role` (null): the role key inside a message (`role`, else `from`).
+    pub role: Option<String>,
+    /// `data.columns.content` (null): the content key inside a message (`content`, else
+    /// `value`).
+    pub content: Option<String>,
 }
 
 /// `output.*`.
@@ -216,6 +241,8 @@ pub struct ArObjective {
 pub enum Kind {
     /// A string.
     Str,
+    /// A string, or null.
+    OptStr,
     /// A path, or null.
     OptPath,
     /// A non-negative integer.
@@ -242,6 +269,7 @@ impl Kind {
         match self {
             Kind::Str => "a string",
             Kind::OptPath => "a path or null",
+            Kind::OptStr => "a string or null",
             Kind::UInt => "a non-negative integer",
             Kind::OptUInt => "a non-negative integer or null",
             Kind::Float => "a number",
@@ -264,6 +292,11 @@ pub const KEYS: &[(&str, Kind)] = &[
     ("data.text_split", Kind::TextSplit),
     ("data.append_eos", Kind::Bool),
     ("data.holdout_fraction", Kind::Float),
+    ("data.split", Kind::OptStr),
+    ("data.columns.messages", Kind::OptStr),
+    ("data.columns.text", Kind::OptStr),
+    ("data.columns.role", Kind::OptStr),
+    ("data.columns.content", Kind::OptStr),
     ("output.path", Kind::OptPath),
     ("conversion.total_tokens", Kind::OptUInt),
     ("conversion.bd_size", Kind::UInt),
@@ -355,6 +388,8 @@ impl TrainConfig {
                 text_split: TextSplit::Auto,
                 append_eos: true,
                 holdout_fraction: 0.0,
+                split: None,
+                columns: ColumnsConfig::default(),
             },
             output: OutputConfig { path: None },
             conversion: ConversionConfig {
@@ -727,7 +762,7 @@ fn coerce(kind: Kind, value: &Value) -> Option<Value> {
     if let Value::String(s) = value {
         if !matches!(
             kind,
-            Kind::Str | Kind::OptPath | Kind::Device | Kind::TextSplit
+            Kind::Str | Kind::OptStr | Kind::OptPath | Kind::Device | Kind::TextSplit
         ) {
             let reparsed = parse_value(s);
             return match reparsed {
@@ -736,12 +771,15 @@ fn coerce(kind: Kind, value: &Value) -> Option<Value> {
             };
         }
     }
-    let optional = matches!(kind, Kind::OptPath | Kind::OptUInt | Kind::OptFloat);
+    let optional = matches!(
+        kind,
+        Kind::OptStr | Kind::OptPath | Kind::OptUInt | Kind::OptFloat
+    );
     if value.is_null() {
         return optional.then_some(Value::Null);
     }
     match kind {
-        Kind::Str | Kind::OptPath => match value {
+        Kind::Str | Kind::OptStr | Kind::OptPath => match value {
             Value::String(_) => Some(value.clone()),
             Value::Number(n) => Some(Value::String(n.to_string())),
             _ => None,

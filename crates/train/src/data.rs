@@ -1,10 +1,12 @@
 //! Training data → fixed-length windows of token ids and labels (§2.2 of the reference notes).
 //!
-//! 1. **Examples.** A JSONL file holds one example per line: a chat `{"messages": [{"role",
-//!    "content"}, …]}` (OpenAI's format; extra fields are ignored, `content` may be a list of text
-//!    parts), a Nemotron post-training record `{"input": [messages] | "text", "output": "…",
-//!    "system_prompt": "…"}`, or `{"text": "…"}`. A `.txt` file is a list of documents (see
-//!    [`TextSplit`]). Chats are rendered with the model's chat template and tokenized once; the
+//! 1. **Examples.** A JSONL line or a parquet row (files and shard directories: see
+//!    [`crate::dataset`]) holds one example: a chat `{"messages": [{"role", "content"}, …]}`
+//!    (OpenAI's format; extra fields are ignored, `content` may be a list of text parts; ShareGPT's
+//!    `conversations` of `{from, value}` too), a Nemotron post-training record `{"input":
+//!    [messages] | "text", "output": "…", "system_prompt": "…"}`, or `{"text": "…"}`; other
+//!    column names through `data.columns` ([`crate::columns`]). A `.txt` file is a list of
+//!    documents (see [`TextSplit`]). Chats are rendered with the model's chat template and tokenized once; the
 //!    labels are the token ids on assistant tokens (content, end-of-turn token(s) and the newline
 //!    after them: exactly what `apply_chat_template(..., return_assistant_tokens_mask=True)` marks
 //!    inside the reference template's `{% generation %}` blocks) and [`IGNORE`] elsewhere. Text
@@ -24,17 +26,21 @@
 //! turn always satisfies it.
 
 use std::fmt;
+use std::io::{BufRead, BufReader};
 use std::ops::Range;
 use std::path::Path;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokenizer::{ChatMessage, ChatTemplate};
 use tokenizers::{AddedToken, Tokenizer};
 
+use crate::columns::{self, Layout, NoLayout};
 use crate::config::{DataConfig, TextSplit};
+use crate::dataset::{self, Format};
 use crate::error::{Result, TrainError};
+use crate::parquet_rows::ParquetRows;
 
 /// The label of a position that is not supervised (PyTorch's `ignore_index`).
 pub const IGNORE: i64 = -100;
@@ -327,6 +333,8 @@ impl DataTokenizer {
 /// What [`load_examples`] read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadStats {
+    /// Data files read (shards of a dataset directory, or the one file).
+    pub files: usize,
     /// Chats (`messages` or Nemotron records).
     pub conversations: usize,
     /// Text documents (`text` lines or `.txt` documents).
@@ -336,7 +344,8 @@ pub struct LoadStats {
     /// Assistant turns left unsupervised because the template renders them differently once
     /// later turns follow.
     pub unsupervised_turns: usize,
-    /// Blank lines, empty documents and empty conversations skipped.
+    /// Blank lines, null or empty documents, null conversations and empty `.txt` documents
+    /// skipped.
     pub skipped: usize,
 }
 
@@ -349,31 +358,34 @@ pub struct Loaded {
     pub stats: LoadStats,
 }
 
-/// Reads a data file: `.jsonl`/`.json` (one JSON object a line) or `.txt`. Malformed lines are
-/// errors naming the file and line.
+/// Reads the data `path` (`data.path`) stands for: a `.jsonl`/`.json` file (one JSON object a
+/// line), a `.txt` file, a `.parquet` file, or a directory of `.parquet`/`.jsonl` shards
+/// restricted to `data.split` (see [`crate::dataset`]). Records are read in file order, shard
+/// after shard; their columns are picked following `data.columns` (see [`crate::columns`]).
+/// Malformed records are errors naming the file and line (JSONL) or row (parquet).
+///
+/// JSONL and parquet are streamed (a line, or a row group's pages, at a time); what is kept is
+/// the tokenized examples, which the trainer packs and shuffles as windows.
 pub fn load_examples(path: &Path, tok: &DataTokenizer, data: &DataConfig) -> Result<Loaded> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    match ext.as_deref() {
-        Some("jsonl" | "json") => load_jsonl(path, text, tok, data.append_eos),
-        Some("txt") => {
-            let mut loaded = Loaded::default();
-            for doc in split_text(text, data.text_split) {
-                let ex = tok.encode_text(&doc, data.append_eos)?;
-                loaded.examples.push(ex);
-                loaded.stats.documents += 1;
+    let mut loaded = Loaded::default();
+    for file in dataset::data_files(path, data.split.as_deref())? {
+        match file.format {
+            Format::Jsonl => load_jsonl(&file.path, tok, data, &mut loaded)?,
+            Format::Parquet => load_parquet(&file.path, tok, data, &mut loaded)?,
+            Format::Text => {
+                let text =
+                    std::fs::read_to_string(&file.path).map_err(|e| TrainError::io(&file.path, e))?;
+                let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+                for doc in split_text(text, data.text_split) {
+                    let ex = tok.encode_text(&doc, data.append_eos)?;
+                    loaded.examples.push(ex);
+                    loaded.stats.documents += 1;
+                }
             }
-            Ok(loaded)
         }
-        _ => Err(TrainError::Data(format!(
-            "{}: data must be .jsonl (chat or text lines) or .txt",
-            path.display()
-        ))),
+        loaded.stats.files += 1;
     }
+    Ok(loaded)
 }
 
 /// The documents of a text file: split at `<|endoftext|>` lines (when `split` is
@@ -410,11 +422,22 @@ pub fn split_text(text: &str, split: TextSplit) -> Vec<String> {
     docs
 }
 
-/// Reads JSONL examples.
-fn load_jsonl(path: &Path, text: &str, tok: &DataTokenizer, append_eos: bool) -> Result<Loaded> {
-    let mut loaded = Loaded::default();
-    for (i, line) in text.lines().enumerate() {
+/// Reads JSONL examples line by line; each line's columns are picked on their own.
+fn load_jsonl(
+    path: &Path,
+    tok: &DataTokenizer,
+    data: &DataConfig,
+    loaded: &mut Loaded,
+) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
+    for (i, line) in BufReader::new(file).lines().enumerate() {
         let n = i + 1;
+        let line = line.map_err(|e| TrainError::io(path, e))?;
+        let line = if n == 1 {
+            line.strip_prefix('\u{feff}').unwrap_or(&line)
+        } else {
+            &line
+        };
         if line.trim().is_empty() {
             loaded.stats.skipped += 1;
             continue;
@@ -422,71 +445,130 @@ fn load_jsonl(path: &Path, text: &str, tok: &DataTokenizer, append_eos: bool) ->
         let at = |msg: String| TrainError::data_line(path, n, msg);
         let record: Value =
             serde_json::from_str(line).map_err(|e| at(format!("not valid JSON: {e}")))?;
-        match parse_record(&record).map_err(at)? {
-            Record::Chat(messages) => {
-                let (ex, unsupervised) =
-                    tok.encode_chat(&messages).map_err(|e| at(e.to_string()))?;
-                let turns = messages.iter().filter(|m| m.role == "assistant").count();
-                loaded.stats.conversations += 1;
-                loaded.stats.assistant_turns += turns - unsupervised;
-                loaded.stats.unsupervised_turns += unsupervised;
-                loaded.examples.push(ex);
-            }
-            Record::Text(t) if t.trim().is_empty() => loaded.stats.skipped += 1,
-            Record::Text(t) => {
-                let ex = tok
-                    .encode_text(&t, append_eos)
-                    .map_err(|e| at(e.to_string()))?;
-                loaded.stats.documents += 1;
-                loaded.examples.push(ex);
-            }
-        }
+        let obj = record
+            .as_object()
+            .ok_or_else(|| at("a line must be a JSON object".into()))?;
+        let layout = Layout::pick(&data.columns, obj.keys().map(String::as_str)).map_err(|e| {
+            let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+            at(match e {
+                NoLayout::Unknown => format!(
+                    "a line needs {}; its keys: {}",
+                    columns::EXPECTED,
+                    keys.join(", ")
+                ),
+                e => format!("{e}; its keys: {}", keys.join(", ")),
+            })
+        })?;
+        let record = parse_record(obj, &layout).map_err(at)?;
+        add_record(record, tok, data.append_eos, loaded).map_err(|e| at(e.to_string()))?;
     }
-    Ok(loaded)
+    Ok(())
 }
 
-/// One JSONL record.
+/// Reads parquet examples row group by row group (see [`crate::parquet_rows`]).
+fn load_parquet(
+    path: &Path,
+    tok: &DataTokenizer,
+    data: &DataConfig,
+    loaded: &mut Loaded,
+) -> Result<()> {
+    let rows = ParquetRows::open(path, &data.columns)?;
+    let layout = rows.layout().clone();
+    rows.for_each(|row, record| {
+        let at = |msg: String| TrainError::Data(format!("{}: row {row}: {msg}", path.display()));
+        let obj = record
+            .as_object()
+            .ok_or_else(|| at("a row must be a record".into()))?;
+        let record = parse_record(obj, &layout).map_err(at)?;
+        add_record(record, tok, data.append_eos, loaded).map_err(|e| at(e.to_string()))
+    })
+}
+
+/// Tokenizes one record into `loaded` (a null or empty one is counted as skipped).
+fn add_record(
+    record: Option<Record>,
+    tok: &DataTokenizer,
+    append_eos: bool,
+    loaded: &mut Loaded,
+) -> Result<()> {
+    match record {
+        Some(Record::Chat(messages)) => {
+            let (ex, unsupervised) = tok.encode_chat(&messages)?;
+            let turns = messages.iter().filter(|m| m.role == "assistant").count();
+            loaded.stats.conversations += 1;
+            loaded.stats.assistant_turns += turns - unsupervised;
+            loaded.stats.unsupervised_turns += unsupervised;
+            loaded.examples.push(ex);
+        }
+        Some(Record::Text(t)) if !t.trim().is_empty() => {
+            let ex = tok.encode_text(&t, append_eos)?;
+            loaded.stats.documents += 1;
+            loaded.examples.push(ex);
+        }
+        Some(Record::Text(_)) | None => loaded.stats.skipped += 1,
+    }
+    Ok(())
+}
+
+/// One record.
 enum Record {
     Chat(Vec<ChatMessage>),
     Text(String),
 }
 
-/// A chat (`messages`, or Nemotron `input` + `output` [+ `system_prompt`]) or a `text` record.
-fn parse_record(v: &Value) -> std::result::Result<Record, String> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| "a line must be a JSON object".to_string())?;
-    if let Some(messages) = obj.get("messages") {
-        let messages = parse_messages(messages, "messages")?;
-        if !messages.iter().any(|m| m.role == "assistant") {
-            return Err("`messages` has no assistant message to learn from".into());
-        }
-        return Ok(Record::Chat(messages));
-    }
-    if let (Some(input), Some(output)) = (obj.get("input"), obj.get("output")) {
-        let mut messages = Vec::new();
-        if let Some(system) = obj.get("system_prompt").and_then(Value::as_str) {
-            if !system.is_empty() {
-                messages.push(ChatMessage::new("system", system));
+/// The record `layout` reads from `obj`: a chat (the chat column, or Nemotron `input` +
+/// `output` [+ `system_prompt`]) or a text; `None` when its column is null.
+fn parse_record(
+    obj: &Map<String, Value>,
+    layout: &Layout,
+) -> std::result::Result<Option<Record>, String> {
+    match layout {
+        Layout::Chat { column, .. } => {
+            let messages = match obj.get(column) {
+                None | Some(Value::Null) => return Ok(None),
+                Some(v) => parse_messages(v, column, layout)?,
+            };
+            if !messages.iter().any(|m| m.role == "assistant") {
+                return Err(format!("`{column}` has no assistant message to learn from"));
             }
+            Ok(Some(Record::Chat(messages)))
         }
-        match input {
-            Value::String(s) => messages.push(ChatMessage::new("user", s.as_str())),
-            other => messages.extend(parse_messages(other, "input")?),
+        Layout::Nemotron { .. } => {
+            let (Some(input), Some(output)) = (obj.get("input"), obj.get("output")) else {
+                return Ok(None);
+            };
+            if input.is_null() || output.is_null() {
+                return Ok(None);
+            }
+            let mut messages = Vec::new();
+            if let Some(system) = obj.get("system_prompt").and_then(Value::as_str) {
+                if !system.is_empty() {
+                    messages.push(ChatMessage::new("system", system));
+                }
+            }
+            match input {
+                Value::String(s) => messages.push(ChatMessage::new("user", s.as_str())),
+                other => messages.extend(parse_messages(other, "input", layout)?),
+            }
+            let output = content_text(output).ok_or("`output` must be a string")?;
+            messages.push(ChatMessage::new("assistant", output));
+            Ok(Some(Record::Chat(messages)))
         }
-        let output = content_text(output).ok_or("`output` must be a string")?;
-        messages.push(ChatMessage::new("assistant", output));
-        return Ok(Record::Chat(messages));
+        Layout::Text { column } => match obj.get(column) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(t)) => Ok(Some(Record::Text(t.clone()))),
+            Some(_) => Err(format!("`{column}` must be a string")),
+        },
     }
-    if let Some(text) = obj.get("text") {
-        let text = text.as_str().ok_or("`text` must be a string")?;
-        return Ok(Record::Text(text.to_string()));
-    }
-    Err("a line needs `messages` (chat), `text`, or `input` and `output` (Nemotron)".into())
 }
 
-/// A list of `{"role", "content"}` objects.
-fn parse_messages(v: &Value, key: &str) -> std::result::Result<Vec<ChatMessage>, String> {
+/// A list of messages, each an object with a role and a content (keys as `layout` says; roles
+/// normalised with [`columns::normalise_role`]).
+fn parse_messages(
+    v: &Value,
+    key: &str,
+    layout: &Layout,
+) -> std::result::Result<Vec<ChatMessage>, String> {
     let items = v
         .as_array()
         .ok_or_else(|| format!("`{key}` must be a list of messages"))?;
@@ -494,16 +576,19 @@ fn parse_messages(v: &Value, key: &str) -> std::result::Result<Vec<ChatMessage>,
         .iter()
         .enumerate()
         .map(|(i, m)| {
+            let role_key = layout.role_key(m);
+            let content_key = layout.content_key(m);
             let role = m
-                .get("role")
+                .get(role_key)
                 .and_then(Value::as_str)
-                .ok_or_else(|| format!("{key}[{i}] has no string `role`"))?;
-            let content = match m.get("content") {
+                .ok_or_else(|| format!("{key}[{i}] has no string `{role_key}`"))?;
+            let content = match m.get(content_key) {
                 None | Some(Value::Null) => String::new(),
-                Some(c) => content_text(c)
-                    .ok_or_else(|| format!("{key}[{i}].content is not text or text parts"))?,
+                Some(c) => content_text(c).ok_or_else(|| {
+                    format!("{key}[{i}].{content_key} is not text or text parts")
+                })?,
             };
-            Ok(ChatMessage::new(role, content))
+            Ok(ChatMessage::new(columns::normalise_role(role), content))
         })
         .collect()
 }

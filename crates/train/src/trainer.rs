@@ -303,7 +303,10 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
         TrainError::Config("source.path is required (the Hugging Face checkpoint directory)".into())
     })?;
     let data_path = cfg.data.path.clone().ok_or_else(|| {
-        TrainError::Config("data.path is required (a .jsonl or .txt file)".into())
+        TrainError::Config(
+            "data.path is required (a .jsonl, .parquet or .txt file, or a directory of shards)"
+                .into(),
+        )
     })?;
     let device = device_for(cfg.device)?;
     let output = cfg.output_dir();
@@ -363,8 +366,9 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
         )));
     }
     say(format!(
-        "data: {} examples → {} training + {} held-out windows of {} tokens",
+        "data: {} examples from {} file(s) → {} training + {} held-out windows of {} tokens",
         loaded.examples.len(),
+        loaded.stats.files,
         train_w.len(),
         held_w.len(),
         t.seq_len
