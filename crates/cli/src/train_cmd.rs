@@ -50,10 +50,16 @@ pub fn run_train(cmd: TrainCmd) -> Result<(), String> {
                 .map_err(|e| format!("source.path: {e}"))?,
         );
     }
+    // Only the shards of `data.split` are downloaded (the trainer's own split rule).
+    let split = cfg.data.split.clone();
+    let in_split = |rel: &str| {
+        split
+            .as_deref()
+            .is_none_or(|s| train::dataset::in_split(std::path::Path::new(rel), s))
+    };
     if let Some(p) = &cfg.data.path {
         cfg.data.path = Some(
-            hub::resolve_quiet(p, hub::Need::Dataset, cmd.quiet)
-                .map_err(|e| format!("data.path: {e}"))?,
+            hub::resolve_dataset(p, cmd.quiet, &in_split).map_err(|e| format!("data.path: {e}"))?,
         );
     }
     let report = train(

@@ -2,6 +2,9 @@
 //! (`tests/py/hub_standin.py`: the API and resolve paths hf-hub and huggingface_hub use, with
 //! ETag, X-Repo-Commit, LFS redirects, Range and a 401 for a private repository). `HF_ENDPOINT`
 //! points at it and `HF_HOME` at a fresh folder, so nothing touches the real Hub or cache.
+//! Shown: conversion from the Hub equals the local one and works offline; resumed downloads
+//! (within a run, and in the next run); the 401 message and tokens; GGUF choice by file or
+//! `:QUANT`, served; training from a Hub checkpoint and a parquet dataset split, then offline.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -522,6 +525,37 @@ fn request(port: u16, line: &str, body: &str) -> String {
     out
 }
 
+/// Writes `docs` as a parquet file with one `text` column, two documents per row group.
+fn write_text_parquet(path: &Path, docs: &[&str]) {
+    use parquet::basic::Compression;
+    use parquet::data_type::{ByteArray, ByteArrayType};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use std::sync::Arc;
+
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let schema = parquet::schema::parser::parse_message_type(
+        "message schema { required binary text (UTF8); }",
+    )
+    .unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(Default::default()))
+        .build();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props)).unwrap();
+    for group in docs.chunks(2) {
+        let mut rg = writer.next_row_group().unwrap();
+        let mut col = rg.next_column().unwrap().unwrap();
+        let values: Vec<ByteArray> = group.iter().map(|d| ByteArray::from(*d)).collect();
+        col.typed::<ByteArrayType>()
+            .write_batch(&values, None, None)
+            .unwrap();
+        col.close().unwrap();
+        rg.close().unwrap();
+    }
+    writer.close().unwrap();
+}
+
 #[test]
 fn train_from_a_hub_checkpoint_and_dataset_then_offline() {
     let tmp = tempfile::tempdir().unwrap();
@@ -532,15 +566,18 @@ fn train_from_a_hub_checkpoint_and_dataset_then_offline() {
     for e in std::fs::read_dir(&src).unwrap().flatten() {
         std::fs::copy(e.path(), model.join(e.file_name())).unwrap();
     }
+    // A parquet dataset laid out as the Hub's converter does: split shards under data/.
     let data = root.join("datasets/org/chat/data");
-    std::fs::create_dir_all(&data).unwrap();
     let sample = std::fs::read_to_string(src.join("tinystories_sample.txt")).unwrap();
-    let lines: Vec<String> = sample
+    let docs: Vec<&str> = sample
         .split("\n\n")
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
         .take(12)
-        .map(|t| serde_json::json!({ "text": t.trim() }).to_string())
         .collect();
-    std::fs::write(data.join("train.jsonl"), lines.join("\n") + "\n").unwrap();
+    write_text_parquet(&data.join("train-00000-of-00002.parquet"), &docs[..6]);
+    write_text_parquet(&data.join("train-00001-of-00002.parquet"), &docs[6..]);
+    write_text_parquet(&data.join("test-00000-of-00001.parquet"), &docs[..2]);
     std::fs::write(root.join("datasets/org/chat/README.md"), "# chat\n").unwrap();
     let Some(hub) = Standin::start(&root, &[]) else {
         return;
@@ -557,6 +594,7 @@ fn train_from_a_hub_checkpoint_and_dataset_then_offline() {
                 "model=stories260k",
                 "source.path=hf://org/tiny",
                 "data.path=hf://datasets/org/chat",
+                "data.split=train",
                 &format!("output.path={out}"),
                 "training.seq_len=64",
                 "conversion.bd_size=16",
@@ -569,7 +607,19 @@ fn train_from_a_hub_checkpoint_and_dataset_then_offline() {
     assert!(text(&o).contains("trained"), "{}", text(&o));
     assert!(home.join("out1/model.safetensors").is_file());
     let snap = snapshot(home, "datasets--org--chat");
-    assert_eq!(files_under(&snap), ["data/train.jsonl"]);
+    // Only the train split's shards were downloaded.
+    assert_eq!(
+        files_under(&snap),
+        [
+            "data/train-00000-of-00002.parquet",
+            "data/train-00001-of-00002.parquet"
+        ]
+    );
+    assert!(
+        text(&o).contains("12 examples from 2 file(s)"),
+        "{}",
+        text(&o)
+    );
     drop(hub);
     ok(train(
         "http://127.0.0.1:9",

@@ -98,9 +98,10 @@ fn write_text_parquet(path: &Path, docs: &[&str]) {
     use std::sync::Arc;
 
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let schema =
-        parquet::schema::parser::parse_message_type("message schema { required binary text (UTF8); }")
-            .unwrap();
+    let schema = parquet::schema::parser::parse_message_type(
+        "message schema { required binary text (UTF8); }",
+    )
+    .unwrap();
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(Default::default()))
         .build();
@@ -160,7 +161,10 @@ fn train_on_a_parquet_dataset_directory() {
     let o = run(&["data.split=train"]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains(&format!("{} examples from 2 file(s)", docs.len())), "{t}");
+    assert!(
+        t.contains(&format!("{} examples from 2 file(s)", docs.len())),
+        "{t}"
+    );
     for f in ["config.json", "model.safetensors", "dlm_config.json"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }

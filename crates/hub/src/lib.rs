@@ -32,7 +32,7 @@ pub enum Need {
     Checkpoint,
     /// One GGUF file.
     Gguf,
-    /// Training data: one data file, or a folder of them (jsonl, json, parquet).
+    /// Training data: one data file, or a folder of them (jsonl, parquet).
     Dataset,
 }
 
@@ -109,6 +109,20 @@ pub fn resolve_quiet(source: &Path, need: Need, quiet: bool) -> Result<PathBuf> 
     let mut config = HubConfig::from_env();
     config.progress &= !quiet;
     resolve_with(&spec, need, &config)
+}
+
+/// [`resolve_quiet`] for a dataset, fetching only the data files `keep` accepts (it gets each
+/// file's path relative to the folder the source names, e.g. `data/train-00000-of-00002.parquet`):
+/// the caller's split rule, so that `data.split=train` does not download the test shards.
+pub fn resolve_dataset(source: &Path, quiet: bool, keep: &dyn Fn(&str) -> bool) -> Result<PathBuf> {
+    if !is_hub(source) {
+        return Ok(source.to_path_buf());
+    }
+    let spec = HubSource::parse(source.to_str().unwrap_or_default())?;
+    let mut config = HubConfig::from_env();
+    config.progress &= !quiet;
+    let snapshot = client::Snapshot::open(&spec, &config)?;
+    select::dataset(&snapshot, &spec.path, keep)
 }
 
 /// [`resolve`] with an explicit configuration.

@@ -20,15 +20,16 @@ const CHECKPOINT_EXTRAS: &[&str] = &[
     "chat_template.json",
 ];
 
-/// Extensions of training data files.
-const DATA_EXTENSIONS: &[&str] = &[".jsonl", ".json", ".parquet"];
+/// Extensions of the training data files in a folder, as the trainer reads a folder (a `.json`
+/// or `.txt` file is taken only when named: repositories hold JSON metadata and READMEs).
+const DATA_EXTENSIONS: &[&str] = &[".jsonl", ".parquet"];
 
 /// Fetches what `need` needs from `snap` and returns the local path for the loader.
 pub(crate) fn select(spec: &crate::HubSource, need: Need, snap: &Snapshot) -> Result<PathBuf> {
     match need {
         Need::Checkpoint => checkpoint(snap, &spec.path),
         Need::Gguf => gguf(snap, &spec.path, spec.quant.as_deref()),
-        Need::Dataset => dataset(snap, &spec.path),
+        Need::Dataset => dataset(snap, &spec.path, &|_| true),
     }
 }
 
@@ -215,30 +216,46 @@ fn parent(path: &str) -> &str {
     path.rsplit_once('/').map(|(p, _)| p).unwrap_or("")
 }
 
-fn dataset(snap: &Snapshot, path: &str) -> Result<PathBuf> {
+/// The data file `path` names, or the data files under the folder `path` that `keep` accepts
+/// (given their path relative to the folder).
+pub(crate) fn dataset(snap: &Snapshot, path: &str, keep: &dyn Fn(&str) -> bool) -> Result<PathBuf> {
     // A file named exactly.
     if !path.is_empty() && snap.entry(path).is_some() {
         return snap.fetch(path);
     }
-    let is_data = |n: &str| {
-        let n = n.to_ascii_lowercase();
-        DATA_EXTENSIONS.iter().any(|e| n.ends_with(e))
-    };
-    let data: Vec<&str> = names_under(&snap.files, path)
-        .into_keys()
-        .filter(|n| is_data(n))
-        .collect();
-    match data.as_slice() {
-        [] => {
-            let names: Vec<&str> = names_under(&snap.files, path).into_keys().collect();
-            Err(HubError::NotFound(format!(
-                "{}: no data files (.jsonl, .json, .parquet){} under `{}`; files: {}",
-                snap.source().display(),
-                where_(snap),
-                if path.is_empty() { "/" } else { path },
-                listing(&names)
-            )))
+    let rel = |n: &'_ str| -> String {
+        if path.is_empty() {
+            n.to_string()
+        } else {
+            n[path.len() + 1..].to_string()
         }
+    };
+    let is_data = |n: &str| {
+        let lower = n.to_ascii_lowercase();
+        DATA_EXTENSIONS.iter().any(|e| lower.ends_with(e))
+            && !rel(n).split('/').any(|c| c.starts_with('.'))
+    };
+    let names: Vec<&str> = names_under(&snap.files, path).into_keys().collect();
+    let all: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| *n != path && is_data(n))
+        .collect();
+    let data: Vec<&str> = all.iter().copied().filter(|n| keep(&rel(n))).collect();
+    let at = if path.is_empty() { "/" } else { path };
+    match data.as_slice() {
+        [] if all.is_empty() => Err(HubError::NotFound(format!(
+            "{}: no data files (.jsonl, .parquet){} under `{at}`; files: {}",
+            snap.source().display(),
+            where_(snap),
+            listing(&names)
+        ))),
+        [] => Err(HubError::NotFound(format!(
+            "{}: no data file{} under `{at}` belongs to the split asked for; data files: {}",
+            snap.source().display(),
+            where_(snap),
+            listing(&all)
+        ))),
         [one] => snap.fetch(one),
         many => {
             for name in many {

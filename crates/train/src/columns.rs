@@ -167,7 +167,9 @@ pub fn normalise_role(role: &str) -> &str {
 impl std::fmt::Display for NoLayout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            NoLayout::Missing { key, column } => write!(f, "{key} names `{column}`, which is not there"),
+            NoLayout::Missing { key, column } => {
+                write!(f, "{key} names `{column}`, which is not there")
+            }
             NoLayout::Unknown => write!(f, "no usable column; a record needs {EXPECTED}"),
         }
     }

@@ -373,8 +373,8 @@ pub fn load_examples(path: &Path, tok: &DataTokenizer, data: &DataConfig) -> Res
             Format::Jsonl => load_jsonl(&file.path, tok, data, &mut loaded)?,
             Format::Parquet => load_parquet(&file.path, tok, data, &mut loaded)?,
             Format::Text => {
-                let text =
-                    std::fs::read_to_string(&file.path).map_err(|e| TrainError::io(&file.path, e))?;
+                let text = std::fs::read_to_string(&file.path)
+                    .map_err(|e| TrainError::io(&file.path, e))?;
                 let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
                 for doc in split_text(text, data.text_split) {
                     let ex = tok.encode_text(&doc, data.append_eos)?;
@@ -584,9 +584,8 @@ fn parse_messages(
                 .ok_or_else(|| format!("{key}[{i}] has no string `{role_key}`"))?;
             let content = match m.get(content_key) {
                 None | Some(Value::Null) => String::new(),
-                Some(c) => content_text(c).ok_or_else(|| {
-                    format!("{key}[{i}].{content_key} is not text or text parts")
-                })?,
+                Some(c) => content_text(c)
+                    .ok_or_else(|| format!("{key}[{i}].{content_key} is not text or text parts"))?,
             };
             Ok(ChatMessage::new(columns::normalise_role(role), content))
         })

@@ -45,7 +45,10 @@ impl ParquetRows {
         let reader = guarded(|| SerializedFileReader::new(file))
             .and_then(|r| r.map_err(|e| e.to_string()))
             .map_err(|e| {
-                TrainError::Data(format!("{}: not a readable parquet file: {e}", path.display()))
+                TrainError::Data(format!(
+                    "{}: not a readable parquet file: {e}",
+                    path.display()
+                ))
             })?;
         let schema = reader.metadata().file_metadata().schema();
         let fields = schema.get_fields();
@@ -180,7 +183,9 @@ fn check_type(path: &Path, layout: &Layout, field: &Type) -> Result<()> {
                 }
                 let wanted = match configured {
                     Some(k) => format!("`{k}` (data.columns.{key})"),
-                    None => format!("`{first}` or `{second}`; name it with data.columns.{key}=NAME"),
+                    None => {
+                        format!("`{first}` or `{second}`; name it with data.columns.{key}=NAME")
+                    }
                 };
                 Err(TrainError::Data(format!(
                     "{}: column `{}` is {}: its messages have no {key} key {wanted}",
@@ -228,7 +233,8 @@ fn is_map(t: &Type) -> bool {
 /// The element type of a list column: a `LIST`-annotated group (three-level, or the legacy
 /// two-level forms the format's backward-compatibility rules describe) or a bare repeated field.
 fn list_element(t: &Type) -> Option<&Type> {
-    if t.get_basic_info().has_repetition() && t.get_basic_info().repetition() == Repetition::REPEATED
+    if t.get_basic_info().has_repetition()
+        && t.get_basic_info().repetition() == Repetition::REPEATED
     {
         return Some(t);
     }

@@ -153,9 +153,12 @@ fn write_parquet(path: &Path, cols: &[Col], compression: Compression, group_rows
     let props = WriterProperties::builder()
         .set_compression(compression)
         .build();
-    let mut writer =
-        SerializedFileWriter::new(File::create(path).unwrap(), Arc::new(schema), Arc::new(props))
-            .unwrap();
+    let mut writer = SerializedFileWriter::new(
+        File::create(path).unwrap(),
+        Arc::new(schema),
+        Arc::new(props),
+    )
+    .unwrap();
     let n = cols[0].len();
     for start in (0..n).step_by(group_rows) {
         let rows = start..(start + group_rows).min(n);
@@ -247,7 +250,10 @@ fn assert_same_examples(got: &Loaded, want: &Loaded, what: &str) {
     }
     assert_eq!(got.stats.conversations, want.stats.conversations, "{what}");
     assert_eq!(got.stats.documents, want.stats.documents, "{what}");
-    assert_eq!(got.stats.assistant_turns, want.stats.assistant_turns, "{what}");
+    assert_eq!(
+        got.stats.assistant_turns, want.stats.assistant_turns,
+        "{what}"
+    );
 }
 
 #[test]
@@ -330,7 +336,9 @@ fn text_columns_nulls_gzip_and_split_folders() {
         .map(|i| match i {
             4 => None,
             7 => Some(String::new()),
-            i => Some(format!("Document {i}: the cat sat on mat {i}.\nSecond line {i}.")),
+            i => Some(format!(
+                "Document {i}: the cat sat on mat {i}.\nSecond line {i}."
+            )),
         })
         .collect();
     // The dataset viewer's layout: CONFIG/SPLIT/NNNN.parquet.
@@ -518,7 +526,10 @@ fn unusable_truncated_and_corrupt_files_are_clear_errors() {
         2,
     );
     let err = load_err(&path, &data_config());
-    assert!(err.contains("column `text` is int64, not a string"), "{err}");
+    assert!(
+        err.contains("column `text` is int64, not a string"),
+        "{err}"
+    );
 
     // A good file, then cut short, then with its first page overwritten.
     let good = dir.path().join("good.parquet");
@@ -534,7 +545,10 @@ fn unusable_truncated_and_corrupt_files_are_clear_errors() {
     let empty = dir.path().join("empty.parquet");
     std::fs::write(&empty, b"").unwrap();
     let err = load_err(&empty, &data_config());
-    assert!(err.contains("empty.parquet: not a readable parquet file"), "{err}");
+    assert!(
+        err.contains("empty.parquet: not a readable parquet file"),
+        "{err}"
+    );
     let mut broken = bytes.clone();
     for b in &mut broken[4..40] {
         *b = 0xff;
@@ -542,7 +556,10 @@ fn unusable_truncated_and_corrupt_files_are_clear_errors() {
     let corrupt = dir.path().join("corrupt.parquet");
     std::fs::write(&corrupt, &broken).unwrap();
     let err = load_err(&corrupt, &data_config());
-    assert!(err.contains("corrupt.parquet: row 0 (row group 0)"), "{err}");
+    assert!(
+        err.contains("corrupt.parquet: row 0 (row group 0)"),
+        "{err}"
+    );
 
     // A row whose chat has no assistant turn names the row.
     let path = dir.path().join("noassistant.parquet");
@@ -598,14 +615,22 @@ fn files_written_by_pyarrow_load_like_ours_and_like_jsonl() {
             let c: Vec<(String, String)> = c
                 .iter()
                 .map(|(r, t)| {
-                    let r = if r == "user" { "human" } else if r == "assistant" { "gpt" } else { r };
+                    let r = if r == "user" {
+                        "human"
+                    } else if r == "assistant" {
+                        "gpt"
+                    } else {
+                        r
+                    };
                     (r.to_string(), t.clone())
                 })
                 .collect();
             as_json(&c, "from", "value")
         })
         .collect();
-    let texts: Vec<Value> = (0..7).map(|i| json!(format!("Story {i}: once upon a time."))).collect();
+    let texts: Vec<Value> = (0..7)
+        .map(|i| json!(format!("Story {i}: once upon a time.")))
+        .collect();
     let spec = json!([
         {"path": "chat/data/train-00000-of-00002.parquet", "compression": "snappy",
          "row_group_size": 2, "columns": {"id": (0..4).collect::<Vec<_>>(), "messages": messages[..4]}},
@@ -651,7 +676,11 @@ fn files_written_by_pyarrow_load_like_ours_and_like_jsonl() {
     let want = load(&jsonl, &data_config());
     let mut train = data_config();
     train.split = Some("train".into());
-    assert_same_examples(&load(&dir.path().join("chat"), &train), &want, "pyarrow chat");
+    assert_same_examples(
+        &load(&dir.path().join("chat"), &train),
+        &want,
+        "pyarrow chat",
+    );
     assert_same_examples(
         &load(&dir.path().join("sharegpt"), &train),
         &want,
@@ -663,7 +692,10 @@ fn files_written_by_pyarrow_load_like_ours_and_like_jsonl() {
     assert_same_examples(&load(&ours, &data_config()), &want, "rust writer");
 
     let text_jsonl = dir.path().join("text.jsonl");
-    let lines: String = texts.iter().map(|t| format!("{}\n", json!({ "text": t }))).collect();
+    let lines: String = texts
+        .iter()
+        .map(|t| format!("{}\n", json!({ "text": t })))
+        .collect();
     std::fs::write(&text_jsonl, lines).unwrap();
     assert_same_examples(
         &load(&dir.path().join("text"), &train),
