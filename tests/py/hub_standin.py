@@ -73,6 +73,15 @@ class Repo:
         return s
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A client that drops the connection (or the cut body) is expected here; others print.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class Standin:
     """The server; `start()` binds a free loopback port in a background thread."""
 
@@ -101,10 +110,9 @@ class Standin:
             hub = standin
 
         # The Hub and its CDN: another origin (port), as clients treat a CDN redirect differently.
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.cdn = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
+        self.cdn = _Server(("127.0.0.1", 0), Handler)
         for srv in (self.httpd, self.cdn):
-            srv.daemon_threads = True
             threading.Thread(target=srv.serve_forever, daemon=True).start()
         return self
 

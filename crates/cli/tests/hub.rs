@@ -590,7 +590,6 @@ fn train_from_a_hub_checkpoint_and_dataset_then_offline() {
             env,
             &[
                 "train",
-                "-q",
                 "model=stories260k",
                 "source.path=hf://org/tiny",
                 "data.path=hf://datasets/org/chat",
