@@ -30,7 +30,7 @@ const DEFAULT_PROMPTS: &[&str] = &[
 /// `dlm bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchCmd {
-    /// The GGUF model [default: the bundled demo model].
+    /// The GGUF model, a path or `hf://org/repo[:QUANT]` [default: the bundled demo model].
     #[arg(short, long)]
     pub model: Option<PathBuf>,
     /// JSONL prompt file: one `{"prompt": "..."}` or `{"messages": [...]}` per line.
@@ -150,6 +150,7 @@ impl Row {
 /// Runs `dlm bench`.
 pub fn bench(cmd: BenchCmd) -> Result<(), String> {
     let path = cmd.model.clone().unwrap_or_else(server::default_model_path);
+    let path = hub::resolve(&path, hub::Need::Gguf).map_err(|e| e.to_string())?;
     let (model, tok) = load(&path)?;
     let prompts = read_prompts(&cmd)?;
     let template =

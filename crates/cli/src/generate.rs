@@ -14,7 +14,7 @@ use tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 /// `dlm generate`.
 #[derive(clap::Args, Debug)]
 pub struct GenerateCmd {
-    /// The GGUF model [default: the bundled demo model].
+    /// The GGUF model, a path or `hf://org/repo[:QUANT]` [default: the bundled demo model].
     #[arg(short, long)]
     pub model: Option<PathBuf>,
     /// Raw text prompt (only the model's own BOS rule is applied). Without -p or --chat the
@@ -91,6 +91,7 @@ pub fn load(path: &Path) -> Result<(Model, Tokenizer), String> {
 /// Runs `dlm generate`.
 pub fn generate(cmd: GenerateCmd) -> Result<(), String> {
     let path = cmd.model.clone().unwrap_or_else(server::default_model_path);
+    let path = hub::resolve(&path, hub::Need::Gguf).map_err(|e| e.to_string())?;
     let (model, tok) = load(&path)?;
     let plan = plan(&model, &tok, &cmd.decode)?;
     let prompt: Vec<u32> = match (&cmd.prompt, &cmd.chat) {

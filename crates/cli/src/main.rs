@@ -30,9 +30,11 @@ struct Cli {
 enum Command {
     /// Convert a Hugging Face checkpoint directory (safetensors) to one GGUF file.
     Convert {
-        /// The checkpoint directory (config.json, *.safetensors, tokenizer files).
+        /// The checkpoint directory (config.json, *.safetensors, tokenizer files), or a Hub
+        /// repository `hf://org/repo[@revision][/folder]` (only the files needed are fetched).
         input: PathBuf,
-        /// Output file [default: <input>/<name>-<outtype>.gguf].
+        /// Output file [default: <input>/<name>-<outtype>.gguf; for hf:// in the current
+        /// directory].
         #[arg(long)]
         outfile: Option<PathBuf>,
         /// Type of the weight matrices: f32, f16, bf16, q8_0, tq1_0, tq2_0, i2_s.
@@ -60,7 +62,7 @@ enum Command {
         /// diffusion on an ordinary model; it does not make the model a trained DLM.
         #[arg(long)]
         add_mask_token: bool,
-        /// general.name [default: the directory name].
+        /// general.name [default: the directory name; for hf:// the repository or folder name].
         #[arg(long)]
         name: Option<String>,
         /// No progress bar.
@@ -75,7 +77,7 @@ enum Command {
     Bench(bench::BenchCmd),
     /// Print the token ids of a text (no BOS unless --bos).
     Tokenize {
-        /// The GGUF model [default: the bundled demo model].
+        /// The GGUF model, a path or `hf://org/repo[:QUANT]` [default: the bundled demo model].
         #[arg(short, long)]
         model: Option<PathBuf>,
         /// The text.
@@ -94,7 +96,7 @@ enum Command {
     Validate(train_cmd::ValidateCmd),
     /// Describe a GGUF file: architecture, DLM settings, tensors, size.
     Inspect {
-        /// The GGUF file.
+        /// The GGUF file, a path or `hf://org/repo[/FILE.gguf|:QUANT]`.
         file: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -158,9 +160,27 @@ fn run(command: Command) -> Result<(), String> {
             name,
             quiet,
         } => {
+            // A Hub source converts into the current directory under the repository's name
+            // (the snapshot directory is named by its commit and belongs to the cache).
+            let (output, name) = if hub::is_hub(&input) {
+                let spec =
+                    hub::HubSource::parse(&input.to_string_lossy()).map_err(|e| e.to_string())?;
+                let base = spec.path.rsplit('/').next().filter(|p| !p.is_empty());
+                let name = name.unwrap_or_else(|| {
+                    base.unwrap_or_else(|| spec.repo.rsplit('/').next().unwrap_or("model"))
+                        .to_string()
+                });
+                let out = outfile
+                    .unwrap_or_else(|| PathBuf::from(format!("{name}-{}.gguf", outtype.name())));
+                (Some(out), Some(name))
+            } else {
+                (outfile, name)
+            };
+            let input = hub::resolve_quiet(&input, hub::Need::Checkpoint, quiet)
+                .map_err(|e| e.to_string())?;
             let opts = ConvertOptions {
                 input,
-                output: outfile,
+                output,
                 outtype,
                 target,
                 head_types: HeadTypes {
@@ -206,12 +226,19 @@ fn run(command: Command) -> Result<(), String> {
             bos,
             json,
         } => generate::tokenize(
-            &model.unwrap_or_else(server::default_model_path),
+            &hub::resolve(
+                &model.unwrap_or_else(server::default_model_path),
+                hub::Need::Gguf,
+            )
+            .map_err(|e| e.to_string())?,
             &text,
             bos,
             json,
         ),
-        Command::Inspect { file, json } => inspect::run(&file, json).map_err(|e| e.to_string()),
+        Command::Inspect { file, json } => {
+            let file = hub::resolve(&file, hub::Need::Gguf).map_err(|e| e.to_string())?;
+            inspect::run(&file, json).map_err(|e| e.to_string())
+        }
         Command::Train(cmd) => train_cmd::run_train(cmd),
         Command::Validate(cmd) => train_cmd::run_validate(cmd),
     }

@@ -41,7 +41,27 @@ pub fn run_train(cmd: TrainCmd) -> Result<(), String> {
     if let Some(d) = &cmd.device {
         overrides.push(format!("device={d}"));
     }
-    let cfg = TrainConfig::load(cmd.config.as_deref(), &overrides).map_err(|e| e.to_string())?;
+    let mut cfg =
+        TrainConfig::load(cmd.config.as_deref(), &overrides).map_err(|e| e.to_string())?;
+    // `hf://` sources become local paths in the Hub cache before the trainer opens them.
+    if let Some(p) = &cfg.source.path {
+        cfg.source.path = Some(
+            hub::resolve_quiet(p, hub::Need::Checkpoint, cmd.quiet)
+                .map_err(|e| format!("source.path: {e}"))?,
+        );
+    }
+    // Only the shards of `data.split` are downloaded (the trainer's own split rule).
+    let split = cfg.data.split.clone();
+    let in_split = |rel: &str| {
+        split
+            .as_deref()
+            .is_none_or(|s| train::dataset::in_split(std::path::Path::new(rel), s))
+    };
+    if let Some(p) = &cfg.data.path {
+        cfg.data.path = Some(
+            hub::resolve_dataset(p, cmd.quiet, &in_split).map_err(|e| format!("data.path: {e}"))?,
+        );
+    }
     let report = train(
         &cfg,
         &TrainOptions {

@@ -91,7 +91,8 @@ pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
 /// `dlm_server` / `dlm serve` flags.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServeArgs {
-    /// The GGUF model [default: the bundled demo model].
+    /// The GGUF model: a path, or `hf://org/repo[@revision][/FILE.gguf]` / `hf://org/repo:QUANT`
+    /// (fetched into the Hugging Face cache) [default: the bundled demo model].
     #[arg(short, long)]
     pub model: Option<PathBuf>,
     /// Address to listen on.

@@ -125,7 +125,7 @@ impl Runner {
         args: &ServeArgs,
         pool: Option<Arc<rayon::ThreadPool>>,
     ) -> Result<(Runner, Vec<String>), String> {
-        let path = args.model_path();
+        let path = hub::resolve(&args.model_path(), hub::Need::Gguf).map_err(|e| e.to_string())?;
         let (model, tok) = engine::load_model(&path).map_err(|e| e.to_string())?;
         let template = ChatTemplate::from_gguf(&model.file().metadata, &tok)
             .map_err(|e| format!("{}: chat template: {e}", path.display()))?;
