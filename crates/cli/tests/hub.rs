@@ -525,37 +525,6 @@ fn request(port: u16, line: &str, body: &str) -> String {
     out
 }
 
-/// Writes `docs` as a parquet file with one `text` column, two documents per row group.
-fn write_text_parquet(path: &Path, docs: &[&str]) {
-    use parquet::basic::Compression;
-    use parquet::data_type::{ByteArray, ByteArrayType};
-    use parquet::file::properties::WriterProperties;
-    use parquet::file::writer::SerializedFileWriter;
-    use std::sync::Arc;
-
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let schema = parquet::schema::parser::parse_message_type(
-        "message schema { required binary text (UTF8); }",
-    )
-    .unwrap();
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(Default::default()))
-        .build();
-    let file = std::fs::File::create(path).unwrap();
-    let mut writer = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props)).unwrap();
-    for group in docs.chunks(2) {
-        let mut rg = writer.next_row_group().unwrap();
-        let mut col = rg.next_column().unwrap().unwrap();
-        let values: Vec<ByteArray> = group.iter().map(|d| ByteArray::from(*d)).collect();
-        col.typed::<ByteArrayType>()
-            .write_batch(&values, None, None)
-            .unwrap();
-        col.close().unwrap();
-        rg.close().unwrap();
-    }
-    writer.close().unwrap();
-}
-
 #[test]
 fn train_from_a_hub_checkpoint_and_dataset_then_offline() {
     let tmp = tempfile::tempdir().unwrap();
@@ -575,9 +544,9 @@ fn train_from_a_hub_checkpoint_and_dataset_then_offline() {
         .filter(|d| !d.is_empty())
         .take(12)
         .collect();
-    write_text_parquet(&data.join("train-00000-of-00002.parquet"), &docs[..6]);
-    write_text_parquet(&data.join("train-00001-of-00002.parquet"), &docs[6..]);
-    write_text_parquet(&data.join("test-00000-of-00001.parquet"), &docs[..2]);
+    common::write_text_parquet(&data.join("train-00000-of-00002.parquet"), &docs[..6]);
+    common::write_text_parquet(&data.join("train-00001-of-00002.parquet"), &docs[6..]);
+    common::write_text_parquet(&data.join("test-00000-of-00001.parquet"), &docs[..2]);
     std::fs::write(root.join("datasets/org/chat/README.md"), "# chat\n").unwrap();
     let Some(hub) = Standin::start(&root, &[]) else {
         return;

@@ -89,37 +89,6 @@ fn train_then_validate_then_break_the_directory() {
     assert!(text(&o).contains("training.lr"), "{}", text(&o));
 }
 
-/// Writes `docs` as a parquet file with one `text` column, two documents per row group.
-fn write_text_parquet(path: &Path, docs: &[&str]) {
-    use parquet::basic::Compression;
-    use parquet::data_type::{ByteArray, ByteArrayType};
-    use parquet::file::properties::WriterProperties;
-    use parquet::file::writer::SerializedFileWriter;
-    use std::sync::Arc;
-
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let schema = parquet::schema::parser::parse_message_type(
-        "message schema { required binary text (UTF8); }",
-    )
-    .unwrap();
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(Default::default()))
-        .build();
-    let file = std::fs::File::create(path).unwrap();
-    let mut writer = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props)).unwrap();
-    for group in docs.chunks(2) {
-        let mut rg = writer.next_row_group().unwrap();
-        let mut col = rg.next_column().unwrap().unwrap();
-        let values: Vec<ByteArray> = group.iter().map(|d| ByteArray::from(*d)).collect();
-        col.typed::<ByteArrayType>()
-            .write_batch(&values, None, None)
-            .unwrap();
-        col.close().unwrap();
-        rg.close().unwrap();
-    }
-    writer.close().unwrap();
-}
-
 #[test]
 fn train_on_a_parquet_dataset_directory() {
     let tmp = tempfile::tempdir().unwrap();
@@ -132,9 +101,9 @@ fn train_on_a_parquet_dataset_directory() {
         .collect();
     let (a, b) = docs.split_at(docs.len() / 2);
     let ds = tmp.path().join("dataset");
-    write_text_parquet(&ds.join("data/train-00000-of-00002.parquet"), a);
-    write_text_parquet(&ds.join("data/train-00001-of-00002.parquet"), b);
-    write_text_parquet(&ds.join("data/test-00000-of-00001.parquet"), &docs[..1]);
+    common::write_text_parquet(&ds.join("data/train-00000-of-00002.parquet"), a);
+    common::write_text_parquet(&ds.join("data/train-00001-of-00002.parquet"), b);
+    common::write_text_parquet(&ds.join("data/test-00000-of-00001.parquet"), &docs[..1]);
     let out = tmp.path().join("out");
     let arg = |k: &str, p: &Path| format!("{k}={}", p.display());
     let run = |extra: &[&str]| {

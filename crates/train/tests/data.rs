@@ -2,7 +2,7 @@
 //! chat template, stories260K text documents, the mask token, packing with "+pad", the held-out
 //! split, and errors naming file and line.
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use tokenizer::ChatMessage;
 use train::config::{TextSplit, TrainConfig};
@@ -13,41 +13,13 @@ use train::data::{
 
 const I: i64 = IGNORE;
 
-fn shared_fixtures() -> PathBuf {
-    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
-    if beside.exists() {
-        beside
-    } else {
-        PathBuf::from("/work/shared/fixtures")
-    }
-}
-
-/// The Fast-dLLM v2 tokenizer (vocab.json + merges.txt; tokenizer.json rebuilt by the converter
-/// the way HF's Qwen2Converter does) with its tokenizer_config.json and chat_template.jinja.
+/// The Fast-dLLM v2 tokenizer with its chat template (see `common::fast_dllm_tokenizer`).
 fn qwen() -> DataTokenizer {
-    let dir = shared_fixtures().join("third-party/fast-dllm-v2-7b-tokenizer");
-    let config = convert::checkpoint::read_json_opt(&dir.join("config.json"))
-        .unwrap()
-        .unwrap();
-    let config = convert::checkpoint::JsonConfig::new("config.json", config).unwrap();
-    let vocab = convert::vocab::load(&dir, 152064, &config, false).unwrap();
-    let json = vocab
-        .metadata
-        .iter()
-        .find(|(k, _)| k == convert::vocab::KEY_HF_JSON)
-        .and_then(|(_, v)| v.as_str())
-        .unwrap()
-        .to_string();
-    let tok: tokenizers::Tokenizer = json.parse().unwrap();
-    let tok_config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap())
-            .unwrap();
-    let template = std::fs::read_to_string(dir.join("chat_template.jinja")).unwrap();
-    DataTokenizer::new(tok, &tok_config, Some(&template)).unwrap()
+    common::fast_dllm_tokenizer()
 }
 
 fn stories() -> DataTokenizer {
-    DataTokenizer::from_checkpoint(&shared_fixtures().join("stories260K")).unwrap()
+    DataTokenizer::from_checkpoint(&common::shared_fixtures().join("stories260K")).unwrap()
 }
 
 fn msg(role: &str, content: &str) -> ChatMessage {
@@ -133,7 +105,7 @@ fn turns_the_template_re_renders_in_context_are_left_unsupervised() {
         {% if m.role == 'assistant' and loop.last %}<think>\n\n</think>\n\n{% endif %}\
         {{ m.content }}<|im_end|>\n{% endfor %}\
         {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
-    let dir = shared_fixtures().join("stories260K");
+    let dir = common::shared_fixtures().join("stories260K");
     let tok: tokenizers::Tokenizer =
         tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
     let cfg = serde_json::json!({"eos_token": "</s>"});
@@ -170,7 +142,7 @@ fn stories_documents_are_bos_text_eos_with_bos_unsupervised() {
 
 #[test]
 fn the_stories_sample_splits_into_its_paragraphs() {
-    let path = shared_fixtures().join("stories260K/tinystories_sample.txt");
+    let path = common::shared_fixtures().join("stories260K/tinystories_sample.txt");
     let text = std::fs::read_to_string(&path).unwrap();
     // The sample has no story markers: blank lines separate paragraphs (1230 of them).
     let docs = split_text(&text, TextSplit::Auto);
@@ -205,7 +177,7 @@ fn the_stories_sample_splits_into_its_paragraphs() {
 
 #[test]
 fn the_mask_token_is_added_once_after_the_vocabulary() {
-    let dir = shared_fixtures().join("stories260K");
+    let dir = common::shared_fixtures().join("stories260K");
     let mut tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
     let m = add_mask_token(&mut tok).unwrap();
     assert_eq!((m.id, m.added), (512, true));
@@ -273,7 +245,7 @@ fn packing_pads_each_conversation_to_whole_blocks_and_counts_the_drops() {
 
     // Padded lengths are multiples of bd on the real sample.
     let loaded = load_examples(
-        &shared_fixtures().join("stories260K/tinystories_sample.txt"),
+        &common::shared_fixtures().join("stories260K/tinystories_sample.txt"),
         &stories(),
         &TrainConfig::preset("stories260k").unwrap().data,
     )

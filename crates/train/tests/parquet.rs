@@ -8,8 +8,10 @@
 //! The pyarrow cross-check is skipped with a note when python3 or pyarrow is missing, unless
 //! `DLM_REQUIRE_PYTHON=1` (CI sets it), which turns the skip into a failure.
 
+mod common;
+
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
@@ -22,41 +24,10 @@ use serde_json::{json, Value};
 use train::config::{ColumnsConfig, DataConfig, TrainConfig};
 use train::data::{load_examples, pack, DataTokenizer, Loaded};
 
-fn shared_fixtures() -> PathBuf {
-    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
-    if beside.exists() {
-        beside
-    } else {
-        PathBuf::from("/work/shared/fixtures")
-    }
-}
-
 /// The Fast-dLLM v2 (Qwen2.5) tokenizer with its chat template, as in tests/data.rs, built once.
 fn qwen() -> &'static DataTokenizer {
     static TOK: OnceLock<DataTokenizer> = OnceLock::new();
-    TOK.get_or_init(build_qwen)
-}
-
-fn build_qwen() -> DataTokenizer {
-    let dir = shared_fixtures().join("third-party/fast-dllm-v2-7b-tokenizer");
-    let config = convert::checkpoint::read_json_opt(&dir.join("config.json"))
-        .unwrap()
-        .unwrap();
-    let config = convert::checkpoint::JsonConfig::new("config.json", config).unwrap();
-    let vocab = convert::vocab::load(&dir, 152064, &config, false).unwrap();
-    let json = vocab
-        .metadata
-        .iter()
-        .find(|(k, _)| k == convert::vocab::KEY_HF_JSON)
-        .and_then(|(_, v)| v.as_str())
-        .unwrap()
-        .to_string();
-    let tok: tokenizers::Tokenizer = json.parse().unwrap();
-    let tok_config: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap())
-            .unwrap();
-    let template = std::fs::read_to_string(dir.join("chat_template.jinja")).unwrap();
-    DataTokenizer::new(tok, &tok_config, Some(&template)).unwrap()
+    TOK.get_or_init(common::fast_dllm_tokenizer)
 }
 
 fn data_config() -> DataConfig {
