@@ -123,15 +123,21 @@ fn untied_q6_k_head_and_embedding_stay_within_the_quantization_bound() {
         },
     ] {
         let worst = compare(TinyFamily::Llama, OutType::F32, q6_k, F32_TABLES);
-        let bound = if q6_k.token_embd == Some(GgmlType::Q6_K) {
-            0.1
-        } else {
-            3e-2
-        };
+        let bound = error_bound(q6_k);
         assert!(
             worst < bound,
             "Llama {q6_k:?}: relative logit error {worst}"
         );
+    }
+}
+
+/// The relative logit error allowed: 3 % for a Q6_K head alone (from the weights' ~1.7 %
+/// quantization error), 10 % once a Q6_K embedding's error passes through the untrained layers.
+fn error_bound(tables: HeadTypes) -> f32 {
+    if tables.token_embd == Some(GgmlType::Q6_K) {
+        0.1
+    } else {
+        3e-2
     }
 }
 
@@ -154,11 +160,7 @@ fn tied_q6_k_tables_stay_within_the_quantization_bound() {
         },
     ] {
         let worst = compare(TinyFamily::BitNet, OutType::I2_S, q6_k, f32_tied);
-        let bound = if q6_k.token_embd == Some(GgmlType::Q6_K) {
-            0.1
-        } else {
-            3e-2
-        };
+        let bound = error_bound(q6_k);
         assert!(
             worst < bound,
             "BitNet {q6_k:?}: relative logit error {worst}"
