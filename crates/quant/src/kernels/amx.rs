@@ -14,14 +14,16 @@
 //! * **B tiles (activations)**, packed once per call: for token tile `j` (16 tokens, the last
 //!   one zero-padded) and K step `s` (64 columns), 16 rows `kk` of 16 tokens × 4 bytes:
 //!   `B[j][s][kk][n][e] = q[16j + n][64s + 4kk + e]` (the "VNNI layout").
-//! * **A tiles (weights)**: a row group of 32 weight rows (two A tiles of 16 rows) is unpacked one
-//!   column segment (up to 1024 columns) at a time into a 32 × segment int8 scratch in L1; the
-//!   A tile of rows `16m..16m + 16` at K step `s` is that scratch at column `64s`, loaded with
-//!   the segment's width as stride.
+//! * **A tiles (weights)**, unpacked per row group of 32 weight rows (two A tiles of 16 rows).
+//!   I2_S: one 128-column unit at a time into a 4 KiB row-major buffer (row `i` at `128·i`), whose
+//!   A tiles are loaded at stride 128; the first pair of token tiles runs on unit `u − 1` while
+//!   unit `u` is unpacked (see [`gemm_rows_i2s`]). TQ1_0/TQ2_0: one column segment (up to 512
+//!   columns) at a time into contiguous tiles in L1.
 //! * **C tiles**: for each pair of token tiles, four accumulators (2 row tiles × 2 token tiles:
-//!   the 2×2 blocking that keeps `TDPBUSD` busy). I2_S accumulates a whole row and saves the
-//!   accumulators between segments; TQ1_0/TQ2_0 store them after each 256-block (4 K steps) and
-//!   fold them into f32 running sums with the block's scales.
+//!   the 2×2 blocking that keeps `TDPBUSD` busy). I2_S keeps them in tiles for the whole row and
+//!   hands them to the epilogue (AVX-512 on the hardware path: `x86::tile_epilogue`);
+//!   TQ1_0/TQ2_0 store them after each 256-block (4 K steps) and fold them into f32 running sums
+//!   with the block's scales.
 //!
 //! The tile operations go through [`Tiles`], so the same code runs on the real instructions
 //! ([`super::tiles::AmxTiles`]) and on the plain-Rust emulation
@@ -253,10 +255,9 @@ type UnpackFn<'a> = dyn Fn(&QMatrix, usize, usize, Range<usize>, &mut [u8]) + 'a
 /// One thread's working memory, kept between calls (no allocation per call once warm).
 #[derive(Default)]
 struct Scratch {
-    /// The segment buffer of unpacked codes (see `unpack_segment`), plus room to align it
-    /// to 64 bytes.
+    /// The unpacked codes (I2_S units or a TQ segment), plus room to align them to 64 bytes.
     a: Vec<u8>,
-    /// I2_S accumulators: 4 tiles per pair of token tiles.
+    /// I2_S accumulators of one pair of token tiles (4 tiles).
     c: Vec<[i32; 256]>,
     /// TQ running sums, `[row in group][token]`.
     sumf: Vec<f32>,
@@ -299,16 +300,31 @@ pub(crate) fn matmul_tiles(
                 let unpack = |w: &QMatrix, r0, live, cols, a: &mut [u8]| {
                     unpack_segment(format, w, r0, live, cols, a)
                 };
-                gemm_rows(
-                    &mut tiles,
-                    format,
-                    w,
-                    &packed,
-                    rows,
-                    out,
-                    &mut scratch,
-                    &unpack,
-                );
+                if format == Ternary::I2S {
+                    let epilogue = |c: &[[i32; 256]], t0, r0, live| {
+                        write_i2s_pair(&packed, w, c, t0, r0, live, out)
+                    };
+                    gemm_rows_i2s(
+                        &mut tiles,
+                        w,
+                        &packed,
+                        rows,
+                        &mut scratch,
+                        &unpack_i2s_unit,
+                        &epilogue,
+                    );
+                } else {
+                    gemm_rows(
+                        &mut tiles,
+                        format,
+                        w,
+                        &packed,
+                        rows,
+                        out,
+                        &mut scratch,
+                        &unpack,
+                    );
+                }
             }
             #[cfg(target_arch = "x86_64")]
             TileBackend::Hardware => {
@@ -354,7 +370,172 @@ unsafe fn gemm_rows_amx(
         // SAFETY: AMX availability (the caller's contract) implies AVX-512 F/BW/VL and AVX2.
         unsafe { super::x86::tile_unpack::unpack_segment(f, w, r0, live, cols, a) }
     };
-    gemm_rows(&mut tiles, format, w, packed, rows, out, scratch, &unpack);
+    if format == Ternary::I2S {
+        let Acts::I8(ia) = packed.acts else {
+            unreachable!("I2_S kernels take int8 activations")
+        };
+        let w_scale = w.i2s_scale();
+        let epilogue = |c: &[[i32; 256]], t0: usize, r0: usize, live: usize| {
+            // SAFETY: AVX-512 F (the caller's contract); the task owns rows r0..r0 + live.
+            unsafe {
+                super::x86::tile_epilogue::write_i2s_pair(
+                    c,
+                    t0,
+                    packed.n_tokens,
+                    r0,
+                    live,
+                    &ia.sum,
+                    &ia.scale,
+                    w_scale,
+                    out,
+                )
+            }
+        };
+        let unpack = |w: &QMatrix, r0, live, u, dst: &mut [u8; UNIT_BYTES]| {
+            // SAFETY: AMX availability (the caller's contract) implies AVX-512 F/BW/VL and AVX2.
+            unsafe { super::x86::tile_unpack::unpack_i2s_unit(w, r0, live, u, dst) }
+        };
+        gemm_rows_i2s(&mut tiles, w, packed, rows, scratch, &unpack, &epilogue);
+    } else {
+        gemm_rows(&mut tiles, format, w, packed, rows, out, scratch, &unpack);
+    }
+}
+
+/// The I2_S epilogue of one pair of token tiles: `(c, t0, r0, live)` with the four
+/// accumulators as [`store_c`] saved them, the pair's first token, the row group's first row and
+/// its live rows.
+type PairEpilogueFn<'a> = dyn Fn(&[[i32; 256]], usize, usize, usize) + 'a;
+
+/// I2_S units (128 columns, 4 A tiles) of the ring a single pair of token tiles unpacks into.
+const RING_UNITS: usize = 4;
+
+/// Columns of an I2_S unit (one interleave block).
+const I2S_UNIT: usize = 128;
+
+/// Bytes of one unpacked I2_S unit: 32 rows × 128 codes (4 A tiles, see `unpack_i2s_unit`).
+const UNIT_BYTES: usize = GROUP_ROWS * I2S_UNIT;
+
+/// Unpacks I2_S unit `u` of rows `r0..r0 + live` (`unpack_i2s_unit`'s contract).
+type UnitUnpackFn<'a> = dyn Fn(&QMatrix, usize, usize, usize, &mut [u8; UNIT_BYTES]) + 'a;
+
+/// The I2_S rows `rows` (whole row groups, except at the matrix's end) for every token.
+///
+/// Per row group of 32 weight rows, the first pair of token tiles runs *with* the unpacking:
+/// unit `u` (128 columns: 4 A tiles, 4 KiB) is unpacked, then the products of unit `u − 1` are
+/// issued, so the tile unit works on one while the vector units unpack the next. With one pair
+/// (up to 32 tokens: diffusion blocks) the units go round a 16 KiB ring that stays in L1; with
+/// more (prefill) the whole row group's units are kept (`cols / 32` KiB, in L2) and the other
+/// pairs run over them afterwards. Each pair keeps its four accumulators in tiles for the whole
+/// row and hands them to `epilogue`. The next row group's bytes are prefetched a slice per unit.
+#[inline(always)]
+fn gemm_rows_i2s<T: Tiles>(
+    tiles: &mut T,
+    w: &QMatrix,
+    packed: &TileActs,
+    rows: Range<usize>,
+    scratch: &mut Scratch,
+    unpack: &UnitUnpackFn,
+    epilogue: &PairEpilogueFn,
+) {
+    let n_pairs = packed.n_token_tiles().div_ceil(2);
+    let units = w.cols / I2S_UNIT;
+    let slots = if n_pairs == 1 {
+        RING_UNITS.min(units)
+    } else {
+        units
+    };
+    scratch.a.resize(slots * UNIT_BYTES + 64, 0);
+    scratch.c.resize(4, [0; 256]);
+    let a_start = scratch.a.as_ptr().align_offset(64).min(63);
+    let group_bytes = GROUP_ROWS * w.row_bytes();
+    let prefetch_per_unit = group_bytes.div_ceil(units).next_multiple_of(64);
+
+    for r0 in rows.clone().step_by(GROUP_ROWS) {
+        let live = (rows.end - r0).min(GROUP_ROWS);
+        let next = (r0 + GROUP_ROWS).min(rows.end) * w.row_bytes()
+            ..(r0 + 2 * GROUP_ROWS).min(rows.end) * w.row_bytes();
+        let slot = |u: usize| a_start + (u % slots) * UNIT_BYTES;
+        zero_c(tiles);
+        for u in 0..=units {
+            if u < units {
+                let at = next.start + u * prefetch_per_unit;
+                prefetch_bytes(w.data, at..(at + prefetch_per_unit).min(next.end));
+                let at = slot(u);
+                let buf: &mut [u8; UNIT_BYTES] =
+                    (&mut scratch.a[at..at + UNIT_BYTES]).try_into().unwrap();
+                unpack(w, r0, live, u, buf);
+            }
+            if u > 0 {
+                let at = slot(u - 1);
+                let a = &scratch.a[at..at + UNIT_BYTES];
+                run_steps_at(tiles, packed, 0, 2 * (u - 1), 0..2, I2S_UNIT, |s, m| {
+                    &a[UNIT_BYTES / 2 * m + KSTEP * s..]
+                });
+            }
+        }
+        store_c(tiles, &mut scratch.c);
+        epilogue(&scratch.c, 0, r0, live);
+        for p in 1..n_pairs {
+            zero_c(tiles);
+            for u in 0..units {
+                let at = slot(u);
+                let a = &scratch.a[at..at + UNIT_BYTES];
+                run_steps_at(tiles, packed, p, 2 * u, 0..2, I2S_UNIT, |s, m| {
+                    &a[UNIT_BYTES / 2 * m + KSTEP * s..]
+                });
+            }
+            store_c(tiles, &mut scratch.c);
+            epilogue(&scratch.c, 2 * p * TILE_TOKENS, r0, live);
+        }
+    }
+}
+
+/// Asks for `range` of `data` to be brought into L2 (one prefetch per cache line).
+#[inline(always)]
+fn prefetch_bytes(data: &[u8], range: Range<usize>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        for off in range.step_by(64) {
+            // SAFETY: a prefetch never faults; `wrapping_add` does not claim the address is in
+            // bounds.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                    data.as_ptr().wrapping_add(off).cast(),
+                )
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, range);
+}
+
+/// The portable I2_S epilogue of one pair of token tiles (the [`PairEpilogueFn`] contract),
+/// element by element through [`i2s_epilogue`].
+fn write_i2s_pair(
+    packed: &TileActs,
+    w: &QMatrix,
+    c: &[[i32; 256]],
+    t0: usize,
+    r0: usize,
+    live: usize,
+    out: &Out,
+) {
+    let Acts::I8(ia) = packed.acts else {
+        unreachable!("I2_S kernels take int8 activations")
+    };
+    let w_scale = w.i2s_scale();
+    for (ci, c) in c.iter().enumerate().take(4) {
+        let (m, nt) = (ci / 2, ci % 2);
+        let tt = t0 + TILE_TOKENS * nt;
+        for n in 0..TILE_TOKENS.min(packed.n_tokens.saturating_sub(tt)) {
+            let t = tt + n;
+            for i in 0..16.min(live.saturating_sub(16 * m)) {
+                let y = i2s_epilogue(c[16 * i + n], ia.sum[t], ia.scale[t], w_scale);
+                // SAFETY: the task owns rows r0..r0 + live.
+                unsafe { out.set(t, r0 + 16 * m + i, y) };
+            }
+        }
+    }
 }
 
 /// The rows `rows` (whole row groups, except at the matrix's end) for every token.
@@ -382,7 +563,6 @@ fn gemm_rows<T: Tiles>(
     let n_tokens = packed.n_tokens;
     let buf_len = 2 * (SEG_COLS / KSTEP) * TILE_BYTES;
     scratch.a.resize(buf_len + 64, 0);
-    scratch.c.resize(4 * n_pairs, [0; 256]);
     scratch.sumf.resize(GROUP_ROWS * n_tokens, 0.0);
     let a_start = scratch.a.as_ptr().align_offset(64).min(63);
 
@@ -408,34 +588,14 @@ fn gemm_rows<T: Tiles>(
                 &mut scratch.a[at..at + buf_len],
             );
             let a = &scratch.a[at..at + buf_len];
-            let (first, last) = (seg == 0, seg + cols == w.cols);
             for p in 0..n_pairs {
-                match format {
-                    Ternary::I2S => {
-                        let c = &mut scratch.c[4 * p..4 * p + 4];
-                        if first {
-                            zero_c(tiles);
-                        } else if n_pairs > 1 {
-                            load_c(tiles, c);
-                        }
-                        run_steps(tiles, a, packed, p, seg / KSTEP, 0..cols / KSTEP);
-                        if n_pairs > 1 || last {
-                            store_c(tiles, c);
-                        }
-                    }
-                    _ => {
-                        for blk in 0..cols / 256 {
-                            let a = &a[8 * blk * TILE_BYTES..];
-                            group.block(tiles, a, p, seg / 256 + blk, &mut scratch.sumf);
-                        }
-                    }
+                for blk in 0..cols / 256 {
+                    let a = &a[8 * blk * TILE_BYTES..];
+                    group.block(tiles, a, p, seg / 256 + blk, &mut scratch.sumf);
                 }
             }
         }
-        match format {
-            Ternary::I2S => group.write_i2s(&scratch.c, &mut scratch.sumf, out),
-            _ => group.write_sums(&scratch.sumf, out),
-        }
+        group.write_sums(&scratch.sumf, out);
     }
 }
 
@@ -519,13 +679,23 @@ fn unpack_segment(
     }
 }
 
-/// Reloads the four accumulators.
-#[inline(always)]
-fn load_c<T: Tiles>(tiles: &mut T, c: &[[i32; 256]]) {
-    tiles.load_i32::<0>(&c[0]);
-    tiles.load_i32::<1>(&c[1]);
-    tiles.load_i32::<2>(&c[2]);
-    tiles.load_i32::<3>(&c[3]);
+/// Unpacks I2_S unit `u` (columns `128u..128u + 128`) of rows `r0..r0 + live` row-major into
+/// `dst`: weight row `i` at `dst[128·i..]`, in element order; rows `live..32` become zero codes.
+/// The A tile of rows `16m..16m + 16` at the unit's K step `j` is `dst[2048·m + 64·j..]` at
+/// stride 128.
+fn unpack_i2s_unit(w: &QMatrix, r0: usize, live: usize, u: usize, dst: &mut [u8; UNIT_BYTES]) {
+    for (i, d) in dst.chunks_exact_mut(I2S_UNIT).enumerate() {
+        let (d0, d1) = d.split_at_mut(64);
+        if i < live {
+            let src = &w.row(r0 + i)[32 * u..32 * u + 32];
+            unpack_i2s(
+                src.try_into().unwrap(),
+                [d0.try_into().unwrap(), d1.try_into().unwrap()],
+            );
+        } else {
+            d.fill(0);
+        }
+    }
 }
 
 /// Zeroes the four accumulators.
@@ -559,17 +729,33 @@ fn run_steps<T: Tiles>(
     s0: usize,
     steps: Range<usize>,
 ) {
-    let at = |s: usize, m: usize| &a[(2 * s + m) * TILE_BYTES..(2 * s + m + 1) * TILE_BYTES];
+    run_steps_at(tiles, packed, p, s0, steps, 64, |s, m| {
+        &a[(2 * s + m) * TILE_BYTES..(2 * s + m + 1) * TILE_BYTES]
+    })
+}
+
+/// [`run_steps`] with the A tile of K step `s`, rows `16m..16m + 16` at `at(s, m)`, rows
+/// `a_stride` bytes apart.
+#[inline(always)]
+fn run_steps_at<'b, T: Tiles>(
+    tiles: &mut T,
+    packed: &TileActs,
+    p: usize,
+    s0: usize,
+    steps: Range<usize>,
+    a_stride: usize,
+    at: impl Fn(usize, usize) -> &'b [u8],
+) {
     if 2 * p + 1 < packed.n_token_tiles() {
         // Each operand tile is reloaded as soon as its last reader has been issued, so the
         // next loads overlap the remaining products (tiles are not renamed).
         for s in steps {
-            tiles.load::<4>(at(s, 0), 64);
+            tiles.load::<4>(at(s, 0), a_stride);
             tiles.load_streamed::<6>(packed.tile(2 * p, s0 + s), 64);
             tiles.dpbusd::<0, 4, 6>();
             tiles.load_streamed::<7>(packed.tile(2 * p + 1, s0 + s), 64);
             tiles.dpbusd::<1, 4, 7>();
-            tiles.load::<5>(at(s, 1), 64);
+            tiles.load::<5>(at(s, 1), a_stride);
             tiles.dpbusd::<2, 5, 6>();
             tiles.dpbusd::<3, 5, 7>();
         }
@@ -579,15 +765,15 @@ fn run_steps<T: Tiles>(
         // products.
         let mut steps = steps;
         while let Some(s) = steps.next() {
-            tiles.load::<4>(at(s, 0), 64);
+            tiles.load::<4>(at(s, 0), a_stride);
             tiles.load_streamed::<6>(packed.tile(2 * p, s0 + s), 64);
-            tiles.load::<5>(at(s, 1), 64);
+            tiles.load::<5>(at(s, 1), a_stride);
             tiles.dpbusd::<0, 4, 6>();
             tiles.dpbusd::<2, 5, 6>();
             if let Some(s) = steps.next() {
-                tiles.load::<7>(at(s, 0), 64);
+                tiles.load::<7>(at(s, 0), a_stride);
                 tiles.load_streamed::<3>(packed.tile(2 * p, s0 + s), 64);
-                tiles.load::<1>(at(s, 1), 64);
+                tiles.load::<1>(at(s, 1), a_stride);
                 tiles.dpbusd::<0, 7, 3>();
                 tiles.dpbusd::<2, 1, 3>();
             }
@@ -641,31 +827,6 @@ impl Group<'_, '_> {
                 }
             }
         }
-    }
-
-    /// I2_S: the saved accumulators through `i2s_epilogue`, 16 tokens at a time, into `y`
-    /// (`[row in group][token]`), then out.
-    #[inline(always)]
-    fn write_i2s(&self, c: &[[i32; 256]], y: &mut [f32], out: &Out) {
-        let Acts::I8(ia) = self.packed.acts else {
-            unreachable!("I2_S kernels take int8 activations")
-        };
-        let n_tokens = self.packed.n_tokens;
-        let w_scale = self.w.i2s_scale();
-        for i in 0..self.live {
-            let (m, ii) = (i / 16, i % 16);
-            for t0 in (0..n_tokens).step_by(TILE_TOKENS) {
-                let nt_live = (n_tokens - t0).min(TILE_TOKENS);
-                let (p, nt) = (t0 / 32, (t0 / 16) % 2);
-                let ci = &c[4 * p + 2 * m + nt][16 * ii..16 * ii + nt_live];
-                let (sums, scales) = (&ia.sum[t0..t0 + nt_live], &ia.scale[t0..t0 + nt_live]);
-                let yi = &mut y[i * n_tokens + t0..i * n_tokens + t0 + nt_live];
-                for n in 0..nt_live {
-                    yi[n] = i2s_epilogue(ci[n], sums[n], scales[n], w_scale);
-                }
-            }
-        }
-        self.write_sums(y, out);
     }
 
     /// The group's results `y` (`[row in group][token]`) into `out` (`[token][row]`), one
@@ -745,6 +906,39 @@ mod tests {
                     // SAFETY: AVX-512 F/BW/VL (and so AVX2) checked above.
                     unsafe { tu::unpack_segment(code, &w, r0, live, seg.clone(), &mut got) };
                     assert_eq!(got, want, "{format:?} rows {r0}+{live} cols {seg:?}");
+                }
+            }
+        }
+    }
+
+    /// The AVX-512 I2_S unit unpacking writes exactly what the portable one writes.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn simd_unit_unpacking_equals_the_portable_unpacking() {
+        if !(std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("avx512vl"))
+        {
+            eprintln!("no AVX-512 here: SIMD unit unpacking not exercised");
+            return;
+        }
+        let (rows, cols) = (70, 640);
+        let data: Vec<u8> = (0..rows * cols / 4 + 32)
+            .map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(5) as u8)
+            .collect();
+        let w = QMatrix::new(GgmlType::I2_S, &data, rows, cols).unwrap();
+        for (r0, live) in [(0, 32), (32, 32), (64, 6)] {
+            for u in 0..cols / 128 {
+                let (mut want, mut got) = ([7u8; UNIT_BYTES], [9u8; UNIT_BYTES]);
+                unpack_i2s_unit(&w, r0, live, u, &mut want);
+                // SAFETY: AVX-512 F/BW/VL (and so AVX2) checked above.
+                unsafe {
+                    crate::kernels::x86::tile_unpack::unpack_i2s_unit(&w, r0, live, u, &mut got)
+                };
+                assert_eq!(got, want, "rows {r0}+{live} unit {u}");
+                // Row i of the unit is elements 128u.. of weight row r0 + i, in order.
+                let i = live - 1;
+                let src = &w.row(r0 + i)[32 * u..32 * u + 32];
+                for e in 0..128 {
+                    assert_eq!(want[128 * i + e], (src[e % 32] >> (6 - 2 * (e / 32))) & 3);
                 }
             }
         }

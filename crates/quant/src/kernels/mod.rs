@@ -506,6 +506,23 @@ impl<'a> Out<'a> {
         unsafe { self.ptr.add(t * self.rows + r).write(v) }
     }
 
+    /// A pointer to `out[t·rows + r0]`, the first of `len` consecutive rows of token `t`.
+    ///
+    /// # Panics
+    /// If the `len` elements are out of range.
+    ///
+    /// # Safety
+    /// Writes through the pointer follow [`Out::set`]'s contract, for every element written.
+    #[allow(dead_code)] // unused on targets without tile kernels
+    #[inline(always)]
+    pub(crate) unsafe fn row_ptr(&self, t: usize, r0: usize, len: usize) -> *mut f32 {
+        assert!(
+            t < self.n_tokens && r0 + len <= self.rows,
+            "output index out of range"
+        );
+        self.ptr.wrapping_add(t * self.rows + r0)
+    }
+
     /// Writes `out[t·rows + r0 + i] = vals[i]`: consecutive rows of one token.
     ///
     /// # Safety

@@ -93,6 +93,7 @@ pub(crate) trait Tiles {
     /// The i32 tile `T` into `dst` (`TILESTORED`, stride 64).
     fn store_i32<const T: u8>(&mut self, dst: &mut [i32; TILE_BYTES / 4]);
     /// Tile `T` = the i32 tile in `src` (`TILELOADD` of an accumulator saved by `store_i32`).
+    #[allow(dead_code)] // the kernels keep their accumulators in tiles; the tests preload them
     fn load_i32<const T: u8>(&mut self, src: &[i32; TILE_BYTES / 4]);
     /// `C += A·B`, unsigned A bytes by signed B bytes into i32 (`TDPBUSD`).
     fn dpbusd<const C: u8, const A: u8, const B: u8>(&mut self);

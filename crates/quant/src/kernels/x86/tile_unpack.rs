@@ -108,3 +108,44 @@ pub(in crate::kernels) unsafe fn unpack_segment(
         }
     }
 }
+
+/// Unpacks I2_S unit `u` (columns `128u..128u + 128`) of rows `r0..r0 + live` of `w` row-major
+/// into `dst`: weight row `i` (of 32) at `dst[128·i..128·i + 128]`, in element order; rows
+/// `live..32` become zero codes. The A tile of rows `16m..16m + 16` at the unit's K step `j`
+/// is then `dst[2048·m + 64·j..]` at stride 128.
+///
+/// # Panics
+/// If the rows or the unit are outside `w`.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW and AVX2.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+pub(in crate::kernels) unsafe fn unpack_i2s_unit(
+    w: &QMatrix,
+    r0: usize,
+    live: usize,
+    u: usize,
+    dst: &mut [u8; 4096],
+) {
+    let row_bytes = w.cols / 4;
+    assert!(live <= 32 && (u + 1) * 32 <= row_bytes && (r0 + live) * row_bytes <= w.data.len());
+    let (sh01, sh23) = (shifts(6, 4), shifts(2, 0));
+    let src = w.data.as_ptr().wrapping_add(r0 * row_bytes + 32 * u);
+    let out = dst.as_mut_ptr();
+    for i in 0..live {
+        // SAFETY: row r0 + i < r0 + live and its bytes 32u..32u + 32 are inside `w.data`
+        // (asserted); the 128 bytes at 128i are inside `dst` (i < 32).
+        unsafe {
+            let x = _mm512_broadcast_i64x4(load(src.add(i * row_bytes)));
+            _mm512_storeu_si512(out.add(128 * i).cast(), fields(x, sh01));
+            _mm512_storeu_si512(out.add(128 * i + 64).cast(), fields(x, sh23));
+        }
+    }
+    for i in live..32 {
+        // SAFETY: as above.
+        unsafe {
+            _mm512_storeu_si512(out.add(128 * i).cast(), _mm512_setzero_si512());
+            _mm512_storeu_si512(out.add(128 * i + 64).cast(), _mm512_setzero_si512());
+        }
+    }
+}

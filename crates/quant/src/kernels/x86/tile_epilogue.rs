@@ -1,0 +1,138 @@
+//! AVX-512 epilogue of the I2_S tile kernel: the i32 accumulator tiles of one pair of token
+//! tiles, turned into floats by `i2s_epilogue` and written to the output, 16 rows of a token per
+//! store. The vector form of `amx::write_i2s_pair` (same results bit for bit: an integer
+//! subtraction, a round-to-nearest conversion, an IEEE division and product, elementwise).
+//!
+//! An accumulator tile is `[weight row i][token n]`, the output `[token][row]`, so each tile is
+//! transposed in registers first (16 × 16 dwords: 64 shuffles, against the scalar transposition
+//! through memory it replaces).
+
+use std::arch::x86_64::*;
+
+use crate::kernels::Out;
+
+/// The 16 × 16 dword matrix `rows` (row `i` = lanes `0..16`) transposed in place.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(in crate::kernels) fn transpose16(rows: &mut [__m512i; 16]) {
+    // 1. Within 128-bit lanes, interleave row pairs: t[2k] = (r[2k][0], r[2k+1][0], r[2k][1],
+    //    r[2k+1][1]) per lane, t[2k+1] the same with elements 2 and 3.
+    let mut t = [_mm512_setzero_si512(); 16];
+    for k in 0..8 {
+        t[2 * k] = _mm512_unpacklo_epi32(rows[2 * k], rows[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_epi32(rows[2 * k], rows[2 * k + 1]);
+    }
+    // 2. u[4g + c], lane L = rows 4g..4g + 4 at column 4L + c.
+    let mut u = [_mm512_setzero_si512(); 16];
+    for g in 0..4 {
+        let b = 4 * g;
+        u[b] = _mm512_unpacklo_epi64(t[b], t[b + 2]);
+        u[b + 1] = _mm512_unpackhi_epi64(t[b], t[b + 2]);
+        u[b + 2] = _mm512_unpacklo_epi64(t[b + 1], t[b + 3]);
+        u[b + 3] = _mm512_unpackhi_epi64(t[b + 1], t[b + 3]);
+    }
+    // 3. For each c, a 4 × 4 transposition of 128-bit lanes: column 4L + c = lane L of
+    //    u[c], u[4 + c], u[8 + c], u[12 + c].
+    for c in 0..4 {
+        let (a0, a1, a2, a3) = (u[c], u[4 + c], u[8 + c], u[12 + c]);
+        let v0 = _mm512_shuffle_i32x4::<0x44>(a0, a1); // a0.l0 a0.l1 a1.l0 a1.l1
+        let v1 = _mm512_shuffle_i32x4::<0xEE>(a0, a1); // a0.l2 a0.l3 a1.l2 a1.l3
+        let v2 = _mm512_shuffle_i32x4::<0x44>(a2, a3);
+        let v3 = _mm512_shuffle_i32x4::<0xEE>(a2, a3);
+        rows[c] = _mm512_shuffle_i32x4::<0x88>(v0, v2);
+        rows[4 + c] = _mm512_shuffle_i32x4::<0xDD>(v0, v2);
+        rows[8 + c] = _mm512_shuffle_i32x4::<0x88>(v1, v3);
+        rows[12 + c] = _mm512_shuffle_i32x4::<0xDD>(v1, v3);
+    }
+}
+
+/// Writes the I2_S results of one pair of token tiles: accumulator `c[2m + nt]` holds weight
+/// rows `r0 + 16m..` × tokens `t0 + 16nt..` (`t0` = the pair's first token); rows past `live`
+/// and tokens past `n_tokens` are not written. `sum`, `scale`: the activations' per-token `Σq`
+/// and scale (all tokens of the call).
+///
+/// # Safety
+/// The CPU must have AVX-512 F; no other thread may write the output rows `r0..r0 + live`.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(in crate::kernels) unsafe fn write_i2s_pair(
+    c: &[[i32; 256]],
+    t0: usize,
+    n_tokens: usize,
+    r0: usize,
+    live: usize,
+    sum: &[i32],
+    scale: &[f32],
+    w_scale: f32,
+    out: &Out,
+) {
+    assert!(c.len() >= 4 && sum.len() >= n_tokens && scale.len() >= n_tokens);
+    let ws = _mm512_set1_ps(w_scale);
+    for m in 0..2 {
+        let rows_live = live.saturating_sub(16 * m).min(16);
+        if rows_live == 0 {
+            continue;
+        }
+        let mask: __mmask16 = if rows_live == 16 {
+            0xffff
+        } else {
+            (1u16 << rows_live) - 1
+        };
+        for nt in 0..2 {
+            let tt = t0 + 16 * nt;
+            if tt >= n_tokens {
+                continue;
+            }
+            let tile = &c[2 * m + nt];
+            let mut v = [_mm512_setzero_si512(); 16];
+            for (i, v) in v.iter_mut().enumerate() {
+                // SAFETY: row i of a 256-dword tile is dwords 16i..16i + 16.
+                *v = unsafe { _mm512_loadu_si512(tile.as_ptr().add(16 * i).cast()) };
+            }
+            transpose16(&mut v);
+            for (n, v) in v.iter().enumerate().take((n_tokens - tt).min(16)) {
+                let t = tt + n;
+                let s = _mm512_sub_epi32(*v, _mm512_set1_epi32(sum[t]));
+                let y = _mm512_div_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(scale[t]));
+                let y = _mm512_mul_ps(y, ws);
+                // SAFETY: token t < n_tokens, rows r0 + 16m + (0..rows_live) are this task's
+                // (the caller's contract); `row_ptr` checks the bounds.
+                unsafe {
+                    let dst = out.row_ptr(t, r0 + 16 * m, rows_live);
+                    _mm512_mask_storeu_ps(dst, mask, y);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose16_transposes() {
+        if !std::is_x86_feature_detected!("avx512f") {
+            eprintln!("no AVX-512 here: transpose not exercised");
+            return;
+        }
+        let m: Vec<i32> = (0..256).map(|i| i * 7 - 300).collect();
+        let mut rows = [[0i32; 16]; 16];
+        // SAFETY: AVX-512 F checked above; each row is 16 dwords.
+        unsafe {
+            let mut v = [_mm512_setzero_si512(); 16];
+            for i in 0..16 {
+                v[i] = _mm512_loadu_si512(m.as_ptr().add(16 * i).cast());
+            }
+            transpose16(&mut v);
+            for i in 0..16 {
+                _mm512_storeu_si512(rows[i].as_mut_ptr().cast(), v[i]);
+            }
+        }
+        for i in 0..16 {
+            for j in 0..16 {
+                assert_eq!(rows[i][j], m[16 * j + i], "({i}, {j})");
+            }
+        }
+    }
+}
