@@ -240,11 +240,37 @@ pub(crate) struct Codes {
     len: usize,
 }
 
+/// Buffers of dropped [`Codes`], kept per thread for the next call: a forward pass quantizes
+/// the activations of every matmul, and fresh allocations of this size (tens to hundreds of
+/// KiB for a block) cost page faults and zeroing by the kernel on every call.
+const CODES_POOL_MAX: usize = 4;
+
+thread_local! {
+    static CODES_POOL: std::cell::RefCell<Vec<Vec<i8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Codes {
     pub(crate) fn zeroed(len: usize) -> Codes {
-        let buf = vec![0i8; len + 63];
+        let mut buf = CODES_POOL
+            .with(|p| p.borrow_mut().pop())
+            .unwrap_or_default();
+        buf.clear();
+        buf.resize(len + 63, 0);
         let start = buf.as_ptr().align_offset(64).min(63);
         Codes { buf, start, len }
+    }
+}
+
+impl Drop for Codes {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        // `try_with`: during thread teardown the pool may be gone; the buffer is then freed.
+        let _ = CODES_POOL.try_with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < CODES_POOL_MAX {
+                p.push(buf);
+            }
+        });
     }
 }
 

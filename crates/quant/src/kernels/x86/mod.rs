@@ -210,6 +210,43 @@ pub(super) fn row_groups<'w, const R: usize>(
     })
 }
 
+/// The row groups a kernel walks: for decode (one token, memory-bound) `R` streams per thread
+/// ([`stream_groups`]), otherwise consecutive rows ([`row_groups`]); each with its rows' indices.
+#[allow(clippy::type_complexity)]
+fn kernel_groups<'w, const R: usize, const T: usize>(
+    w: &QMatrix<'w>,
+    rows: Range<usize>,
+) -> Vec<([usize; R], usize, [&'w [u8]; R])> {
+    if T == 1 {
+        stream_groups::<R>(w, rows)
+    } else {
+        row_groups::<R>(w, rows)
+            .map(|(r, n, wr)| (std::array::from_fn(|i| r + i), n, wr))
+            .collect()
+    }
+}
+
+/// Groups of `R` rows taken from `R` far-apart runs of `rows` (row `k` of each quarter, for
+/// `R = 4`): a group's rows are then `R` sequential streams, which keeps more cache misses in
+/// flight than one stream of consecutive rows. The rows past `R·⌊len/R⌋` come last, consecutively.
+#[allow(clippy::type_complexity)]
+pub(super) fn stream_groups<'w, const R: usize>(
+    w: &QMatrix<'w>,
+    rows: Range<usize>,
+) -> Vec<([usize; R], usize, [&'w [u8]; R])> {
+    let q = rows.len() / R;
+    let mut groups: Vec<_> = (0..q)
+        .map(|k| {
+            let idx: [usize; R] = std::array::from_fn(|j| rows.start + j * q + k);
+            (idx, R, idx.map(|r| w.row(r)))
+        })
+        .collect();
+    let tail = rows.start + R * q..rows.end;
+    groups
+        .extend(row_groups::<R>(w, tail).map(|(r, n, wr)| (std::array::from_fn(|i| r + i), n, wr)));
+    groups
+}
+
 /// Activation bytes a token tile keeps in L1 while it walks one column segment of its rows.
 const L1_ACT_BYTES: usize = 16 << 10;
 
@@ -238,7 +275,7 @@ pub(super) fn i2s_driver<const R: usize, const T: usize>(
 ) {
     let q: [&[i8]; T] = token_rows(|t| a.row(t), t0);
     let w_scale = w.i2s_scale();
-    let groups: Vec<_> = row_groups::<R>(w, rows).collect();
+    let groups = kernel_groups::<R, T>(w, rows);
     let mut sums = vec![[[0i32; T]; R]; groups.len()];
     for cs in segments(w.cols / 128, 128, T) {
         for ((_, _, wr), sum) in groups.iter().zip(sums.iter_mut()) {
@@ -255,7 +292,7 @@ pub(super) fn i2s_driver<const R: usize, const T: usize>(
             for t in 0..T {
                 let (tt, y) = (t0 + t, s[i][t]);
                 // SAFETY: this task owns rows `rows` (see `matmul_with`).
-                unsafe { out.set(tt, r + i, i2s_epilogue(y, a.sum[tt], a.scale[tt], w_scale)) };
+                unsafe { out.set(tt, r[i], i2s_epilogue(y, a.sum[tt], a.scale[tt], w_scale)) };
             }
         }
     }
@@ -287,7 +324,7 @@ pub(super) fn block_tile<const R: usize, const T: usize>(
     // Cache lines to fetch per block: two for the small blocks (≤ 66 bytes, so a block and the
     // start of the next), four for Q6_K's 210 bytes (256 bytes per 210 advanced: every line).
     let lines = bbytes.div_ceil(64).max(2);
-    let groups: Vec<_> = row_groups::<R>(w, rows).collect();
+    let groups = kernel_groups::<R, T>(w, rows);
     for (_, _, wr) in &groups {
         for w in wr {
             assert_eq!(w.len(), nb * bbytes);
@@ -325,7 +362,7 @@ pub(super) fn block_tile<const R: usize, const T: usize>(
         for i in 0..*n {
             for t in 0..T {
                 // SAFETY: this task owns rows `rows`.
-                unsafe { out.set(t0 + t, r + i, y[i][t]) };
+                unsafe { out.set(t0 + t, r[i], y[i][t]) };
             }
         }
     }
