@@ -5,7 +5,7 @@
 //! cache only when the batch says `commit` — Fast-dLLM v2 runs a block of masks against the exact
 //! prefix cache many times and appends the block once it is decoded.
 
-use quant::kernels::{attn_mix, attn_scores, bitlinear_fake_quant, matmul};
+use quant::kernels::{attn_mix, attn_scores, bitlinear_fake_quant, matmul, matmul_shared};
 use rayon::prelude::*;
 
 use crate::cache::KvCache;
@@ -220,6 +220,32 @@ impl Model {
         out
     }
 
+    /// [`Model::linear`] for matrices that read the same `x` (one quantization of `x`, one
+    /// parallel section: `quant::kernels::matmul_shared`), when they share type and width;
+    /// otherwise one call each. The results are those of `linear` on each.
+    fn linear_shared<const N: usize>(
+        &self,
+        ws: [&Linear; N],
+        x: &[f32],
+        n: usize,
+    ) -> [Vec<f32>; N] {
+        let (ty, cols) = (ws[0].info.ggml_type, ws[0].cols);
+        if ws.iter().any(|w| w.info.ggml_type != ty || w.cols != cols) {
+            return ws.map(|w| self.linear(w, x, n));
+        }
+        let mut outs = ws.map(|w| vec![0.0; n * w.rows]);
+        let mats = ws.map(|w| w.matrix(&self.file));
+        let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        if self.config.bitlinear && ty != gguf::GgmlType::I2_S {
+            let mut xq = x.to_vec();
+            bitlinear_fake_quant(&mut xq, cols);
+            matmul_shared(&mats, &xq, n, &mut slices);
+        } else {
+            matmul_shared(&mats, x, n, &mut slices);
+        }
+        outs
+    }
+
     /// Embedding rows for the tokens.
     fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
         let e = &self.weights.token_embd;
@@ -246,11 +272,16 @@ impl Model {
     fn rope(&self, x: &mut [f32], heads: usize, start: usize) {
         let hd = self.config.head_dim;
         let half = self.config.rope_dims / 2;
+        // The angles depend on the position and the pair only: one table per row, shared by
+        // every head.
+        let mut table = vec![(0.0f32, 0.0f32); self.inv_freq.len()];
         for (i, row) in x.chunks_exact_mut(heads * hd).enumerate() {
             let pos = (start + i) as f32;
+            for (t, inv_freq) in table.iter_mut().zip(&self.inv_freq) {
+                *t = (pos * inv_freq).sin_cos();
+            }
             for head in row.chunks_exact_mut(hd) {
-                for (j, inv_freq) in self.inv_freq.iter().enumerate() {
-                    let (sin, cos) = (pos * inv_freq).sin_cos();
+                for (j, &(sin, cos)) in table.iter().enumerate() {
                     let (a, b) = match self.config.rope_style {
                         RopeStyle::Interleaved => (2 * j, 2 * j + 1),
                         RopeStyle::Neox => (j, j + half),
@@ -410,9 +441,8 @@ impl Model {
         let mut a = vec![0.0; n * h];
         for (li, layer) in self.weights.layers.iter().enumerate() {
             rms_norm_rows(&x, &layer.attn_norm, cfg.eps, &mut a);
-            let mut q = self.linear(&layer.wq, &a, n);
-            let mut k = self.linear(&layer.wk, &a, n);
-            let mut v = self.linear(&layer.wv, &a, n);
+            let [mut q, mut k, mut v] =
+                self.linear_shared([&layer.wq, &layer.wk, &layer.wv], &a, n);
             add_bias(&mut q, &layer.bq);
             add_bias(&mut k, &layer.bk);
             add_bias(&mut v, &layer.bv);
@@ -529,8 +559,7 @@ impl Model {
             }
 
             rms_norm_rows(&x, &layer.ffn_norm, cfg.eps, &mut a);
-            let mut g = self.linear(&layer.w_gate, &a, n);
-            let u = self.linear(&layer.w_up, &a, n);
+            let [mut g, u] = self.linear_shared([&layer.w_gate, &layer.w_up], &a, n);
             for (g, u) in g.iter_mut().zip(&u) {
                 *g = match cfg.activation {
                     Activation::Silu => *g / (1.0 + (-*g).exp()) * u,

@@ -512,3 +512,43 @@ fn dispatch_and_thread_count_do_not_change_results() {
         }
     }
 }
+
+/// `matmul_shared` (one quantization, one parallel section for several matrices) gives each
+/// matrix exactly what `matmul_with` gives it alone, at every level, for decode, sub-block and
+/// block row counts (the AMX tile kernels among them where the CPU has them).
+#[test]
+fn shared_input_matmul_equals_one_call_per_matrix() {
+    use quant::kernels::matmul_shared_with;
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    for ty in INTEGER_TYPES.into_iter().chain(FLOAT_TYPES) {
+        let cols = col_cases(ty)[1];
+        let shapes = [70usize, 17, 33];
+        let data: Vec<Vec<u8>> = shapes
+            .iter()
+            .map(|&r| random_bytes(ty, r, cols, &mut rng))
+            .collect();
+        let ws: Vec<QMatrix> = data
+            .iter()
+            .zip(shapes)
+            .map(|(d, r)| QMatrix::new(ty, d, r, cols).unwrap())
+            .collect();
+        for n_tokens in [1, 8, 32] {
+            let x = random_acts(n_tokens, cols, &mut rng);
+            for level in available_levels() {
+                let mut got: Vec<Vec<f32>> = shapes
+                    .iter()
+                    .map(|r| vec![f32::NAN; r * n_tokens])
+                    .collect();
+                let mut slices: Vec<&mut [f32]> =
+                    got.iter_mut().map(|g| g.as_mut_slice()).collect();
+                matmul_shared_with(level, &ws, &x, n_tokens, &mut slices);
+                for (w, g) in ws.iter().zip(&got) {
+                    let mut want = vec![0.0; w.rows * n_tokens];
+                    matmul_with(level, w, &x, n_tokens, &mut want);
+                    let same = g.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{ty} {level:?} {} rows, {n_tokens} tokens", w.rows);
+                }
+            }
+        }
+    }
+}

@@ -267,31 +267,48 @@ thread_local! {
     static SCRATCH: Cell<Option<Box<Scratch>>> = const { Cell::new(None) };
 }
 
-/// `out = W·x` for a ternary `w` with the tile kernels on `backend`.
+/// `outs[i] = ws[i]·x` for ternary matrices of one type and width (sharing their input) with the
+/// tile kernels on `backend`: the activations are packed once, and the row groups of all the
+/// matrices run as the tasks of one parallel section.
 ///
 /// # Panics
-/// If `w.ty` is not in [`TILE_TYPES`], the shapes disagree (as `matmul`), or `backend` is
-/// [`TileBackend::Hardware`] and [`amx_available`] is false.
+/// If a type is not in [`TILE_TYPES`] or they differ, the shapes disagree (as `matmul`), or
+/// `backend` is [`TileBackend::Hardware`] and [`amx_available`] is false.
 pub(crate) fn matmul_tiles(
     backend: TileBackend,
-    w: &QMatrix,
+    ws: &[&QMatrix],
     acts: &Acts,
     n_tokens: usize,
-    out: &Out,
+    outs: &[Out],
 ) {
-    let format = Ternary::of(w.ty).unwrap_or_else(|| panic!("no tile kernel for {}", w.ty));
+    assert_eq!(ws.len(), outs.len());
+    let Some(w0) = ws.first() else { return };
+    let format = Ternary::of(w0.ty).unwrap_or_else(|| panic!("no tile kernel for {}", w0.ty));
+    assert!(
+        ws.iter().all(|w| w.ty == w0.ty && w.cols == w0.cols),
+        "matmul_tiles: the matrices must share type and width"
+    );
     assert!(
         backend == TileBackend::Emulated || amx_available(),
         "matmul_tiles: AMX-INT8 is not available on this machine"
     );
-    let packed = TileActs::pack(acts, n_tokens, w.cols);
-    let groups = w.rows.div_ceil(GROUP_ROWS);
+    let packed = TileActs::pack(acts, n_tokens, w0.cols);
     let threads = rayon::current_num_threads().max(1);
-    // About 4 tasks per thread for work stealing, in whole row groups.
+    let groups: usize = ws.iter().map(|w| w.rows.div_ceil(GROUP_ROWS)).sum();
+    // About 4 tasks per thread for work stealing, in whole row groups of one matrix.
     let per_task = groups.div_ceil(threads * 4).max(1);
-    let n_tasks = groups.div_ceil(per_task);
-    let task = |i: usize| {
-        let rows = i * per_task * GROUP_ROWS..((i + 1) * per_task * GROUP_ROWS).min(w.rows);
+    let tasks: Vec<(usize, Range<usize>)> = ws
+        .iter()
+        .enumerate()
+        .flat_map(|(i, w)| {
+            let step = per_task * GROUP_ROWS;
+            (0..w.rows)
+                .step_by(step)
+                .map(move |r| (i, r..(r + step).min(w.rows)))
+        })
+        .collect();
+    let task = |(i, rows): &(usize, Range<usize>)| {
+        let (w, out, rows) = (ws[*i], &outs[*i], rows.clone());
         let mut scratch = SCRATCH.take().unwrap_or_default();
         match backend {
             TileBackend::Emulated => {
@@ -337,10 +354,10 @@ pub(crate) fn matmul_tiles(
         }
         SCRATCH.set(Some(scratch));
     };
-    if n_tasks > 1 && threads > 1 {
-        (0..n_tasks).into_par_iter().for_each(task);
+    if tasks.len() > 1 && threads > 1 {
+        tasks.par_iter().for_each(task);
     } else {
-        (0..n_tasks).for_each(task);
+        tasks.iter().for_each(task);
     }
 }
 

@@ -326,47 +326,95 @@ pub fn matmul(w: &QMatrix, x: &[f32], n_tokens: usize, out: &mut [f32]) {
 /// # Panics
 /// As [`matmul`], and if this CPU lacks `level` ([`SimdLevel::is_available`]).
 pub fn matmul_with(level: SimdLevel, w: &QMatrix, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+    matmul_shared_with(level, &[*w], x, n_tokens, &mut [out]);
+}
+
+/// `outs[i] = ws[i]·x` for matrices that read the same input (a layer's query/key/value
+/// projections, or its FFN gate and up): one call quantizes `x` once and runs the rows of all
+/// the matrices in one parallel section, instead of one quantization and one fork-join each.
+/// The results are those of [`matmul`] on each matrix.
+///
+/// # Panics
+/// As [`matmul`] for each matrix, and if the matrices differ in type or width or `outs` does
+/// not hold one output per matrix.
+pub fn matmul_shared(ws: &[QMatrix], x: &[f32], n_tokens: usize, outs: &mut [&mut [f32]]) {
+    matmul_shared_with(selected_level(), ws, x, n_tokens, outs);
+}
+
+/// [`matmul_shared`] at a given SIMD level.
+///
+/// # Panics
+/// As [`matmul_shared`], and if this CPU lacks `level`.
+pub fn matmul_shared_with(
+    level: SimdLevel,
+    ws: &[QMatrix],
+    x: &[f32],
+    n_tokens: usize,
+    outs: &mut [&mut [f32]],
+) {
     assert!(
         level.is_available(),
         "matmul: SIMD level {} is not available on this CPU",
         level.name()
     );
-    if let Err(e) = w.validate() {
-        panic!(
-            "matmul: invalid weight matrix ({} x {}): {e}",
-            w.rows, w.cols
+    assert_eq!(ws.len(), outs.len(), "matmul: one output per matrix");
+    let Some(w0) = ws.first() else { return };
+    for (w, out) in ws.iter().zip(outs.iter()) {
+        if let Err(e) = w.validate() {
+            panic!(
+                "matmul: invalid weight matrix ({} x {}): {e}",
+                w.rows, w.cols
+            );
+        }
+        assert!(
+            w.ty == w0.ty && w.cols == w0.cols,
+            "matmul: matrices sharing an input must share type and width"
+        );
+        assert_eq!(
+            x.len(),
+            n_tokens * w.cols,
+            "matmul: x must hold n_tokens = {n_tokens} rows of {} values",
+            w.cols
+        );
+        assert_eq!(
+            out.len(),
+            n_tokens * w.rows,
+            "matmul: out must hold n_tokens = {n_tokens} rows of {} values",
+            w.rows
         );
     }
-    assert_eq!(
-        x.len(),
-        n_tokens * w.cols,
-        "matmul: x must hold n_tokens = {n_tokens} rows of {} values",
-        w.cols
-    );
-    assert_eq!(
-        out.len(),
-        n_tokens * w.rows,
-        "matmul: out must hold n_tokens = {n_tokens} rows of {} values",
-        w.rows
-    );
-    if n_tokens == 0 || w.rows == 0 {
+    if n_tokens == 0 {
         return;
     }
-    let acts = Acts::new(w.ty, x, n_tokens, w.cols);
-    if level == SimdLevel::Amx && uses_tiles(w.ty, n_tokens) {
-        let out = Out::new(out, w.rows, n_tokens);
-        amx::matmul_tiles(TileBackend::Hardware, w, &acts, n_tokens, &out);
+    let acts = Acts::new(w0.ty, x, n_tokens, w0.cols);
+    let outs: Vec<Out> = ws
+        .iter()
+        .zip(outs.iter_mut())
+        .map(|(w, out)| Out::new(out, w.rows, n_tokens))
+        .collect();
+    if level == SimdLevel::Amx && uses_tiles(w0.ty, n_tokens) {
+        let ws: Vec<&QMatrix> = ws.iter().collect();
+        amx::matmul_tiles(TileBackend::Hardware, &ws, &acts, n_tokens, &outs);
         return;
     }
-    let kernel = kernel_fn(level, w.ty);
-    let out = Out::new(out, w.rows, n_tokens);
-    let (chunk, parallel) = chunk_rows(w, n_tokens);
-    let n_chunks = w.rows.div_ceil(chunk);
-    let run = |i: usize| kernel(w, &acts, i * chunk..((i + 1) * chunk).min(w.rows), &out);
-    if parallel && n_chunks > 1 {
-        (0..n_chunks).into_par_iter().for_each(run);
+    let kernel = kernel_fn(level, w0.ty);
+    // (matrix, rows) tasks over all the matrices; each matrix chunked as alone.
+    let mut tasks: Vec<(usize, Range<usize>)> = Vec::new();
+    let mut parallel = false;
+    for (i, w) in ws.iter().enumerate() {
+        let (chunk, par) = chunk_rows(w, n_tokens);
+        parallel |= par;
+        tasks.extend(
+            (0..w.rows)
+                .step_by(chunk)
+                .map(|r| (i, r..(r + chunk).min(w.rows))),
+        );
+    }
+    let run = |(i, rows): &(usize, Range<usize>)| kernel(&ws[*i], &acts, rows.clone(), &outs[*i]);
+    if parallel && tasks.len() > 1 {
+        tasks.par_iter().for_each(run);
     } else {
-        (0..n_chunks).for_each(run);
+        tasks.iter().for_each(run);
     }
 }
 
@@ -424,7 +472,7 @@ pub fn matmul_tiles(
     }
     let acts = Acts::new(w.ty, x, n_tokens, w.cols);
     let out = Out::new(out, w.rows, n_tokens);
-    amx::matmul_tiles(backend, w, &acts, n_tokens, &out);
+    amx::matmul_tiles(backend, &[w], &acts, n_tokens, &[out]);
 }
 
 /// How many rows one kernel call takes, and whether the calls run in parallel.
