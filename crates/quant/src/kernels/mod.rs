@@ -13,7 +13,9 @@
 //!    each weight block once and multiplies it with all tokens of the tile (bitnet.cpp's `_Nx1`
 //!    idea). A 32-token diffusion block thus reads and unpacks its weights 4 times from L2
 //!    instead of 32 times from DRAM. Decode (1 token) takes 4 rows at a time instead, to share
-//!    the per-row reductions, and prefetches the next rows itself. Rows longer than one L1's
+//!    the per-row reductions — one from each quarter of its chunk, so that a thread reads four
+//!    sequential streams, which keeps more misses in flight than one — and prefetches the next
+//!    rows itself. Matrices that read the same input can share one call ([`matmul_shared`]). Rows longer than one L1's
 //!    worth of the tile's activations are walked in column segments.
 //!
 //! Every kernel exists as a scalar reference (`scalar.rs`, the definition) and as SIMD variants
@@ -25,10 +27,11 @@
 //! within the usual `n·ε·Σ|w·x|` bound.
 //!
 //! On CPUs with AMX-INT8, [`SimdLevel::Amx`] runs multi-row ternary calls (from
-//! [`min_tile_tokens`] rows) on tiles (`amx.rs`): the codes of 32 weight rows are unpacked one
-//! 512-column segment at a time into int8 A tiles, the activations are packed once per call into
-//! B tiles, and `TDPBUSD` accumulates 16×16 blocks, with the same integer results and float
-//! epilogues as the scalar reference. The tile code is written against a narrow interface
+//! [`min_tile_tokens`] rows) on tiles (`amx.rs`): the codes of 32 weight rows are unpacked a few
+//! hundred columns at a time into int8 A tiles (for I2_S overlapped with the products of the
+//! previous columns), the activations are packed once per call into B tiles, and `TDPBUSD`
+//! accumulates 16×16 blocks, with the same integer results and float epilogues as the scalar
+//! reference. The tile code is written against a narrow interface
 //! (`tiles.rs`) with a plain-Rust emulation beside the real instructions, so every packing and
 //! epilogue detail is tested on every machine. `attn.rs` holds attention's score and value-mix
 //! loops, compiled per level the same way.
