@@ -48,10 +48,6 @@ const GROUP_ROWS: usize = 32;
 /// Tokens per B tile (its 16 dword columns).
 const TILE_TOKENS: usize = 16;
 
-/// Columns unpacked at once: 32 rows × 512 = 16 KiB of codes per buffer, two buffers, within L1
-/// (a whole multiple of every unit: 128 for I2_S, 256 for the block formats).
-const SEG_COLS: usize = 512;
-
 /// The weight types the tile kernels take.
 pub const TILE_TYPES: &[GgmlType] = &[GgmlType::I2_S, GgmlType::TQ2_0, GgmlType::TQ1_0];
 
@@ -248,10 +244,6 @@ impl<'a> TileActs<'a> {
     }
 }
 
-/// Unpacks a row group's column segment into A tiles (`unpack_segment`'s contract): the
-/// portable code, or its AVX-512 form on the hardware path.
-type UnpackFn<'a> = dyn Fn(&QMatrix, usize, usize, Range<usize>, &mut [u8]) + 'a;
-
 /// One thread's working memory, kept between calls (no allocation per call once warm).
 #[derive(Default)]
 struct Scratch {
@@ -314,9 +306,6 @@ pub(crate) fn matmul_tiles(
             TileBackend::Emulated => {
                 let mut tiles = EmulatedTiles::new();
                 tiles.configure(&TileConfig::FULL);
-                let unpack = |w: &QMatrix, r0, live, cols, a: &mut [u8]| {
-                    unpack_segment(format, w, r0, live, cols, a)
-                };
                 if format == Ternary::I2S {
                     let epilogue = |c: &[[i32; 256]], t0, r0, live| {
                         write_i2s_pair(&packed, w, c, t0, r0, live, out)
@@ -331,15 +320,24 @@ pub(crate) fn matmul_tiles(
                         &epilogue,
                     );
                 } else {
-                    gemm_rows(
+                    let unpack = |w: &QMatrix, r0, live, b, dst: &mut [u8; BLOCK_UNIT_BYTES]| {
+                        unpack_block_unit(format, w, r0, live, b, dst)
+                    };
+                    let fold = |c: &[[i32; 256]], b, j, live, d_w: &[f32; 32], sumf: &mut [f32]| {
+                        fold_block(&packed, c, b, j, live, d_w, sumf)
+                    };
+                    let write =
+                        |y: &[f32], r0, live| write_group_sums(y, packed.n_tokens, r0, live, out);
+                    gemm_rows_blocks(
                         &mut tiles,
                         format,
                         w,
                         &packed,
                         rows,
-                        out,
                         &mut scratch,
                         &unpack,
+                        &fold,
+                        &write,
                     );
                 }
             }
@@ -361,7 +359,7 @@ pub(crate) fn matmul_tiles(
     }
 }
 
-/// [`gemm_rows`] on the AMX instructions, compiled with AVX-512 so that the unpacking and the
+/// [`gemm_rows_i2s`] and [`gemm_rows_blocks`] on the AMX instructions, compiled with AVX-512 so that the unpacking and the
 /// epilogues vectorize.
 ///
 /// # Safety
@@ -378,15 +376,6 @@ unsafe fn gemm_rows_amx(
 ) {
     let mut tiles = super::tiles::AmxTiles::new(&TileConfig::FULL)
         .expect("AMX availability was checked by the caller");
-    let unpack = |w: &QMatrix, r0, live, cols, a: &mut [u8]| {
-        let f = match format {
-            Ternary::I2S => super::x86::tile_unpack::I2S,
-            Ternary::TQ2 => super::x86::tile_unpack::TQ2,
-            Ternary::TQ1 => super::x86::tile_unpack::TQ1,
-        };
-        // SAFETY: AMX availability (the caller's contract) implies AVX-512 F/BW/VL and AVX2.
-        unsafe { super::x86::tile_unpack::unpack_segment(f, w, r0, live, cols, a) }
-    };
     if format == Ternary::I2S {
         let Acts::I8(ia) = packed.acts else {
             unreachable!("I2_S kernels take int8 activations")
@@ -414,7 +403,42 @@ unsafe fn gemm_rows_amx(
         };
         gemm_rows_i2s(&mut tiles, w, packed, rows, scratch, &unpack, &epilogue);
     } else {
-        gemm_rows(&mut tiles, format, w, packed, rows, out, scratch, &unpack);
+        let code = match format {
+            Ternary::TQ2 => super::x86::tile_unpack::TQ2,
+            _ => super::x86::tile_unpack::TQ1,
+        };
+        let unpack = |w: &QMatrix, r0, live, b, dst: &mut [u8; BLOCK_UNIT_BYTES]| {
+            // SAFETY: AMX availability (the caller's contract) implies AVX-512 F/BW/VL and AVX2.
+            unsafe { super::x86::tile_unpack::unpack_block_unit(code, w, r0, live, b, dst) }
+        };
+        let Acts::Blocks(ba) = packed.acts else {
+            unreachable!("TQ kernels take block activations")
+        };
+        let n_tokens = packed.n_tokens;
+        let fold =
+            |c: &[[i32; 256]], b: usize, j: usize, live, d_w: &[f32; 32], sumf: &mut [f32]| {
+                let (t0, at) = (j * TILE_TOKENS, b * n_tokens + j * TILE_TOKENS);
+                // SAFETY: AVX-512 F (the caller's contract).
+                unsafe {
+                    super::x86::tile_epilogue::fold_block(
+                        c,
+                        t0,
+                        n_tokens,
+                        live,
+                        &ba.sum[at..],
+                        &ba.d[at..],
+                        d_w,
+                        sumf,
+                    )
+                }
+            };
+        let write = |y: &[f32], r0, live| {
+            // SAFETY: AVX-512 F; the task owns rows r0..r0 + live.
+            unsafe { super::x86::tile_epilogue::write_group_sums(y, n_tokens, r0, live, out) }
+        };
+        gemm_rows_blocks(
+            &mut tiles, format, w, packed, rows, scratch, &unpack, &fold, &write,
+        );
     }
 }
 
@@ -555,143 +579,216 @@ fn write_i2s_pair(
     }
 }
 
-/// The rows `rows` (whole row groups, except at the matrix's end) for every token.
+/// Bytes of one unpacked 256-block of a row group: 32 rows × 256 codes, row-major (see
+/// [`unpack_block_unit`]).
+const BLOCK_UNIT_BYTES: usize = GROUP_ROWS * 256;
+
+/// Unpacked blocks kept at once by [`gemm_rows_blocks`] (24 KiB, in L1).
+const BLOCK_RING: usize = 3;
+
+/// Unpacks 256-block `b` of rows `r0..r0 + live` ([`unpack_block_unit`]'s contract).
+type BlockUnpackFn<'a> = dyn Fn(&QMatrix, usize, usize, usize, &mut [u8; BLOCK_UNIT_BYTES]) + 'a;
+
+/// Folds one block's accumulators for one token tile into the running sums
+/// ([`fold_block`]'s contract): `(c, block, token tile, live rows, d_w, sumf)`.
+type FoldFn<'a> = dyn Fn(&[[i32; 256]], usize, usize, usize, &[f32; 32], &mut [f32]) + 'a;
+
+/// Writes a row group's running sums `[row][token]` to the output: `(y, r0, live)`.
+type WriteSumsFn<'a> = dyn Fn(&[f32], usize, usize) + 'a;
+
+/// The TQ1_0/TQ2_0 rows `rows` (whole row groups, except at the matrix's end) for every token.
 ///
-/// Per row group, one column segment at a time: unpack the segment's codes into A tiles (one
-/// 16 KiB L1-resident buffer: measured 5–13 % faster than two alternating ones, whose extra
-/// L1 footprint cost more than the overlap they allowed), then run every pair of token tiles
-/// over it. The accumulators of
-/// the first pair stay in their tiles for the whole row (I2_S); with more pairs (prefill) they
-/// are saved and reloaded between segments. TQ1_0/TQ2_0 fold them into f32 running sums after
-/// each 256-block.
+/// Per row group of 32 weight rows, one 256-block at a time: block `b` is unpacked (row-major,
+/// A tiles at stride 256) while the products of block `b − 1` run. A block's scale differs per
+/// row and per token, so its integer dots must leave the tiles after each block: each (block,
+/// token tile) job accumulates in one of two sets of accumulators (tiles 0/1 or 2/3: rows
+/// 0..16 and 16..32), and the previous job's set is stored and folded into the f32 running
+/// sums (`fold`, in block order, as `block_epilogue`) only after this job's products are
+/// issued, so the tile unit does not wait for a fold.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn gemm_rows<T: Tiles>(
+fn gemm_rows_blocks<T: Tiles>(
     tiles: &mut T,
     format: Ternary,
     w: &QMatrix,
     packed: &TileActs,
     rows: Range<usize>,
-    out: &Out,
     scratch: &mut Scratch,
-    unpack: &UnpackFn,
+    unpack: &BlockUnpackFn,
+    fold: &FoldFn,
+    write_sums: &WriteSumsFn,
 ) {
-    let n_pairs = packed.n_token_tiles().div_ceil(2);
     let n_tokens = packed.n_tokens;
-    let buf_len = 2 * (SEG_COLS / KSTEP) * TILE_BYTES;
-    scratch.a.resize(buf_len + 64, 0);
+    let n_tiles = packed.n_token_tiles();
+    let nb = w.cols / 256;
+    let (_, unit_bytes) = format.unit();
+    let d_at = format.d_at();
+    scratch.a.resize(BLOCK_RING * BLOCK_UNIT_BYTES + 64, 0);
+    scratch.c.resize(2, [0; 256]);
     scratch.sumf.resize(GROUP_ROWS * n_tokens, 0.0);
     let a_start = scratch.a.as_ptr().align_offset(64).min(63);
+    let slot = |b: usize| a_start + (b % BLOCK_RING) * BLOCK_UNIT_BYTES;
+    let row_bytes = w.row_bytes();
+    let group_bytes = GROUP_ROWS * row_bytes;
+    let prefetch_per_block = group_bytes.div_ceil(nb).next_multiple_of(64);
 
     for r0 in rows.clone().step_by(GROUP_ROWS) {
         let live = (rows.end - r0).min(GROUP_ROWS);
-        let group = Group {
-            format,
-            w,
-            r0,
-            live,
-            packed,
-        };
-        prefetch_group(w, r0 + GROUP_ROWS, rows.end);
+        let next = (r0 + GROUP_ROWS).min(rows.end) * w.row_bytes()
+            ..(r0 + 2 * GROUP_ROWS).min(rows.end) * w.row_bytes();
         scratch.sumf.fill(0.0);
-        for seg in (0..w.cols).step_by(SEG_COLS) {
-            let cols = (w.cols - seg).min(SEG_COLS);
-            let at = a_start;
-            unpack(
-                w,
-                r0,
-                live,
-                seg..seg + cols,
-                &mut scratch.a[at..at + buf_len],
-            );
-            let a = &scratch.a[at..at + buf_len];
-            for p in 0..n_pairs {
-                for blk in 0..cols / 256 {
-                    let a = &a[8 * blk * TILE_BYTES..];
-                    group.block(tiles, a, p, seg / 256 + blk, &mut scratch.sumf);
+        // The job whose accumulators wait in their set: (block, token tile, set, its d_w).
+        let mut pending: Option<(usize, usize, usize, [f32; 32])> = None;
+        let mut job = 0usize;
+        for b in 0..=nb {
+            if b < nb {
+                let at = next.start + b * prefetch_per_block;
+                prefetch_bytes(w.data, at..(at + prefetch_per_block).min(next.end));
+                let at = slot(b);
+                let buf: &mut [u8; BLOCK_UNIT_BYTES] = (&mut scratch.a[at..at + BLOCK_UNIT_BYTES])
+                    .try_into()
+                    .unwrap();
+                unpack(w, r0, live, b, buf);
+            }
+            if b == 0 {
+                continue;
+            }
+            let bb = b - 1;
+            // The block's f16 scale of each row (one row length apart in the data).
+            let first = r0 * row_bytes + bb * unit_bytes + d_at;
+            let mut d_w = [0.0f32; 32];
+            for (i, d) in d_w.iter_mut().enumerate().take(live) {
+                let at = first + i * row_bytes;
+                *d = f16_to_f32(u16::from_le_bytes([w.data[at], w.data[at + 1]]));
+            }
+            let at = slot(bb);
+            let a = &scratch.a[at..at + BLOCK_UNIT_BYTES];
+            for j in 0..n_tiles {
+                let set = job % 2;
+                block_products(tiles, a, packed, j, bb, set);
+                if let Some((pb, pj, pset, pdw)) = pending.take() {
+                    store_set(tiles, pset, &mut scratch.c);
+                    fold(&scratch.c, pb, pj, live, &pdw, &mut scratch.sumf);
                 }
+                pending = Some((bb, j, set, d_w));
+                job += 1;
             }
         }
-        group.write_sums(&scratch.sumf, out);
+        if let Some((pb, pj, pset, pdw)) = pending.take() {
+            store_set(tiles, pset, &mut scratch.c);
+            fold(&scratch.c, pb, pj, live, &pdw, &mut scratch.sumf);
+        }
+        write_sums(&scratch.sumf[..GROUP_ROWS * n_tokens], r0, live);
     }
 }
 
-/// Asks for the bytes of the row group at `r0` (up to `end`) to be brought into L2 while the
-/// current group is computed: a group is read a segment at a time, 32 short pieces that the
-/// hardware prefetchers do not follow.
+/// Block `b`'s four K steps for token tile `j` into accumulator set `set` (tiles 0/1 or 2/3 =
+/// weight rows 0..16 / 16..32), from the row-major unpacked block `a` (A tiles at stride 256).
 #[inline(always)]
-fn prefetch_group(w: &QMatrix, r0: usize, end: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if r0 >= end {
-            return;
-        }
-        let n = w.row_bytes();
-        let bytes = &w.data[r0 * n..(r0 + GROUP_ROWS).min(end) * n];
-        for off in (0..bytes.len()).step_by(64) {
-            // SAFETY: a prefetch never faults; the address is inside `bytes`.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
-                    bytes.as_ptr().add(off).cast(),
-                )
-            }
+fn block_products<T: Tiles>(
+    tiles: &mut T,
+    a: &[u8],
+    packed: &TileActs,
+    j: usize,
+    b: usize,
+    set: usize,
+) {
+    if set == 0 {
+        tiles.zero::<0>();
+        tiles.zero::<1>();
+    } else {
+        tiles.zero::<2>();
+        tiles.zero::<3>();
+    }
+    for s in 0..4 {
+        tiles.load::<4>(&a[KSTEP * s..], 256);
+        tiles.load_streamed::<6>(packed.tile(j, 4 * b + s), 64);
+        tiles.load::<5>(&a[BLOCK_UNIT_BYTES / 2 + KSTEP * s..], 256);
+        if set == 0 {
+            tiles.dpbusd::<0, 4, 6>();
+            tiles.dpbusd::<1, 5, 6>();
+        } else {
+            tiles.dpbusd::<2, 4, 6>();
+            tiles.dpbusd::<3, 5, 6>();
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (w, r0, end);
 }
 
-/// Unpacks columns `cols` of the group's rows `r0..r0 + live` into A tiles in `a`: tile
-/// `(s, m)` (the segment's K step `s`, rows `16m..16m + 16`) at `(2s + m)·1024`. Rows past
-/// `live` become zero codes.
+/// Saves accumulator set `set` (rows 0..16, rows 16..32) into `c[0]`, `c[1]`.
 #[inline(always)]
-fn unpack_segment(
+fn store_set<T: Tiles>(tiles: &mut T, set: usize, c: &mut [[i32; 256]]) {
+    let [c0, c1] = c else {
+        unreachable!("two accumulator buffers")
+    };
+    if set == 0 {
+        tiles.store_i32::<0>(c0);
+        tiles.store_i32::<1>(c1);
+    } else {
+        tiles.store_i32::<2>(c0);
+        tiles.store_i32::<3>(c1);
+    }
+}
+
+/// The portable fold of block `b`'s accumulators for token tile `j` into the running sums
+/// `[row][token]` ([`FoldFn`]): element by element through [`block_epilogue`].
+#[allow(clippy::too_many_arguments)]
+fn fold_block(
+    packed: &TileActs,
+    c: &[[i32; 256]],
+    b: usize,
+    j: usize,
+    live: usize,
+    d_w: &[f32; 32],
+    sumf: &mut [f32],
+) {
+    let Acts::Blocks(ba) = packed.acts else {
+        unreachable!("TQ kernels take block activations")
+    };
+    let n_tokens = packed.n_tokens;
+    let t0 = j * TILE_TOKENS;
+    let at = b * n_tokens + t0;
+    for row in 0..live {
+        let (m, i) = (row / 16, row % 16);
+        for n in 0..TILE_TOKENS.min(n_tokens - t0) {
+            let sumi = c[m][16 * i + n].wrapping_sub(ba.sum[at + n]);
+            let sf = &mut sumf[row * n_tokens + t0 + n];
+            *sf = block_epilogue(*sf, sumi, ba.d[at + n], d_w[row]);
+        }
+    }
+}
+
+/// The portable write-out of a row group's sums `y` (`[row][token]`) to rows `r0..r0 + live`.
+fn write_group_sums(y: &[f32], n_tokens: usize, r0: usize, live: usize, out: &Out) {
+    for row in 0..live {
+        for t in 0..n_tokens {
+            // SAFETY: the task owns rows r0..r0 + live.
+            unsafe { out.set(t, r0 + row, y[row * n_tokens + t]) };
+        }
+    }
+}
+
+/// Unpacks 256-block `b` of rows `r0..r0 + live` (TQ1_0/TQ2_0) row-major into `dst`: weight
+/// row `i` at `dst[256·i..]`, in element order; rows `live..32` become zero codes. The A tile
+/// of rows `16m..16m + 16` at the block's K step `j` is `dst[4096·m + 64·j..]` at stride 256.
+fn unpack_block_unit(
     format: Ternary,
     w: &QMatrix,
     r0: usize,
     live: usize,
-    cols: Range<usize>,
-    a: &mut [u8],
+    b: usize,
+    dst: &mut [u8; BLOCK_UNIT_BYTES],
 ) {
-    let (unit_elems, unit_bytes) = format.unit();
-    let steps_per_unit = unit_elems / KSTEP;
-    let units = cols.start / unit_elems..cols.end / unit_elems;
-    for i in 0..GROUP_ROWS {
-        let (m, ii) = (i / 16, i % 16);
-        for u in units.clone() {
-            let s = (u - units.start) * steps_per_unit;
-            // The unit's K steps s.. of row i: A tile (s + j, m), row ii. I2_S has two; the
-            // block formats four (the other two are then unused placeholders for I2_S).
-            let at = |j: usize| (2 * (s + j.min(steps_per_unit - 1)) + m) * TILE_BYTES + ii * 64;
-            let mut spare = [[0u8; 64]; 2];
-            let [s2, s3] = &mut spare;
-            let dst: [&mut [u8; 64]; 4] = if steps_per_unit == 4 {
-                let [d0, d1, d2, d3] = a
-                    .get_disjoint_mut([
-                        at(0)..at(0) + 64,
-                        at(1)..at(1) + 64,
-                        at(2)..at(2) + 64,
-                        at(3)..at(3) + 64,
-                    ])
-                    .expect("distinct tile rows");
-                [
-                    d0.try_into().unwrap(),
-                    d1.try_into().unwrap(),
-                    d2.try_into().unwrap(),
-                    d3.try_into().unwrap(),
-                ]
-            } else {
-                let [d0, d1] = a
-                    .get_disjoint_mut([at(0)..at(0) + 64, at(1)..at(1) + 64])
-                    .expect("distinct tile rows");
-                [d0.try_into().unwrap(), d1.try_into().unwrap(), s2, s3]
+    let (_, unit_bytes) = format.unit();
+    for (i, d) in dst.chunks_exact_mut(256).enumerate() {
+        if i < live {
+            let src = &w.row(r0 + i)[b * unit_bytes..(b + 1) * unit_bytes];
+            let (pieces, _) = d.as_chunks_mut::<64>();
+            let [d0, d1, d2, d3] = pieces else {
+                unreachable!("256 bytes are four 64-byte pieces")
             };
-            if i < live {
-                let src = w.row(r0 + i);
-                format.unpack(&src[u * unit_bytes..(u + 1) * unit_bytes], dst);
-            } else {
-                dst.into_iter().for_each(|d| d.fill(0));
-            }
+            format.unpack(src, [d0, d1, d2, d3]);
+        } else {
+            d.fill(0);
         }
     }
 }
@@ -733,26 +830,11 @@ fn store_c<T: Tiles>(tiles: &mut T, c: &mut [[i32; 256]]) {
     tiles.store_i32::<3>(&mut c[3]);
 }
 
-/// `TDPBUSD` over the segment's K steps `steps` (K step `s0 + s` of the row) for the token
-/// tiles `2p` and `2p + 1` (if it exists): C0/C2 = rows 0..16 / 16..32 × tile `2p`, C1/C3 the
-/// same × tile `2p + 1`. With one token tile only C0 and C2 accumulate (C1 and C3 are used as
-/// operand tiles); C1 and C3 are then not meaningful.
-#[inline(always)]
-fn run_steps<T: Tiles>(
-    tiles: &mut T,
-    a: &[u8],
-    packed: &TileActs,
-    p: usize,
-    s0: usize,
-    steps: Range<usize>,
-) {
-    run_steps_at(tiles, packed, p, s0, steps, 64, |s, m| {
-        &a[(2 * s + m) * TILE_BYTES..(2 * s + m + 1) * TILE_BYTES]
-    })
-}
-
-/// [`run_steps`] with the A tile of K step `s`, rows `16m..16m + 16` at `at(s, m)`, rows
-/// `a_stride` bytes apart.
+/// `TDPBUSD` over the K steps `steps` (K step `s0 + s` of the row) for the token tiles `2p` and
+/// `2p + 1` (if it exists): C0/C2 = rows 0..16 / 16..32 × tile `2p`, C1/C3 the same × tile
+/// `2p + 1`. With one token tile only C0 and C2 accumulate (C1 and C3 are used as operand
+/// tiles); C1 and C3 are then not meaningful. The A tile of K step `s`, rows `16m..16m + 16`, is
+/// at `at(s, m)`, its rows `a_stride` bytes apart.
 #[inline(always)]
 fn run_steps_at<'b, T: Tiles>(
     tiles: &mut T,
@@ -798,78 +880,6 @@ fn run_steps_at<'b, T: Tiles>(
     }
 }
 
-/// One row group of a call: what the epilogues need.
-struct Group<'a, 'w> {
-    format: Ternary,
-    w: &'a QMatrix<'w>,
-    r0: usize,
-    live: usize,
-    packed: &'a TileActs<'a>,
-}
-
-impl Group<'_, '_> {
-    /// TQ1_0/TQ2_0: block `b` (K steps `4b..4b + 4` of the row, whose A tiles start `a`) for
-    /// the token tiles of pair `p`, folded
-    /// into the running sums with the block's scales, as `block_epilogue` in block order.
-    #[inline(always)]
-    fn block<T: Tiles>(&self, tiles: &mut T, a: &[u8], p: usize, b: usize, sumf: &mut [f32]) {
-        let Acts::Blocks(ba) = self.packed.acts else {
-            unreachable!("TQ kernels take block activations")
-        };
-        let n_tokens = self.packed.n_tokens;
-        zero_c(tiles);
-        run_steps(tiles, a, self.packed, p, 4 * b, 0..4);
-        let mut c = [[0i32; 256]; 4];
-        store_c(tiles, &mut c);
-        let (_, unit_bytes) = self.format.unit();
-        let d_at = b * unit_bytes + self.format.d_at();
-        for (ci, c) in c.iter().enumerate() {
-            let (m, nt) = (ci / 2, ci % 2);
-            let t0 = (2 * p + nt) * TILE_TOKENS;
-            if t0 >= n_tokens {
-                continue;
-            }
-            let nt_live = (n_tokens - t0).min(TILE_TOKENS);
-            let at = b * n_tokens + t0;
-            let (sums, ds) = (&ba.sum[at..at + nt_live], &ba.d[at..at + nt_live]);
-            for i in 0..16.min(self.live.saturating_sub(16 * m)) {
-                let row = 16 * m + i;
-                let wr = self.w.row(self.r0 + row);
-                let dw = f16_to_f32(u16::from_le_bytes([wr[d_at], wr[d_at + 1]]));
-                let sf = &mut sumf[row * n_tokens + t0..row * n_tokens + t0 + nt_live];
-                let ci = &c[16 * i..16 * i + nt_live];
-                for n in 0..nt_live {
-                    let sumi = ci[n].wrapping_sub(sums[n]);
-                    sf[n] = block_epilogue(sf[n], sumi, ds[n], dw);
-                }
-            }
-        }
-    }
-
-    /// The group's results `y` (`[row in group][token]`) into `out` (`[token][row]`), one
-    /// token's consecutive rows at a time: a transposition through L1, so that the stores to
-    /// the output (rows apart by a whole token's row count) are whole cache lines.
-    #[inline(always)]
-    fn write_sums(&self, y: &[f32], out: &Out) {
-        let n_tokens = self.packed.n_tokens;
-        let mut col = [0.0f32; GROUP_ROWS];
-        for t in 0..n_tokens {
-            for (i, v) in col[..self.live].iter_mut().enumerate() {
-                *v = y[i * n_tokens + t];
-            }
-            // SAFETY: this task owns rows `rows`.
-            unsafe {
-                if self.live == GROUP_ROWS {
-                    // A whole group: a copy of constant length (vector moves, no memcpy call).
-                    out.set_rows(t, self.r0, &col);
-                } else {
-                    out.set_rows(t, self.r0, &col[..self.live]);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -888,41 +898,35 @@ mod tests {
         }
     }
 
-    /// The AVX-512 segment unpacking writes exactly what the portable one writes.
+    /// The AVX-512 block unpacking (TQ2_0, TQ1_0) writes exactly what the portable one writes.
     #[test]
     #[cfg(target_arch = "x86_64")]
-    fn simd_unpacking_equals_the_portable_unpacking() {
+    fn simd_block_unpacking_equals_the_portable_unpacking() {
         if !(std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("avx512vl"))
         {
-            eprintln!("no AVX-512 here: SIMD unpacking not exercised");
+            eprintln!("no AVX-512 here: SIMD block unpacking not exercised");
             return;
         }
         use crate::kernels::x86::tile_unpack as tu;
-        for (format, code, cols) in [
-            (Ternary::I2S, tu::I2S, 1280usize),
-            (Ternary::TQ2, tu::TQ2, 1024),
-            (Ternary::TQ1, tu::TQ1, 1024),
+        for (format, code, ty) in [
+            (Ternary::TQ2, tu::TQ2, GgmlType::TQ2_0),
+            (Ternary::TQ1, tu::TQ1, GgmlType::TQ1_0),
         ] {
             let (elems, bytes) = format.unit();
-            let rows = 40;
-            let data: Vec<u8> = (0..rows * cols / elems * bytes
-                + if format == Ternary::I2S { 32 } else { 0 })
+            let (rows, cols) = (40, 1024);
+            let data: Vec<u8> = (0..rows * cols / elems * bytes)
                 .map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(7) as u8)
                 .collect();
-            let ty = match format {
-                Ternary::I2S => GgmlType::I2_S,
-                Ternary::TQ2 => GgmlType::TQ2_0,
-                Ternary::TQ1 => GgmlType::TQ1_0,
-            };
             let w = QMatrix::new(ty, &data, rows, cols).unwrap();
             for (r0, live) in [(0, 32), (32, 8)] {
-                for seg in [0..elems, elems..cols, 0..cols] {
-                    let n = 2 * (seg.len() / 64) * TILE_BYTES;
-                    let (mut want, mut got) = (vec![7u8; n], vec![9u8; n]);
-                    unpack_segment(format, &w, r0, live, seg.clone(), &mut want);
+                for b in 0..cols / 256 {
+                    let mut want = [7u8; BLOCK_UNIT_BYTES];
+                    let mut got = [9u8; BLOCK_UNIT_BYTES];
+                    unpack_block_unit(format, &w, r0, live, b, &mut want);
                     // SAFETY: AVX-512 F/BW/VL (and so AVX2) checked above.
-                    unsafe { tu::unpack_segment(code, &w, r0, live, seg.clone(), &mut got) };
-                    assert_eq!(got, want, "{format:?} rows {r0}+{live} cols {seg:?}");
+                    unsafe { tu::unpack_block_unit(code, &w, r0, live, b, &mut got) };
+                    assert_eq!(got, want, "{format:?} rows {r0}+{live} block {b}");
+                    assert!(want[256 * live..].iter().all(|&c| c == 0));
                 }
             }
         }

@@ -573,34 +573,6 @@ impl<'a> Out<'a> {
         );
         self.ptr.wrapping_add(t * self.rows + r0)
     }
-
-    /// Writes `out[t·rows + r0 + i] = vals[i]`: consecutive rows of one token.
-    ///
-    /// # Safety
-    /// As [`Out::set`], for every element written.
-    #[inline(always)]
-    pub(crate) unsafe fn set_rows(&self, t: usize, r0: usize, vals: &[f32]) {
-        assert!(
-            t < self.n_tokens && r0 + vals.len() <= self.rows,
-            "output index out of range"
-        );
-        let dst = self.ptr.wrapping_add(t * self.rows + r0);
-        let mut chunks = vals.chunks_exact(8);
-        let mut i = 0;
-        // Eight values per store: short, and in the tile kernels' epilogue a library call per
-        // token cost more than the copy.
-        for c in chunks.by_ref() {
-            let c: [f32; 8] = c.try_into().expect("8 values");
-            // SAFETY: in bounds (checked above); exclusive per the caller's contract.
-            unsafe { dst.add(i).cast::<[f32; 8]>().write_unaligned(c) };
-            i += 8;
-        }
-        for &v in chunks.remainder() {
-            // SAFETY: as above.
-            unsafe { dst.add(i).write(v) };
-            i += 1;
-        }
-    }
 }
 
 /// The tokens `t0..t0 + T` of a tile, as an array of row slices.

@@ -436,12 +436,16 @@ mod hw {
                 };
             }
             // The kernels' register roles: accumulators 0..4, A tiles 4 and 5, B tiles 6 and 7;
-            // with one token tile, 7/1 (A) and 3 (B) as a second operand set.
+            // with one token tile, 7/1 (A) and 3 (B) as a second operand set; the block
+            // formats' two accumulator sets (0, 1) and (2, 3) over A 4/5 and B 6.
             match (C, A, B) {
                 (0, 4, 6) => d!("tmm0", "tmm4", "tmm6"),
                 (1, 4, 7) => d!("tmm1", "tmm4", "tmm7"),
                 (2, 5, 6) => d!("tmm2", "tmm5", "tmm6"),
                 (3, 5, 7) => d!("tmm3", "tmm5", "tmm7"),
+                (1, 5, 6) => d!("tmm1", "tmm5", "tmm6"),
+                (2, 4, 6) => d!("tmm2", "tmm4", "tmm6"),
+                (3, 5, 6) => d!("tmm3", "tmm5", "tmm6"),
                 (0, 7, 3) => d!("tmm0", "tmm7", "tmm3"),
                 (2, 1, 3) => d!("tmm2", "tmm1", "tmm3"),
                 _ => unreachable!("tdpbusd tmm{C}, tmm{A}, tmm{B} is not wired"),
@@ -498,6 +502,10 @@ mod tests {
         t.dpbusd::<2, 5, 6>();
         t.dpbusd::<3, 5, 7>();
         t.dpbusd::<3, 5, 7>(); // accumulates twice
+                               // The block formats' wiring: two accumulator sets over A 4/5 and B 6.
+        t.dpbusd::<1, 5, 6>();
+        t.dpbusd::<2, 4, 6>();
+        t.dpbusd::<3, 5, 6>();
         let mut c = vec![[0i32; 256]; 4];
         t.store_i32::<0>(&mut c[0]);
         t.store_i32::<1>(&mut c[1]);
@@ -515,11 +523,19 @@ mod tests {
         let mut t = EmulatedTiles::new();
         t.configure(&TileConfig::FULL);
         let c = run(&mut t, &a, &b);
+        let sum =
+            |x: &[i32], y: &[i32]| -> Vec<i32> { x.iter().zip(y).map(|(x, y)| x + y).collect() };
         assert_eq!(c[0].to_vec(), reference(&a, &b, 7));
-        assert_eq!(c[1].to_vec(), reference(&a, &b2, 7));
-        assert_eq!(c[2].to_vec(), reference(&a2, &b, 7));
+        assert_eq!(
+            c[1].to_vec(),
+            sum(&reference(&a, &b2, 7), &reference(&a2, &b, 0))
+        );
+        assert_eq!(
+            c[2].to_vec(),
+            sum(&reference(&a2, &b, 7), &reference(&a, &b, 0))
+        );
         let twice: Vec<i32> = reference(&a2, &b2, 0).iter().map(|v| 7 + 2 * v).collect();
-        assert_eq!(c[3].to_vec(), twice);
+        assert_eq!(c[3].to_vec(), sum(&twice, &reference(&a2, &b, 0)));
         // A smaller configuration: rows outside it load as zero.
         let mut cfg = TileConfig::FULL;
         cfg.rows[4] = 3;

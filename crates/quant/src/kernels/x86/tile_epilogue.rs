@@ -106,6 +106,108 @@ pub(in crate::kernels) unsafe fn write_i2s_pair(
     }
 }
 
+/// Folds one 256-block's accumulators for one token tile into the running sums, as
+/// `block_epilogue` elementwise: `sumf[row][t] += (c[m][16i + n] − Σq[t]) · (d_x[t] · d_w[row])`
+/// (a product, then a sum: no fused multiply-add, exactly as the scalar reference rounds) for
+/// `row = 16m + i < live`, `t = t0 + n < n_tokens`. `sum`, `d`: the block's `Σq` and scale per
+/// token (all tokens of the call); `sumf`: `[row][token]`, `n_tokens` per row.
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(in crate::kernels) unsafe fn fold_block(
+    c: &[[i32; 256]],
+    t0: usize,
+    n_tokens: usize,
+    live: usize,
+    sum: &[i32],
+    d: &[f32],
+    d_w: &[f32; 32],
+    sumf: &mut [f32],
+) {
+    let nt_live = n_tokens.saturating_sub(t0).min(16);
+    assert!(c.len() >= 2 && sum.len() >= nt_live && d.len() >= nt_live && live <= 32);
+    assert!(sumf.len() >= live.saturating_sub(1) * n_tokens + t0 + nt_live);
+    let mask: __mmask16 = if nt_live == 16 {
+        0xffff
+    } else {
+        (1u16 << nt_live) - 1
+    };
+    // SAFETY: (these loads and those below) masked-off lanes are never accessed; the live lanes
+    // are inside `sum`, `d`, each 16-dword row of `c` and row `row` of `sumf` (asserted above).
+    let (sums, dx) = unsafe {
+        (
+            _mm512_maskz_loadu_epi32(mask, sum.as_ptr()),
+            _mm512_maskz_loadu_ps(mask, d.as_ptr()),
+        )
+    };
+    for row in 0..live {
+        let (m, i) = (row / 16, row % 16);
+        // SAFETY: as above.
+        unsafe {
+            let v = _mm512_maskz_loadu_epi32(mask, c[m].as_ptr().add(16 * i));
+            let f = _mm512_cvtepi32_ps(_mm512_sub_epi32(v, sums));
+            let k = _mm512_mul_ps(dx, _mm512_set1_ps(d_w[row]));
+            let at = sumf.as_mut_ptr().add(row * n_tokens + t0);
+            let acc = _mm512_maskz_loadu_ps(mask, at);
+            _mm512_mask_storeu_ps(at, mask, _mm512_add_ps(acc, _mm512_mul_ps(f, k)));
+        }
+    }
+}
+
+/// Writes a row group's results `y` (`[row][token]`, `n_tokens` per row; rows `0..live`) to the
+/// output rows `r0..r0 + live`, 16 rows of a token per store (16 × 16 transposes in registers).
+///
+/// # Safety
+/// The CPU must have AVX-512 F; no other thread may write the output rows `r0..r0 + live`.
+#[target_feature(enable = "avx512f")]
+pub(in crate::kernels) unsafe fn write_group_sums(
+    y: &[f32],
+    n_tokens: usize,
+    r0: usize,
+    live: usize,
+    out: &Out,
+) {
+    assert!(live <= 32 && y.len() >= live * n_tokens);
+    for m in 0..live.div_ceil(16) {
+        let rows_live = (live - 16 * m).min(16);
+        let rmask: __mmask16 = if rows_live == 16 {
+            0xffff
+        } else {
+            (1u16 << rows_live) - 1
+        };
+        for t0 in (0..n_tokens).step_by(16) {
+            let nt_live = (n_tokens - t0).min(16);
+            let tmask: __mmask16 = if nt_live == 16 {
+                0xffff
+            } else {
+                (1u16 << nt_live) - 1
+            };
+            let mut v = [_mm512_setzero_si512(); 16];
+            for (i, v) in v.iter_mut().enumerate().take(rows_live) {
+                // SAFETY: row 16m + i < live and tokens t0.. < n_tokens are inside `y`
+                // (asserted); masked-off lanes are not read.
+                *v = unsafe {
+                    _mm512_maskz_loadu_epi32(
+                        tmask,
+                        y.as_ptr().add((16 * m + i) * n_tokens + t0).cast(),
+                    )
+                };
+            }
+            transpose16(&mut v);
+            for (n, v) in v.iter().enumerate().take(nt_live) {
+                // SAFETY: token t0 + n < n_tokens, rows r0 + 16m.. are this task's (the
+                // caller's contract); `row_ptr` checks the bounds.
+                unsafe {
+                    let dst = out.row_ptr(t0 + n, r0 + 16 * m, rows_live);
+                    _mm512_mask_storeu_ps(dst, rmask, _mm512_castsi512_ps(*v));
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
