@@ -17,13 +17,15 @@
 //! * **A tiles (weights)**, unpacked per row group of 32 weight rows (two A tiles of 16 rows).
 //!   I2_S: one 128-column unit at a time into a 4 KiB row-major buffer (row `i` at `128·i`), whose
 //!   A tiles are loaded at stride 128; the first pair of token tiles runs on unit `u − 1` while
-//!   unit `u` is unpacked (see [`gemm_rows_i2s`]). TQ1_0/TQ2_0: one column segment (up to 512
-//!   columns) at a time into contiguous tiles in L1.
-//! * **C tiles**: for each pair of token tiles, four accumulators (2 row tiles × 2 token tiles:
-//!   the 2×2 blocking that keeps `TDPBUSD` busy). I2_S keeps them in tiles for the whole row and
-//!   hands them to the epilogue (AVX-512 on the hardware path: `x86::tile_epilogue`);
-//!   TQ1_0/TQ2_0 store them after each 256-block (4 K steps) and fold them into f32 running sums
-//!   with the block's scales.
+//!   unit `u` is unpacked (see [`gemm_rows_i2s`]). TQ1_0/TQ2_0: one 256-block at a time into an
+//!   8 KiB row-major buffer (A tiles at stride 256), overlapped the same way
+//!   ([`gemm_rows_blocks`]).
+//! * **C tiles**: I2_S: for each pair of token tiles, four accumulators (2 row tiles × 2 token
+//!   tiles: the 2×2 blocking that keeps `TDPBUSD` busy), kept in tiles for the whole row and
+//!   handed to the epilogue (AVX-512 on the hardware path: `x86::tile_epilogue`). TQ1_0/TQ2_0:
+//!   a block's scale differs per row and token, so each (block, token tile) accumulates in one of
+//!   two sets of two tiles, stored and folded into f32 running sums with the block's scales
+//!   while the next job's products run.
 //!
 //! The tile operations go through [`Tiles`], so the same code runs on the real instructions
 //! ([`super::tiles::AmxTiles`]) and on the plain-Rust emulation
