@@ -51,7 +51,12 @@ const GROUP_ROWS: usize = 32;
 const TILE_TOKENS: usize = 16;
 
 /// The weight types the tile kernels take.
-pub const TILE_TYPES: &[GgmlType] = &[GgmlType::I2_S, GgmlType::TQ2_0, GgmlType::TQ1_0];
+pub const TILE_TYPES: &[GgmlType] = &[
+    GgmlType::I2_S,
+    GgmlType::TQ2_0,
+    GgmlType::TQ1_0,
+    GgmlType::Q8_0,
+];
 
 /// Which implementation of the tile operations runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,37 +73,42 @@ pub fn amx_available() -> bool {
     super::tiles::amx_available()
 }
 
-/// The ternary formats, by their unpacking.
+/// The weight formats of the tile kernels: the ternary ones, by their unpacking, and Q8_0
+/// (int8 already: loaded straight from the weights, signed products).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ternary {
+enum TileFormat {
     I2S,
     TQ2,
     TQ1,
+    Q80,
 }
 
-impl Ternary {
-    fn of(ty: GgmlType) -> Option<Ternary> {
+impl TileFormat {
+    fn of(ty: GgmlType) -> Option<TileFormat> {
         match ty {
-            GgmlType::I2_S => Some(Ternary::I2S),
-            GgmlType::TQ2_0 => Some(Ternary::TQ2),
-            GgmlType::TQ1_0 => Some(Ternary::TQ1),
+            GgmlType::I2_S => Some(TileFormat::I2S),
+            GgmlType::TQ2_0 => Some(TileFormat::TQ2),
+            GgmlType::TQ1_0 => Some(TileFormat::TQ1),
+            GgmlType::Q8_0 => Some(TileFormat::Q80),
             _ => None,
         }
     }
 
-    /// Elements and bytes of one unpacking unit (an I2_S interleave block or a 256-block).
+    /// Elements and bytes of one unit (an I2_S interleave block, a 256-block, a Q8_0 block).
     fn unit(self) -> (usize, usize) {
         match self {
-            Ternary::I2S => (128, 32),
-            Ternary::TQ2 => (256, 66),
-            Ternary::TQ1 => (256, 54),
+            TileFormat::I2S => (128, 32),
+            TileFormat::TQ2 => (256, 66),
+            TileFormat::TQ1 => (256, 54),
+            TileFormat::Q80 => (32, 34),
         }
     }
 
     /// Offset of the f16 scale in a block (block formats).
     fn d_at(self) -> usize {
         match self {
-            Ternary::TQ2 => 64,
+            TileFormat::TQ2 => 64,
+            TileFormat::Q80 => 0,
             _ => 52,
         }
     }
@@ -108,12 +118,13 @@ impl Ternary {
     #[inline(always)]
     fn unpack(self, src: &[u8], dst: [&mut [u8; 64]; 4]) {
         match self {
-            Ternary::I2S => {
+            TileFormat::I2S => {
                 let [d0, d1, _, _] = dst;
                 unpack_i2s(src.try_into().unwrap(), [d0, d1])
             }
-            Ternary::TQ2 => unpack_tq2(src.try_into().unwrap(), dst),
-            Ternary::TQ1 => unpack_tq1(src.try_into().unwrap(), dst),
+            TileFormat::TQ2 => unpack_tq2(src.try_into().unwrap(), dst),
+            TileFormat::TQ1 => unpack_tq1(src.try_into().unwrap(), dst),
+            TileFormat::Q80 => unreachable!("Q8_0 is not unpacked"),
         }
     }
 }
@@ -206,7 +217,8 @@ struct TileActs<'a> {
 impl<'a> TileActs<'a> {
     #[inline(always)]
     fn pack(acts: &'a Acts<'a>, n_tokens: usize, cols: usize) -> TileActs<'a> {
-        let ksteps = cols / KSTEP;
+        // Q8_0 rows may end in half a K step (32 columns): its B tile is then zero-padded.
+        let ksteps = cols.div_ceil(KSTEP);
         let n_tiles = n_tokens.div_ceil(TILE_TOKENS);
         let mut b = Codes::zeroed(n_tiles * ksteps * TILE_BYTES);
         for t in 0..n_tokens {
@@ -277,7 +289,7 @@ pub(crate) fn matmul_tiles(
 ) {
     assert_eq!(ws.len(), outs.len());
     let Some(w0) = ws.first() else { return };
-    let format = Ternary::of(w0.ty).unwrap_or_else(|| panic!("no tile kernel for {}", w0.ty));
+    let format = TileFormat::of(w0.ty).unwrap_or_else(|| panic!("no tile kernel for {}", w0.ty));
     assert!(
         ws.iter().all(|w| w.ty == w0.ty && w.cols == w0.cols),
         "matmul_tiles: the matrices must share type and width"
@@ -308,7 +320,7 @@ pub(crate) fn matmul_tiles(
             TileBackend::Emulated => {
                 let mut tiles = EmulatedTiles::new();
                 tiles.configure(&TileConfig::FULL);
-                if format == Ternary::I2S {
+                if format == TileFormat::I2S {
                     let epilogue = |c: &[[i32; 256]], t0, r0, live| {
                         write_i2s_pair(&packed, w, c, t0, r0, live, out)
                     };
@@ -325,22 +337,28 @@ pub(crate) fn matmul_tiles(
                     let unpack = |w: &QMatrix, r0, live, b, dst: &mut [u8; BLOCK_UNIT_BYTES]| {
                         unpack_block_unit(format, w, r0, live, b, dst)
                     };
+                    let sub_sum = format != TileFormat::Q80;
                     let fold = |c: &[[i32; 256]], b, j, live, d_w: &[f32; 32], sumf: &mut [f32]| {
-                        fold_block(&packed, c, b, j, live, d_w, sumf)
+                        fold_block(&packed, sub_sum, c, b, j, live, d_w, sumf)
                     };
                     let write =
                         |y: &[f32], r0, live| write_group_sums(y, packed.n_tokens, r0, live, out);
-                    gemm_rows_blocks(
-                        &mut tiles,
-                        format,
-                        w,
-                        &packed,
-                        rows,
-                        &mut scratch,
-                        &unpack,
-                        &fold,
-                        &write,
-                    );
+                    if format == TileFormat::Q80 {
+                        tiles.configure(&Q8_CONFIG);
+                        gemm_rows_q8_0(&mut tiles, w, &packed, rows, &mut scratch, &fold, &write);
+                    } else {
+                        gemm_rows_blocks(
+                            &mut tiles,
+                            format,
+                            w,
+                            &packed,
+                            rows,
+                            &mut scratch,
+                            &unpack,
+                            &fold,
+                            &write,
+                        );
+                    }
                 }
             }
             #[cfg(target_arch = "x86_64")]
@@ -369,7 +387,7 @@ pub(crate) fn matmul_tiles(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn gemm_rows_amx(
-    format: Ternary,
+    format: TileFormat,
     w: &QMatrix,
     packed: &TileActs,
     rows: Range<usize>,
@@ -378,7 +396,7 @@ unsafe fn gemm_rows_amx(
 ) {
     let mut tiles = super::tiles::AmxTiles::new(&TileConfig::FULL)
         .expect("AMX availability was checked by the caller");
-    if format == Ternary::I2S {
+    if format == TileFormat::I2S {
         let Acts::I8(ia) = packed.acts else {
             unreachable!("I2_S kernels take int8 activations")
         };
@@ -406,9 +424,10 @@ unsafe fn gemm_rows_amx(
         gemm_rows_i2s(&mut tiles, w, packed, rows, scratch, &unpack, &epilogue);
     } else {
         let code = match format {
-            Ternary::TQ2 => super::x86::tile_unpack::TQ2,
+            TileFormat::TQ2 => super::x86::tile_unpack::TQ2,
             _ => super::x86::tile_unpack::TQ1,
         };
+        let sub_sum = format != TileFormat::Q80;
         let unpack = |w: &QMatrix, r0, live, b, dst: &mut [u8; BLOCK_UNIT_BYTES]| {
             // SAFETY: AMX availability (the caller's contract) implies AVX-512 F/BW/VL and AVX2.
             unsafe { super::x86::tile_unpack::unpack_block_unit(code, w, r0, live, b, dst) }
@@ -426,8 +445,9 @@ unsafe fn gemm_rows_amx(
                         c,
                         t0,
                         n_tokens,
+                        sum_stride(n_tokens),
                         live,
-                        &ba.sum[at..],
+                        sub_sum.then(|| &ba.sum[at..]),
                         &ba.d[at..],
                         d_w,
                         sumf,
@@ -436,11 +456,19 @@ unsafe fn gemm_rows_amx(
             };
         let write = |y: &[f32], r0, live| {
             // SAFETY: AVX-512 F; the task owns rows r0..r0 + live.
-            unsafe { super::x86::tile_epilogue::write_group_sums(y, n_tokens, r0, live, out) }
+            unsafe {
+                let stride = sum_stride(n_tokens);
+                super::x86::tile_epilogue::write_group_sums(y, n_tokens, stride, r0, live, out)
+            }
         };
-        gemm_rows_blocks(
-            &mut tiles, format, w, packed, rows, scratch, &unpack, &fold, &write,
-        );
+        if format == TileFormat::Q80 {
+            tiles.configure(&Q8_CONFIG);
+            gemm_rows_q8_0(&mut tiles, w, packed, rows, scratch, &fold, &write);
+        } else {
+            gemm_rows_blocks(
+                &mut tiles, format, w, packed, rows, scratch, &unpack, &fold, &write,
+            );
+        }
     }
 }
 
@@ -591,11 +619,34 @@ const BLOCK_RING: usize = 3;
 /// Unpacks 256-block `b` of rows `r0..r0 + live` ([`unpack_block_unit`]'s contract).
 type BlockUnpackFn<'a> = dyn Fn(&QMatrix, usize, usize, usize, &mut [u8; BLOCK_UNIT_BYTES]) + 'a;
 
+/// The f16 scales of one block of a row group's `live` rows (`first`: the first row's, one
+/// row length apart), as f32; zero for rows past `live`. Gathered first, then converted in one
+/// loop that vectorizes.
+#[inline(always)]
+fn group_scales(data: &[u8], first: usize, row_bytes: usize, live: usize) -> [f32; 32] {
+    let mut bits = [0u16; 32];
+    for (i, b) in bits.iter_mut().enumerate().take(live) {
+        let at = first + i * row_bytes;
+        *b = u16::from_le_bytes([data[at], data[at + 1]]);
+    }
+    let mut d = [0.0f32; 32];
+    for (d, &b) in d.iter_mut().zip(&bits) {
+        *d = f16_to_f32(b);
+    }
+    d
+}
+
+/// Floats per row of a row group's running sums: `n_tokens` rounded up to whole token tiles.
+fn sum_stride(n_tokens: usize) -> usize {
+    n_tokens.next_multiple_of(TILE_TOKENS)
+}
+
 /// Folds one block's accumulators for one token tile into the running sums
 /// ([`fold_block`]'s contract): `(c, block, token tile, live rows, d_w, sumf)`.
 type FoldFn<'a> = dyn Fn(&[[i32; 256]], usize, usize, usize, &[f32; 32], &mut [f32]) + 'a;
 
-/// Writes a row group's running sums `[row][token]` to the output: `(y, r0, live)`.
+/// Writes a row group's running sums (`[row][token]`, [`sum_stride`] per row) to the output:
+/// `(y, r0, live)`.
 type WriteSumsFn<'a> = dyn Fn(&[f32], usize, usize) + 'a;
 
 /// The TQ1_0/TQ2_0 rows `rows` (whole row groups, except at the matrix's end) for every token.
@@ -611,7 +662,7 @@ type WriteSumsFn<'a> = dyn Fn(&[f32], usize, usize) + 'a;
 #[allow(clippy::too_many_arguments)]
 fn gemm_rows_blocks<T: Tiles>(
     tiles: &mut T,
-    format: Ternary,
+    format: TileFormat,
     w: &QMatrix,
     packed: &TileActs,
     rows: Range<usize>,
@@ -627,7 +678,7 @@ fn gemm_rows_blocks<T: Tiles>(
     let d_at = format.d_at();
     scratch.a.resize(BLOCK_RING * BLOCK_UNIT_BYTES + 64, 0);
     scratch.c.resize(2, [0; 256]);
-    scratch.sumf.resize(GROUP_ROWS * n_tokens, 0.0);
+    scratch.sumf.resize(GROUP_ROWS * sum_stride(n_tokens), 0.0);
     let a_start = scratch.a.as_ptr().align_offset(64).min(63);
     let slot = |b: usize| a_start + (b % BLOCK_RING) * BLOCK_UNIT_BYTES;
     let row_bytes = w.row_bytes();
@@ -658,11 +709,7 @@ fn gemm_rows_blocks<T: Tiles>(
             let bb = b - 1;
             // The block's f16 scale of each row (one row length apart in the data).
             let first = r0 * row_bytes + bb * unit_bytes + d_at;
-            let mut d_w = [0.0f32; 32];
-            for (i, d) in d_w.iter_mut().enumerate().take(live) {
-                let at = first + i * row_bytes;
-                *d = f16_to_f32(u16::from_le_bytes([w.data[at], w.data[at + 1]]));
-            }
+            let d_w = group_scales(w.data, first, row_bytes, live);
             let at = slot(bb);
             let a = &scratch.a[at..at + BLOCK_UNIT_BYTES];
             for j in 0..n_tiles {
@@ -680,7 +727,107 @@ fn gemm_rows_blocks<T: Tiles>(
             store_set(tiles, pset, &mut scratch.c);
             fold(&scratch.c, pb, pj, live, &pdw, &mut scratch.sumf);
         }
-        write_sums(&scratch.sumf[..GROUP_ROWS * n_tokens], r0, live);
+        write_sums(&scratch.sumf, r0, live);
+    }
+}
+
+/// The tile configuration of the Q8_0 kernel: accumulators 0..4 of 16 × 16 dwords, A tiles 4
+/// and 5 of 16 rows × 32 bytes (one block of 16 weight rows), B tile 6 of 8 rows × 64 bytes (one
+/// block of 16 tokens in VNNI layout).
+const Q8_CONFIG: TileConfig = TileConfig {
+    rows: [16, 16, 16, 16, 16, 16, 8, 16],
+    colsb: [64, 64, 64, 64, 32, 32, 64, 64],
+};
+
+/// The Q8_0 rows `rows` (whole row groups, except at the matrix's end) for every token, with
+/// the tiles configured as [`Q8_CONFIG`].
+///
+/// Q8_0 codes are int8 already, so A tiles are loaded straight from the weights (16 rows of one
+/// block's 32 bytes, one row length apart) and multiplied with `TDPBSSD` (signed × signed); a
+/// partial row group at the matrix's end is first copied, zero-padded, into scratch. Each
+/// (block, token tile) job accumulates in one of two accumulator sets and is folded with the
+/// block's scales while the next job's product runs, as in [`gemm_rows_blocks`]. The next
+/// row group's bytes are prefetched a slice per block.
+#[inline(always)]
+fn gemm_rows_q8_0<T: Tiles>(
+    tiles: &mut T,
+    w: &QMatrix,
+    packed: &TileActs,
+    rows: Range<usize>,
+    scratch: &mut Scratch,
+    fold: &FoldFn,
+    write_sums: &WriteSumsFn,
+) {
+    const BLK: usize = 34;
+    let n_tokens = packed.n_tokens;
+    let n_tiles = packed.n_token_tiles();
+    let nb = w.cols / 32;
+    let row_bytes = w.row_bytes();
+    scratch.c.resize(2, [0; 256]);
+    scratch.sumf.resize(GROUP_ROWS * sum_stride(n_tokens), 0.0);
+    let group_bytes = GROUP_ROWS * row_bytes;
+    let prefetch_per_block = group_bytes.div_ceil(nb).next_multiple_of(64);
+    for r0 in rows.clone().step_by(GROUP_ROWS) {
+        let live = (rows.end - r0).min(GROUP_ROWS);
+        let next = (r0 + GROUP_ROWS).min(rows.end) * row_bytes
+            ..(r0 + 2 * GROUP_ROWS).min(rows.end) * row_bytes;
+        // Where block b's codes of the group's row i are: src[base + i·stride + step·b ..].
+        let (src, stride, base, step): (&[u8], usize, usize, usize) = if live == GROUP_ROWS {
+            (w.data, row_bytes, r0 * row_bytes + 2, BLK)
+        } else {
+            let stride = nb * 32;
+            scratch.a.clear();
+            scratch.a.resize(GROUP_ROWS * stride, 0);
+            for i in 0..live {
+                let row = w.row(r0 + i);
+                for b in 0..nb {
+                    let at = i * stride + 32 * b;
+                    scratch.a[at..at + 32].copy_from_slice(&row[BLK * b + 2..BLK * (b + 1)]);
+                }
+            }
+            (&scratch.a, stride, 0, 32)
+        };
+        scratch.sumf.fill(0.0);
+        let mut pending: Option<(usize, usize, usize, [f32; 32])> = None;
+        let mut job = 0usize;
+        for b in 0..nb {
+            let at = next.start + b * prefetch_per_block;
+            prefetch_bytes(w.data, at..(at + prefetch_per_block).min(next.end));
+            let first = r0 * row_bytes + BLK * b;
+            let d_w = group_scales(w.data, first, row_bytes, live);
+            let a = base + step * b;
+            for j in 0..n_tiles {
+                let set = job % 2;
+                if set == 0 {
+                    tiles.zero::<0>();
+                    tiles.zero::<1>();
+                } else {
+                    tiles.zero::<2>();
+                    tiles.zero::<3>();
+                }
+                tiles.load_streamed::<4>(&src[a..], stride);
+                tiles.load_streamed::<5>(&src[a + 16 * stride..], stride);
+                tiles.load::<6>(&packed.tile(j, b / 2)[512 * (b % 2)..], 64);
+                if set == 0 {
+                    tiles.dpbssd::<0, 4, 6>();
+                    tiles.dpbssd::<1, 5, 6>();
+                } else {
+                    tiles.dpbssd::<2, 4, 6>();
+                    tiles.dpbssd::<3, 5, 6>();
+                }
+                if let Some((pb, pj, pset, pdw)) = pending.take() {
+                    store_set(tiles, pset, &mut scratch.c);
+                    fold(&scratch.c, pb, pj, live, &pdw, &mut scratch.sumf);
+                }
+                pending = Some((b, j, set, d_w));
+                job += 1;
+            }
+        }
+        if let Some((pb, pj, pset, pdw)) = pending.take() {
+            store_set(tiles, pset, &mut scratch.c);
+            fold(&scratch.c, pb, pj, live, &pdw, &mut scratch.sumf);
+        }
+        write_sums(&scratch.sumf, r0, live);
     }
 }
 
@@ -736,6 +883,7 @@ fn store_set<T: Tiles>(tiles: &mut T, set: usize, c: &mut [[i32; 256]]) {
 #[allow(clippy::too_many_arguments)]
 fn fold_block(
     packed: &TileActs,
+    sub_sum: bool,
     c: &[[i32; 256]],
     b: usize,
     j: usize,
@@ -744,7 +892,7 @@ fn fold_block(
     sumf: &mut [f32],
 ) {
     let Acts::Blocks(ba) = packed.acts else {
-        unreachable!("TQ kernels take block activations")
+        unreachable!("block kernels take block activations")
     };
     let n_tokens = packed.n_tokens;
     let t0 = j * TILE_TOKENS;
@@ -752,19 +900,22 @@ fn fold_block(
     for row in 0..live {
         let (m, i) = (row / 16, row % 16);
         for n in 0..TILE_TOKENS.min(n_tokens - t0) {
-            let sumi = c[m][16 * i + n].wrapping_sub(ba.sum[at + n]);
-            let sf = &mut sumf[row * n_tokens + t0 + n];
+            // Ternary codes are stored as value + 1: Σ(t − 1)·q = Σt·q − Σq.
+            let zero = if sub_sum { ba.sum[at + n] } else { 0 };
+            let sumi = c[m][16 * i + n].wrapping_sub(zero);
+            let sf = &mut sumf[row * sum_stride(n_tokens) + t0 + n];
             *sf = block_epilogue(*sf, sumi, ba.d[at + n], d_w[row]);
         }
     }
 }
 
-/// The portable write-out of a row group's sums `y` (`[row][token]`) to rows `r0..r0 + live`.
+/// The portable write-out of a row group's sums `y` (`[row][token]`, [`sum_stride`] per row)
+/// to rows `r0..r0 + live`.
 fn write_group_sums(y: &[f32], n_tokens: usize, r0: usize, live: usize, out: &Out) {
     for row in 0..live {
         for t in 0..n_tokens {
             // SAFETY: the task owns rows r0..r0 + live.
-            unsafe { out.set(t, r0 + row, y[row * n_tokens + t]) };
+            unsafe { out.set(t, r0 + row, y[row * sum_stride(n_tokens) + t]) };
         }
     }
 }
@@ -773,7 +924,7 @@ fn write_group_sums(y: &[f32], n_tokens: usize, r0: usize, live: usize, out: &Ou
 /// row `i` at `dst[256·i..]`, in element order; rows `live..32` become zero codes. The A tile
 /// of rows `16m..16m + 16` at the block's K step `j` is `dst[4096·m + 64·j..]` at stride 256.
 fn unpack_block_unit(
-    format: Ternary,
+    format: TileFormat,
     w: &QMatrix,
     r0: usize,
     live: usize,
@@ -911,8 +1062,8 @@ mod tests {
         }
         use crate::kernels::x86::tile_unpack as tu;
         for (format, code, ty) in [
-            (Ternary::TQ2, tu::TQ2, GgmlType::TQ2_0),
-            (Ternary::TQ1, tu::TQ1, GgmlType::TQ1_0),
+            (TileFormat::TQ2, tu::TQ2, GgmlType::TQ2_0),
+            (TileFormat::TQ1, tu::TQ1, GgmlType::TQ1_0),
         ] {
             let (elems, bytes) = format.unit();
             let (rows, cols) = (40, 1024);
@@ -980,17 +1131,17 @@ mod tests {
             f([d0, d1, d2, d3]);
             d.concat()
         };
-        let dst = unpacked(&|d| Ternary::I2S.unpack(&src[..32], d));
+        let dst = unpacked(&|d| TileFormat::I2S.unpack(&src[..32], d));
         for e in 0..128 {
             let (j, g) = (e / 32, e % 32);
             assert_eq!(dst[e], (src[g] >> (6 - 2 * j)) & 3, "i2s {e}");
         }
-        let dst = unpacked(&|d| Ternary::TQ2.unpack(&src, d));
+        let dst = unpacked(&|d| TileFormat::TQ2.unpack(&src, d));
         for e in 0..256 {
             let (h, n, l) = (e / 128, (e % 128) / 32, e % 32);
             assert_eq!(dst[e], (src[32 * h + l] >> (2 * n)) & 3, "tq2 {e}");
         }
-        let dst = unpacked(&|d| Ternary::TQ1.unpack(&src[..54], d));
+        let dst = unpacked(&|d| TileFormat::TQ1.unpack(&src[..54], d));
         let want: Vec<u8> = {
             let mut v = vec![0u8; 256];
             for n in 0..5 {

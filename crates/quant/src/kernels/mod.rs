@@ -26,7 +26,7 @@
 //! operations. The float kernels (F32/F16/BF16) sum in a different order per level and agree
 //! within the usual `n·ε·Σ|w·x|` bound.
 //!
-//! On CPUs with AMX-INT8, [`SimdLevel::Amx`] runs multi-row ternary calls (from
+//! On CPUs with AMX-INT8, [`SimdLevel::Amx`] runs multi-row ternary and Q8_0 calls (from
 //! [`min_tile_tokens`] rows) on tiles (`amx.rs`): the codes of 32 weight rows are unpacked a few
 //! hundred columns at a time into int8 A tiles (for I2_S overlapped with the products of the
 //! previous columns), the activations are packed once per call into B tiles, and `TDPBUSD`
@@ -425,11 +425,12 @@ pub fn matmul_shared_with(
 /// (`None`: no tile kernel). Fewer rows (decode, small sub-blocks) stay on the AVX-512 kernels,
 /// which are memory-bound there already; the crossovers were measured on a Sapphire-Rapids-class
 /// Xeon (docs/benchmarks.md): I2_S ties at 8 rows, TQ2_0/TQ1_0 (whose per-block epilogue costs
-/// more on tiles) win from 16.
+/// more on tiles) win from 16, Q8_0 (an epilogue per 32-block) from 8.
 pub fn min_tile_tokens(ty: GgmlType) -> Option<usize> {
     match ty {
         GgmlType::I2_S => Some(8),
         GgmlType::TQ2_0 | GgmlType::TQ1_0 => Some(16),
+        GgmlType::Q8_0 => Some(8),
         _ => None,
     }
 }

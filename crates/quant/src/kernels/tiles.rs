@@ -80,10 +80,12 @@ pub(crate) trait Tiles {
     fn configure(&mut self, cfg: &TileConfig);
     /// Tile `T` = 0 (`TILEZERO`).
     fn zero<const T: u8>(&mut self);
-    /// Tile `T` = 16 rows of 64 bytes, row `r` at `src[r·stride..]` (`TILELOADD`).
+    /// Tile `T` = its configured rows and bytes per row, row `r` at `src[r·stride..]`
+    /// (`TILELOADD`).
     ///
     /// # Panics
-    /// If `stride < 64` or `src` is shorter than `15·stride + 64` bytes.
+    /// If `stride` is less than the tile's width or `src` is shorter than
+    /// `(rows − 1)·stride + width` bytes.
     fn load<const T: u8>(&mut self, src: &[u8], stride: usize);
     /// [`Tiles::load`] with a hint that the data is read once from here and need not stay in L1
     /// (`TILELOADDT1`); the same result.
@@ -97,14 +99,17 @@ pub(crate) trait Tiles {
     fn load_i32<const T: u8>(&mut self, src: &[i32; TILE_BYTES / 4]);
     /// `C += A·B`, unsigned A bytes by signed B bytes into i32 (`TDPBUSD`).
     fn dpbusd<const C: u8, const A: u8, const B: u8>(&mut self);
+    /// `C += A·B`, signed A bytes by signed B bytes into i32 (`TDPBSSD`).
+    fn dpbssd<const C: u8, const A: u8, const B: u8>(&mut self);
 }
 
-/// The bounds a strided tile load needs (16 rows of 64 bytes at `stride`).
+/// The bounds a strided load of a tile of `rows` × `colsb` bytes needs.
 #[inline]
-fn check_strided(src: &[u8], stride: usize) {
+fn check_strided(src: &[u8], stride: usize, rows: u8, colsb: u16) {
+    let (rows, colsb) = (usize::from(rows), usize::from(colsb));
     assert!(
-        stride >= TILE_COLSB && src.len() >= (TILE_ROWS - 1) * stride + TILE_COLSB,
-        "tile load: {} bytes at stride {stride} do not hold 16 rows of 64",
+        stride >= colsb && (rows == 0 || src.len() >= (rows - 1) * stride + colsb),
+        "tile load: {} bytes at stride {stride} do not hold {rows} rows of {colsb}",
         src.len()
     );
 }
@@ -142,8 +147,8 @@ impl EmulatedTiles {
     }
 
     fn load_bytes(&mut self, t: u8, src: &[u8], stride: usize) {
-        check_strided(src, stride);
         let (rows, colsb) = self.shape(t);
+        check_strided(src, stride, rows as u8, colsb as u16);
         let reg = &mut self.regs[usize::from(t)];
         reg.fill(0);
         for r in 0..rows {
@@ -186,21 +191,33 @@ impl Tiles for EmulatedTiles {
     }
 
     fn dpbusd<const C: u8, const A: u8, const B: u8>(&mut self) {
-        let (m_rows, c_colsb) = self.shape(C);
-        let (_, a_colsb) = self.shape(A);
-        let (b_rows, _) = self.shape(B);
-        assert_eq!(a_colsb / 4, b_rows, "TDPBUSD: A's K/4 must equal B's rows");
+        self.dot(C, A, B, i32::from);
+    }
+
+    fn dpbssd<const C: u8, const A: u8, const B: u8>(&mut self) {
+        self.dot(C, A, B, |a| i32::from(a as i8));
+    }
+}
+
+impl EmulatedTiles {
+    /// `C += A·B` with A's bytes read by `a_value` and B's as signed (Intel SDM pseudo-code of
+    /// `TDPB[SU]SD`: dword products summed in i32, wrapping).
+    fn dot(&mut self, c: u8, a: u8, b: u8, a_value: impl Fn(u8) -> i32) {
+        let (m_rows, c_colsb) = self.shape(c);
+        let (_, a_colsb) = self.shape(a);
+        let (b_rows, _) = self.shape(b);
+        assert_eq!(a_colsb / 4, b_rows, "TDPB*D: A's K/4 must equal B's rows");
         for m in 0..m_rows {
             for n in 0..c_colsb / 4 {
-                let mut acc = i32::from_le_bytes(self.dword(C, m, n));
+                let mut acc = i32::from_le_bytes(self.dword(c, m, n));
                 for k in 0..a_colsb / 4 {
-                    let (a, b) = (self.dword(A, m, k), self.dword(B, k, n));
+                    let (av, bv) = (self.dword(a, m, k), self.dword(b, k, n));
                     for i in 0..4 {
-                        acc = acc.wrapping_add(i32::from(a[i]) * i32::from(b[i] as i8));
+                        acc = acc.wrapping_add(a_value(av[i]) * i32::from(bv[i] as i8));
                     }
                 }
                 let at = m * TILE_COLSB + 4 * n;
-                self.regs[usize::from(C)][at..at + 4].copy_from_slice(&acc.to_le_bytes());
+                self.regs[usize::from(c)][at..at + 4].copy_from_slice(&acc.to_le_bytes());
             }
         }
     }
@@ -298,6 +315,8 @@ mod hw {
     /// The tile registers of the current thread. Configured on creation, released on drop;
     /// not `Send` (tile state belongs to a thread).
     pub(crate) struct AmxTiles {
+        /// The loaded configuration (for the loads' bounds checks).
+        cfg: TileConfig,
         _thread_bound: PhantomData<*const ()>,
     }
 
@@ -309,6 +328,7 @@ mod hw {
                 return None;
             }
             let mut t = AmxTiles {
+                cfg: *cfg,
                 _thread_bound: PhantomData,
             };
             t.configure(cfg);
@@ -351,6 +371,7 @@ mod hw {
             struct Block([u8; 64]);
             cfg.check();
             let block = Block(cfg.to_bytes());
+            self.cfg = *cfg;
             // SAFETY: see above; LDTILECFG reads the 64-byte block.
             unsafe { asm!("ldtilecfg [{0}]", in(reg) block.0.as_ptr(), options(nostack, readonly)) }
         }
@@ -366,7 +387,8 @@ mod hw {
         }
 
         fn load<const T: u8>(&mut self, src: &[u8], stride: usize) {
-            super::check_strided(src, stride);
+            let t = usize::from(T);
+            super::check_strided(src, stride, self.cfg.rows[t], self.cfg.colsb[t]);
             macro_rules! l {
                 ($r:literal) => {
                     // SAFETY: see above; `check_strided` bounds the 16 rows at `stride`.
@@ -381,7 +403,8 @@ mod hw {
         }
 
         fn load_streamed<const T: u8>(&mut self, src: &[u8], stride: usize) {
-            super::check_strided(src, stride);
+            let t = usize::from(T);
+            super::check_strided(src, stride, self.cfg.rows[t], self.cfg.colsb[t]);
             macro_rules! l {
                 ($r:literal) => {
                     // SAFETY: see above; `check_strided` bounds the 16 rows at `stride`.
@@ -451,6 +474,28 @@ mod hw {
                 _ => unreachable!("tdpbusd tmm{C}, tmm{A}, tmm{B} is not wired"),
             }
         }
+
+        fn dpbssd<const C: u8, const A: u8, const B: u8>(&mut self) {
+            macro_rules! d {
+                ($c:literal, $a:literal, $b:literal) => {
+                    // SAFETY: see above; TDPBSSD touches only tile registers.
+                    unsafe {
+                        asm!(
+                            concat!("tdpbssd ", $c, ", ", $a, ", ", $b),
+                            options(nostack, nomem)
+                        )
+                    }
+                };
+            }
+            // The Q8_0 kernel's two accumulator sets (0, 1) and (2, 3) over A 4/5 and B 6.
+            match (C, A, B) {
+                (0, 4, 6) => d!("tmm0", "tmm4", "tmm6"),
+                (1, 5, 6) => d!("tmm1", "tmm5", "tmm6"),
+                (2, 4, 6) => d!("tmm2", "tmm4", "tmm6"),
+                (3, 5, 6) => d!("tmm3", "tmm5", "tmm6"),
+                _ => unreachable!("tdpbssd tmm{C}, tmm{A}, tmm{B} is not wired"),
+            }
+        }
     }
 }
 
@@ -460,12 +505,26 @@ mod tests {
 
     /// TDPBUSD on hand-made tiles: C[m][n] = Σ_k u8(A[m][k]) · i8(B[k/4][4n + k%4]).
     fn reference(a: &[u8; TILE_BYTES], b: &[u8; TILE_BYTES], c0: i32) -> Vec<i32> {
+        reference_as(a, b, c0, i32::from)
+    }
+
+    /// TDPBSSD on hand-made tiles: A's bytes signed.
+    fn reference_signed(a: &[u8; TILE_BYTES], b: &[u8; TILE_BYTES]) -> Vec<i32> {
+        reference_as(a, b, 0, |a| i32::from(a as i8))
+    }
+
+    fn reference_as(
+        a: &[u8; TILE_BYTES],
+        b: &[u8; TILE_BYTES],
+        c0: i32,
+        a_value: impl Fn(u8) -> i32,
+    ) -> Vec<i32> {
         let mut c = vec![c0; 256];
         for m in 0..16 {
             for n in 0..16 {
                 for k in 0..64 {
                     c[m * 16 + n] +=
-                        i32::from(a[m * 64 + k]) * i32::from(b[(k / 4) * 64 + 4 * n + k % 4] as i8);
+                        a_value(a[m * 64 + k]) * i32::from(b[(k / 4) * 64 + 4 * n + k % 4] as i8);
                 }
             }
         }
@@ -506,6 +565,11 @@ mod tests {
         t.dpbusd::<1, 5, 6>();
         t.dpbusd::<2, 4, 6>();
         t.dpbusd::<3, 5, 6>();
+        // And the signed products on the same wires (net: C0..C3 += signed − unsigned).
+        t.dpbssd::<0, 4, 6>();
+        t.dpbssd::<1, 5, 6>();
+        t.dpbssd::<2, 4, 6>();
+        t.dpbssd::<3, 5, 6>();
         let mut c = vec![[0i32; 256]; 4];
         t.store_i32::<0>(&mut c[0]);
         t.store_i32::<1>(&mut c[1]);
@@ -525,17 +589,19 @@ mod tests {
         let c = run(&mut t, &a, &b);
         let sum =
             |x: &[i32], y: &[i32]| -> Vec<i32> { x.iter().zip(y).map(|(x, y)| x + y).collect() };
-        assert_eq!(c[0].to_vec(), reference(&a, &b, 7));
-        assert_eq!(
-            c[1].to_vec(),
-            sum(&reference(&a, &b2, 7), &reference(&a2, &b, 0))
-        );
-        assert_eq!(
-            c[2].to_vec(),
-            sum(&reference(&a2, &b, 7), &reference(&a, &b, 0))
-        );
+        let (sa, sa2) = (reference_signed(&a, &b), reference_signed(&a2, &b));
+        assert_eq!(c[0].to_vec(), sum(&reference(&a, &b, 7), &sa));
+        let c1 = sum(&reference(&a, &b2, 7), &reference(&a2, &b, 0));
+        assert_eq!(c[1].to_vec(), sum(&c1, &sa2));
+        let c2 = sum(&reference(&a2, &b, 7), &reference(&a, &b, 0));
+        assert_eq!(c[2].to_vec(), sum(&c2, &sa));
         let twice: Vec<i32> = reference(&a2, &b2, 0).iter().map(|v| 7 + 2 * v).collect();
-        assert_eq!(c[3].to_vec(), sum(&twice, &reference(&a2, &b, 0)));
+        assert_eq!(
+            c[3].to_vec(),
+            sum(&sum(&twice, &reference(&a2, &b, 0)), &sa2)
+        );
+        // Signed and unsigned readings differ for these bytes (some are ≥ 128).
+        assert_ne!(sa, reference(&a, &b, 0));
         // A smaller configuration: rows outside it load as zero.
         let mut cfg = TileConfig::FULL;
         cfg.rows[4] = 3;

@@ -109,8 +109,11 @@ pub(in crate::kernels) unsafe fn write_i2s_pair(
 /// Folds one 256-block's accumulators for one token tile into the running sums, as
 /// `block_epilogue` elementwise: `sumf[row][t] += (c[m][16i + n] − Σq[t]) · (d_x[t] · d_w[row])`
 /// (a product, then a sum: no fused multiply-add, exactly as the scalar reference rounds) for
-/// `row = 16m + i < live`, `t = t0 + n < n_tokens`. `sum`, `d`: the block's `Σq` and scale per
-/// token (all tokens of the call); `sumf`: `[row][token]`, `n_tokens` per row.
+/// `row = 16m + i < live`, `t = t0 + n < n_tokens`. `sum`, `d`: the block's `Σq` (ternary codes
+/// are value + 1; `None` for Q8_0: no zero point) and scale per token (all tokens of the call);
+/// `sumf`: `[row][token]`, `stride` (a multiple of 16 ≥ `n_tokens`) per row: whole vectors
+/// are read and written there (masked accesses to a line just written by a masked store defeat
+/// store forwarding), the lanes past `n_tokens` holding zeros.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F.
@@ -120,44 +123,50 @@ pub(in crate::kernels) unsafe fn fold_block(
     c: &[[i32; 256]],
     t0: usize,
     n_tokens: usize,
+    stride: usize,
     live: usize,
-    sum: &[i32],
+    sum: Option<&[i32]>,
     d: &[f32],
     d_w: &[f32; 32],
     sumf: &mut [f32],
 ) {
     let nt_live = n_tokens.saturating_sub(t0).min(16);
-    assert!(c.len() >= 2 && sum.len() >= nt_live && d.len() >= nt_live && live <= 32);
-    assert!(sumf.len() >= live.saturating_sub(1) * n_tokens + t0 + nt_live);
+    assert!(c.len() >= 2 && d.len() >= nt_live && live <= 32);
+    assert!(sum.is_none_or(|s| s.len() >= nt_live));
+    assert!(stride.is_multiple_of(16) && t0 + 16 <= stride && sumf.len() >= live * stride);
     let mask: __mmask16 = if nt_live == 16 {
         0xffff
     } else {
         (1u16 << nt_live) - 1
     };
-    // SAFETY: (these loads and those below) masked-off lanes are never accessed; the live lanes
-    // are inside `sum`, `d`, each 16-dword row of `c` and row `row` of `sumf` (asserted above).
+    // SAFETY: masked-off lanes are never accessed; the live lanes are inside `sum` and `d`
+    // (asserted above).
     let (sums, dx) = unsafe {
         (
-            _mm512_maskz_loadu_epi32(mask, sum.as_ptr()),
+            sum.map_or(_mm512_setzero_si512(), |s| {
+                _mm512_maskz_loadu_epi32(mask, s.as_ptr())
+            }),
             _mm512_maskz_loadu_ps(mask, d.as_ptr()),
         )
     };
     for row in 0..live {
         let (m, i) = (row / 16, row % 16);
-        // SAFETY: as above.
+        // SAFETY: row i of tile m is 16 dwords inside `c[m]`; the 16 floats at
+        // `row·stride + t0` are inside `sumf` (asserted above). Lanes past `n_tokens` get
+        // `0 · 0` added (the accumulators and `dx` are zero there).
         unsafe {
-            let v = _mm512_maskz_loadu_epi32(mask, c[m].as_ptr().add(16 * i));
+            let v = _mm512_loadu_si512(c[m].as_ptr().add(16 * i).cast());
             let f = _mm512_cvtepi32_ps(_mm512_sub_epi32(v, sums));
             let k = _mm512_mul_ps(dx, _mm512_set1_ps(d_w[row]));
-            let at = sumf.as_mut_ptr().add(row * n_tokens + t0);
-            let acc = _mm512_maskz_loadu_ps(mask, at);
-            _mm512_mask_storeu_ps(at, mask, _mm512_add_ps(acc, _mm512_mul_ps(f, k)));
+            let at = sumf.as_mut_ptr().add(row * stride + t0);
+            _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), _mm512_mul_ps(f, k)));
         }
     }
 }
 
-/// Writes a row group's results `y` (`[row][token]`, `n_tokens` per row; rows `0..live`) to the
-/// output rows `r0..r0 + live`, 16 rows of a token per store (16 × 16 transposes in registers).
+/// Writes a row group's results `y` (`[row][token]`, `stride` ≥ `n_tokens` per row; rows
+/// `0..live`) to the output rows `r0..r0 + live`, 16 rows of a token per store (16 × 16
+/// transposes in registers).
 ///
 /// # Safety
 /// The CPU must have AVX-512 F; no other thread may write the output rows `r0..r0 + live`.
@@ -165,11 +174,12 @@ pub(in crate::kernels) unsafe fn fold_block(
 pub(in crate::kernels) unsafe fn write_group_sums(
     y: &[f32],
     n_tokens: usize,
+    stride: usize,
     r0: usize,
     live: usize,
     out: &Out,
 ) {
-    assert!(live <= 32 && y.len() >= live * n_tokens);
+    assert!(live <= 32 && stride >= n_tokens && y.len() >= live * stride);
     for m in 0..live.div_ceil(16) {
         let rows_live = (live - 16 * m).min(16);
         let rmask: __mmask16 = if rows_live == 16 {
@@ -191,7 +201,7 @@ pub(in crate::kernels) unsafe fn write_group_sums(
                 *v = unsafe {
                     _mm512_maskz_loadu_epi32(
                         tmask,
-                        y.as_ptr().add((16 * m + i) * n_tokens + t0).cast(),
+                        y.as_ptr().add((16 * m + i) * stride + t0).cast(),
                     )
                 };
             }
