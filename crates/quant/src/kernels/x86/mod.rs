@@ -203,10 +203,11 @@ pub(super) fn row_groups<'w, const R: usize>(
     w: &QMatrix<'w>,
     rows: Range<usize>,
 ) -> impl Iterator<Item = (usize, usize, [&'w [u8]; R])> + use<'w, R> {
-    let w = *w;
+    let (data, rb) = (w.data, w.row_bytes());
+    let row = move |r: usize| &data[r * rb..(r + 1) * rb];
     rows.clone().step_by(R).map(move |r| {
         let n = (rows.end - r).min(R);
-        (r, n, std::array::from_fn(|i| w.row(r + i.min(n - 1))))
+        (r, n, std::array::from_fn(|i| row(r + i.min(n - 1))))
     })
 }
 
@@ -235,10 +236,11 @@ pub(super) fn stream_groups<'w, const R: usize>(
     rows: Range<usize>,
 ) -> Vec<([usize; R], usize, [&'w [u8]; R])> {
     let q = rows.len() / R;
+    let (data, rb) = (w.data, w.row_bytes());
     let mut groups: Vec<_> = (0..q)
         .map(|k| {
             let idx: [usize; R] = std::array::from_fn(|j| rows.start + j * q + k);
-            (idx, R, idx.map(|r| w.row(r)))
+            (idx, R, idx.map(|r| &data[r * rb..(r + 1) * rb]))
         })
         .collect();
     let tail = rows.start + R * q..rows.end;
