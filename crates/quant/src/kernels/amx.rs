@@ -38,7 +38,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::act::{Acts, Codes};
-use super::scalar::{block_epilogue, i2s_epilogue};
+use super::scalar::{block_epilogue, i2s_epilogue, i2s_factor};
 use super::tiles::{EmulatedTiles, TileConfig, Tiles, TILE_BYTES};
 use super::{Out, QMatrix};
 use crate::GgmlType;
@@ -401,6 +401,7 @@ unsafe fn gemm_rows_amx(
             unreachable!("I2_S kernels take int8 activations")
         };
         let w_scale = w.i2s_scale();
+        let k: Vec<f32> = ia.scale.iter().map(|&s| i2s_factor(s, w_scale)).collect();
         let epilogue = |c: &[[i32; 256]], t0: usize, r0: usize, live: usize| {
             // SAFETY: AVX-512 F (the caller's contract); the task owns rows r0..r0 + live.
             unsafe {
@@ -411,8 +412,7 @@ unsafe fn gemm_rows_amx(
                     r0,
                     live,
                     &ia.sum,
-                    &ia.scale,
-                    w_scale,
+                    &k,
                     out,
                 )
             }
@@ -601,7 +601,7 @@ fn write_i2s_pair(
         for n in 0..TILE_TOKENS.min(packed.n_tokens.saturating_sub(tt)) {
             let t = tt + n;
             for i in 0..16.min(live.saturating_sub(16 * m)) {
-                let y = i2s_epilogue(c[16 * i + n], ia.sum[t], ia.scale[t], w_scale);
+                let y = i2s_epilogue(c[16 * i + n], ia.sum[t], i2s_factor(ia.scale[t], w_scale));
                 // SAFETY: the task owns rows r0..r0 + live.
                 unsafe { out.set(t, r0 + 16 * m + i, y) };
             }

@@ -12,7 +12,7 @@
 use std::arch::aarch64::*;
 use std::ops::Range;
 
-use super::scalar::{block_epilogue, i2s_epilogue};
+use super::scalar::{block_epilogue, i2s_epilogue, i2s_factor};
 use super::{for_token_tiles, token_rows, Acts, BlockActs, I8Acts, KernelFn, Out, QMatrix};
 use crate::GgmlType;
 
@@ -85,6 +85,7 @@ fn neon_i2s(w: &QMatrix, a: &I8Acts, rows: Range<usize>, out: &Out) {
 fn i2s_tile<const T: usize>(t0: usize, w: &QMatrix, a: &I8Acts, rows: Range<usize>, out: &Out) {
     let q: [&[i8]; T] = token_rows(|t| a.row(t), t0);
     let w_scale = w.i2s_scale();
+    let k: [f32; T] = std::array::from_fn(|t| i2s_factor(a.scale[t0 + t], w_scale));
     let chunks = w.cols / 128;
     for q in &q {
         assert_eq!(q.len(), 128 * chunks);
@@ -115,7 +116,7 @@ fn i2s_tile<const T: usize>(t0: usize, w: &QMatrix, a: &I8Acts, rows: Range<usiz
             let s = vaddvq_s32(acc[t]);
             let tt = t0 + t;
             // SAFETY: this task owns rows `rows` (see `matmul_with`).
-            unsafe { out.set(tt, r, i2s_epilogue(s, a.sum[tt], a.scale[tt], w_scale)) };
+            unsafe { out.set(tt, r, i2s_epilogue(s, a.sum[tt], k[t])) };
         }
     }
 }

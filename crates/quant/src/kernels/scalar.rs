@@ -40,10 +40,18 @@ pub(super) fn kernel(ty: GgmlType) -> KernelFn {
     }
 }
 
-/// The I2_S output from the integer dot `s = Σ code·q`: `(s − Σq) / act_scale · w_scale`.
+/// The I2_S output from the integer dot `s = Σ code·q`: `(s − Σq) · k`, with `k` the token's
+/// [`i2s_factor`] (`w_scale / act_scale`, computed once per token and matrix, so that no kernel
+/// divides per output).
 #[inline(always)]
-pub(crate) fn i2s_epilogue(s: i32, act_sum: i32, act_scale: f32, w_scale: f32) -> f32 {
-    s.wrapping_sub(act_sum) as f32 / act_scale * w_scale
+pub(crate) fn i2s_epilogue(s: i32, act_sum: i32, k: f32) -> f32 {
+    s.wrapping_sub(act_sum) as f32 * k
+}
+
+/// The I2_S output factor of one token: `w_scale / act_scale`.
+#[inline(always)]
+pub(crate) fn i2s_factor(act_scale: f32, w_scale: f32) -> f32 {
+    w_scale / act_scale
 }
 
 /// One block's contribution to a block-scaled dot: `sumf + sumi · (d_x · d_w)`.
@@ -72,12 +80,13 @@ pub(crate) fn i2s_dot(w: &[u8], q: &[i8]) -> i32 {
 fn i2s(w: &QMatrix, acts: &Acts, rows: Range<usize>, out: &Out) {
     let a = acts.i8();
     let w_scale = w.i2s_scale();
+    let k: Vec<f32> = a.scale.iter().map(|&s| i2s_factor(s, w_scale)).collect();
     for r in rows {
         let wr = w.row(r);
         for t in 0..a.scale.len() {
             let s = i2s_dot(wr, a.row(t));
             // SAFETY: this task owns rows `rows` (see `matmul_with`).
-            unsafe { out.set(t, r, i2s_epilogue(s, a.sum[t], a.scale[t], w_scale)) };
+            unsafe { out.set(t, r, i2s_epilogue(s, a.sum[t], k[t])) };
         }
     }
 }

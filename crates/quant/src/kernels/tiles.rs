@@ -60,6 +60,7 @@ impl TileConfig {
 
     /// The 64-byte block `LDTILECFG` reads: palette id, start row, 14 reserved bytes, the
     /// sixteen `colsb` (u16), the sixteen `rows` (u8), 16 reserved bytes.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn to_bytes(self) -> [u8; 64] {
         let mut b = [0u8; 64];
         b[0] = 1; // palette 1

@@ -17,7 +17,7 @@ pub(super) mod tile_unpack;
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::scalar::{block_epilogue, i2s_epilogue};
+use super::scalar::{block_epilogue, i2s_epilogue, i2s_factor};
 use super::{token_rows, BlockActs, I8Acts, Out, QMatrix};
 
 /// Unaligned 32-byte load.
@@ -277,6 +277,7 @@ pub(super) fn i2s_driver<const R: usize, const T: usize>(
 ) {
     let q: [&[i8]; T] = token_rows(|t| a.row(t), t0);
     let w_scale = w.i2s_scale();
+    let k: [f32; T] = std::array::from_fn(|t| i2s_factor(a.scale[t0 + t], w_scale));
     let groups = kernel_groups::<R, T>(w, rows);
     let mut sums = vec![[[0i32; T]; R]; groups.len()];
     for cs in segments(w.cols / 128, 128, T) {
@@ -294,7 +295,7 @@ pub(super) fn i2s_driver<const R: usize, const T: usize>(
             for t in 0..T {
                 let (tt, y) = (t0 + t, s[i][t]);
                 // SAFETY: this task owns rows `rows` (see `matmul_with`).
-                unsafe { out.set(tt, r[i], i2s_epilogue(y, a.sum[tt], a.scale[tt], w_scale)) };
+                unsafe { out.set(tt, r[i], i2s_epilogue(y, a.sum[tt], k[t])) };
             }
         }
     }

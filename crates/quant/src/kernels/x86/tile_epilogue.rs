@@ -1,7 +1,7 @@
 //! AVX-512 epilogue of the I2_S tile kernel: the i32 accumulator tiles of one pair of token
 //! tiles, turned into floats by `i2s_epilogue` and written to the output, 16 rows of a token per
 //! store. The vector form of `amx::write_i2s_pair` (same results bit for bit: an integer
-//! subtraction, a round-to-nearest conversion, an IEEE division and product, elementwise).
+//! subtraction, a round-to-nearest conversion and an IEEE product, elementwise).
 //!
 //! An accumulator tile is `[weight row i][token n]`, the output `[token][row]`, so each tile is
 //! transposed in registers first (16 × 16 dwords: 64 shuffles, against the scalar transposition
@@ -48,8 +48,8 @@ pub(in crate::kernels) fn transpose16(rows: &mut [__m512i; 16]) {
 
 /// Writes the I2_S results of one pair of token tiles: accumulator `c[2m + nt]` holds weight
 /// rows `r0 + 16m..` × tokens `t0 + 16nt..` (`t0` = the pair's first token); rows past `live`
-/// and tokens past `n_tokens` are not written. `sum`, `scale`: the activations' per-token `Σq`
-/// and scale (all tokens of the call).
+/// and tokens past `n_tokens` are not written. `sum`, `k`: the activations' per-token `Σq` and
+/// output factor (`i2s_factor`; all tokens of the call).
 ///
 /// # Safety
 /// The CPU must have AVX-512 F; no other thread may write the output rows `r0..r0 + live`.
@@ -62,12 +62,10 @@ pub(in crate::kernels) unsafe fn write_i2s_pair(
     r0: usize,
     live: usize,
     sum: &[i32],
-    scale: &[f32],
-    w_scale: f32,
+    k: &[f32],
     out: &Out,
 ) {
-    assert!(c.len() >= 4 && sum.len() >= n_tokens && scale.len() >= n_tokens);
-    let ws = _mm512_set1_ps(w_scale);
+    assert!(c.len() >= 4 && sum.len() >= n_tokens && k.len() >= n_tokens);
     for m in 0..2 {
         let rows_live = live.saturating_sub(16 * m).min(16);
         if rows_live == 0 {
@@ -93,8 +91,7 @@ pub(in crate::kernels) unsafe fn write_i2s_pair(
             for (n, v) in v.iter().enumerate().take((n_tokens - tt).min(16)) {
                 let t = tt + n;
                 let s = _mm512_sub_epi32(*v, _mm512_set1_epi32(sum[t]));
-                let y = _mm512_div_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(scale[t]));
-                let y = _mm512_mul_ps(y, ws);
+                let y = _mm512_mul_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(k[t]));
                 // SAFETY: token t < n_tokens, rows r0 + 16m + (0..rows_live) are this task's
                 // (the caller's contract); `row_ptr` checks the bounds.
                 unsafe {
