@@ -497,17 +497,39 @@ fn run<V: Lanes, const QB: usize, const KT: usize, const MQ: usize, const MC: us
             &mut buf.z[b * 16..(b + 1) * 16],
         );
     }
+    // The mix, over chunks of MIX_CHUNK positions (their values stay in L1 while every
+    // query takes them), the running sums kept in `out` between chunks; then / z.
     let m = a.limits.len();
-    let mut i = 0;
-    while i + MQ <= m {
-        mix_rows::<V, MQ, MC>(a, buf, i, out);
-        i += MQ;
+    out.fill(0.0);
+    let mut p0 = 0;
+    while p0 < a.lmax {
+        let p1 = (p0 + MIX_CHUNK).min(a.lmax);
+        let mut i = 0;
+        while i + MQ <= m {
+            mix_rows::<V, MQ, MC>(a, buf, i, p0..p1, out);
+            i += MQ;
+        }
+        while i < m {
+            mix_rows::<V, 1, MC>(a, buf, i, p0..p1, out);
+            i += 1;
+        }
+        p0 = p1;
     }
-    while i < m {
-        mix_rows::<V, 1, MC>(a, buf, i, out);
-        i += 1;
+    for (o, z) in out.chunks_exact_mut(a.d).zip(&buf.z) {
+        let z = V::splat(*z);
+        for piece in o.chunks_mut(16) {
+            // SAFETY: `piece` holds `piece.len() ≤ 16` floats.
+            unsafe {
+                V::load(piece.as_ptr(), piece.len())
+                    .div(z)
+                    .store(piece.as_mut_ptr(), piece.len())
+            };
+        }
     }
 }
+
+/// Positions per chunk of the mix: 64 values of 128 floats (32 KiB) stay in L1.
+const MIX_CHUNK: usize = 64;
 
 /// Scores of query blocks `b0..b0 + QB` against every key `0..lmax`, in tiles of `KT` keys.
 #[inline(always)]
@@ -581,79 +603,87 @@ fn softmax_block<V: Lanes>(lmax: usize, s: &mut [f32], z: &mut [f32]) {
     unsafe { sum.store(z.as_mut_ptr(), 16) };
 }
 
-/// Outputs of queries `i0..i0 + MQ`, in tiles of `MC` 16-element value pieces.
+/// The running sums of queries `i0..i0 + MQ` over positions `ps`, in tiles of `MC`
+/// 16-element value pieces.
 #[inline(always)]
 fn mix_rows<V: Lanes, const MQ: usize, const MC: usize>(
     a: &Args,
     buf: &AttnBuf,
     i0: usize,
+    ps: std::ops::Range<usize>,
     out: &mut [f32],
 ) {
     let pieces = a.d.div_ceil(16);
     let mut c = 0;
-    while c + MC <= pieces {
-        mix_tile::<V, MQ, MC>(a, buf, i0, c, out);
+    // Whole pieces with constant-width loads, then the rest.
+    while (c + MC) * 16 <= a.d {
+        mix_tile::<V, MQ, MC, true>(a, buf, i0, c, ps.clone(), out);
         c += MC;
     }
     while c < pieces {
-        mix_tile::<V, MQ, 1>(a, buf, i0, c, out);
+        mix_tile::<V, MQ, 1, false>(a, buf, i0, c, ps.clone(), out);
         c += 1;
     }
 }
 
-/// One register tile: `out[i][c] = (Σ_p e_p[i]·v_p[c]) / z[i]` for queries `i0..i0 + MQ` and
-/// value pieces `c0..c0 + MC`, each sum the chain of fused multiply-adds over the query's
-/// visible `p` in order (positions all the tile's queries see first, then each query's own
-/// further ones: the same chain per query).
+/// One register tile: `out[i][c] += e_p[i]·v_p[c]` for queries `i0..i0 + MQ`, value pieces
+/// `c0..c0 + MC` and the positions of `ps` each query sees, as fused multiply-adds in order of
+/// `p` (positions all the tile's queries see first, then each query's own further ones: the
+/// same chain per query). `FULL`: every piece has 16 elements.
 #[inline(always)]
-fn mix_tile<V: Lanes, const MQ: usize, const MC: usize>(
+fn mix_tile<V: Lanes, const MQ: usize, const MC: usize, const FULL: bool>(
     a: &Args,
     buf: &AttnBuf,
     i0: usize,
     c0: usize,
+    ps: std::ops::Range<usize>,
     out: &mut [f32],
 ) {
     let d = a.d;
-    let lims: [usize; MQ] = std::array::from_fn(|j| a.limits[i0 + j]);
-    let shared = lims.iter().copied().min().unwrap_or(0);
-    let width: [usize; MC] = std::array::from_fn(|k| (d - (c0 + k) * 16).min(16));
-    // The numerator of query i at position p.
-    let e_at = |i: usize, p: usize| buf.s[((i / 16) * a.lmax + p) * 16 + i % 16];
-    let mut acc = [[V::zero(); MC]; MQ];
-    for p in 0..shared {
+    let ends: [usize; MQ] = std::array::from_fn(|j| a.limits[i0 + j].clamp(ps.start, ps.end));
+    let shared = ends.iter().copied().min().unwrap_or(ps.start);
+    let width: [usize; MC] = std::array::from_fn(|k| {
+        if FULL {
+            16
+        } else {
+            (d - (c0 + k) * 16).min(16)
+        }
+    });
+    // The numerators of query i0 + j: one every 16 floats, from position 0.
+    let e: [*const f32; MQ] = std::array::from_fn(|j| {
+        let i = i0 + j;
+        buf.s[(i / 16) * a.lmax * 16 + i % 16..].as_ptr()
+    });
+    let o: [*mut f32; MQ] = std::array::from_fn(|j| out[(i0 + j) * d + c0 * 16..].as_mut_ptr());
+    // SAFETY (loads and stores below): (c0 + k)·16 + width[k] ≤ d = every value's length and
+    // the length of a query's output; the numerators of a query hold lmax ≥ ps.end rows of 16.
+    let mut acc: [[V; MC]; MQ] = std::array::from_fn(|j| {
+        std::array::from_fn(|k| unsafe { V::load(o[j].add(k * 16), width[k]) })
+    });
+    for p in ps.start..shared {
         let vp = a.vals[p].as_ptr();
-        // SAFETY: (c0 + k)·16 + width[k] ≤ d = every value's length.
         let v: [V; MC] =
             std::array::from_fn(|k| unsafe { V::load(vp.add((c0 + k) * 16), width[k]) });
         for j in 0..MQ {
-            let w = V::splat(e_at(i0 + j, p));
+            let w = V::splat(unsafe { *e[j].add(p * 16) });
             for k in 0..MC {
                 acc[j][k] = acc[j][k].fma(w, v[k]);
             }
         }
     }
     for j in 0..MQ {
-        for p in shared..lims[j] {
+        for p in shared..ends[j] {
             let vp = a.vals[p].as_ptr();
-            let w = V::splat(e_at(i0 + j, p));
+            let w = V::splat(unsafe { *e[j].add(p * 16) });
             for k in 0..MC {
-                // SAFETY: as above.
                 let v = unsafe { V::load(vp.add((c0 + k) * 16), width[k]) };
                 acc[j][k] = acc[j][k].fma(w, v);
             }
         }
     }
     for j in 0..MQ {
-        let i = i0 + j;
-        let z = V::splat(buf.z[i]);
         for k in 0..MC {
-            let at = i * d + (c0 + k) * 16;
-            // SAFETY: `at + width[k] ≤ (i + 1)·d ≤ out.len()` (checked by the caller).
-            unsafe {
-                acc[j][k]
-                    .div(z)
-                    .store(out[at..at + width[k]].as_mut_ptr(), width[k])
-            };
+            unsafe { acc[j][k].store(o[j].add(k * 16), width[k]) };
         }
     }
 }
@@ -667,7 +697,7 @@ fn attend_avx2(a: &Args, buf: &mut AttnBuf, out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
 fn attend_avx512(a: &Args, buf: &mut AttnBuf, out: &mut [f32]) {
-    run::<x86::Avx512, 2, 6, 2, 8>(a, buf, out)
+    run::<x86::Avx512, 2, 6, 4, 4>(a, buf, out)
 }
 
 #[cfg(test)]
@@ -766,6 +796,9 @@ mod tests {
             (64, 8, 1, 3, None, 1.0),
             (13, 33, 4, 7, Some(8), 1.0),
             (13, 1, 1, 0, None, 1.0),
+            // Limits on both sides of the mix's chunks of 64 positions.
+            (128, 33, 4, 100, None, 1.0),
+            (13, 8, 1, 60, None, 2.0),
         ] {
             let total = prefix + rows;
             let scale = 1.0 / (d as f32).sqrt();
