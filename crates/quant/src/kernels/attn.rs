@@ -697,7 +697,7 @@ fn attend_avx2(a: &Args, buf: &mut AttnBuf, out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
 fn attend_avx512(a: &Args, buf: &mut AttnBuf, out: &mut [f32]) {
-    run::<x86::Avx512, 2, 6, 4, 4>(a, buf, out)
+    run::<x86::Avx512, 2, 8, 4, 4>(a, buf, out)
 }
 
 #[cfg(test)]
