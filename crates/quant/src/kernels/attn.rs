@@ -167,7 +167,7 @@ const EXP_P: [f32; 6] = [
     8.333_452e-3,
     4.166_579_6e-2,
     1.666_666_5e-1,
-    5.000_000_1e-1,
+    0.5,
 ];
 
 /// The definition of [`softmax_exp`], lane-wise.
@@ -314,10 +314,12 @@ mod x86 {
     impl Lanes for Avx2 {
         #[inline(always)]
         fn zero() -> Self {
+            // SAFETY: the features are enabled (see the impl).
             unsafe { Avx2(_mm256_setzero_ps(), _mm256_setzero_ps()) }
         }
         #[inline(always)]
         fn splat(v: f32) -> Self {
+            // SAFETY: the features are enabled (see the impl).
             unsafe { Avx2(_mm256_set1_ps(v), _mm256_set1_ps(v)) }
         }
         #[inline(always)]
@@ -353,6 +355,7 @@ mod x86 {
         }
         #[inline(always)]
         fn fma(self, a: Self, b: Self) -> Self {
+            // SAFETY: the features are enabled (see the impl).
             unsafe {
                 Avx2(
                     _mm256_fmadd_ps(a.0, b.0, self.0),
@@ -362,26 +365,32 @@ mod x86 {
         }
         #[inline(always)]
         fn add(self, o: Self) -> Self {
+            // SAFETY: the features are enabled (see the impl).
             self.map2(o, |a, b| unsafe { _mm256_add_ps(a, b) })
         }
         #[inline(always)]
         fn sub(self, o: Self) -> Self {
+            // SAFETY: the features are enabled (see the impl).
             self.map2(o, |a, b| unsafe { _mm256_sub_ps(a, b) })
         }
         #[inline(always)]
         fn mul(self, o: Self) -> Self {
+            // SAFETY: the features are enabled (see the impl).
             self.map2(o, |a, b| unsafe { _mm256_mul_ps(a, b) })
         }
         #[inline(always)]
         fn div(self, o: Self) -> Self {
+            // SAFETY: the features are enabled (see the impl).
             self.map2(o, |a, b| unsafe { _mm256_div_ps(a, b) })
         }
         #[inline(always)]
         fn max(self, o: Self) -> Self {
+            // SAFETY: the features are enabled (see the impl).
             self.map2(o, |a, b| unsafe { _mm256_max_ps(a, b) })
         }
         #[inline(always)]
         fn pow2_of_rounded(self) -> Self {
+            // SAFETY: the features are enabled (see the impl).
             let f = |t: __m256| unsafe {
                 let e =
                     _mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127 - 0x4B40_0000));
@@ -391,6 +400,7 @@ mod x86 {
         }
         #[inline(always)]
         fn zero_below(self, x: Self, bound: f32) -> Self {
+            // SAFETY: the features are enabled (see the impl).
             self.map2(x, |s, x| unsafe {
                 _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(bound)), s)
             })
@@ -406,10 +416,12 @@ mod x86 {
     impl Lanes for Avx512 {
         #[inline(always)]
         fn zero() -> Self {
+            // SAFETY: the features are enabled (see the impl).
             unsafe { Avx512(_mm512_setzero_ps()) }
         }
         #[inline(always)]
         fn splat(v: f32) -> Self {
+            // SAFETY: the features are enabled (see the impl).
             unsafe { Avx512(_mm512_set1_ps(v)) }
         }
         #[inline(always)]
@@ -424,30 +436,37 @@ mod x86 {
         }
         #[inline(always)]
         fn fma(self, a: Self, b: Self) -> Self {
+            // SAFETY: the features are enabled (see the impl).
             unsafe { Avx512(_mm512_fmadd_ps(a.0, b.0, self.0)) }
         }
         #[inline(always)]
         fn add(self, o: Self) -> Self {
+            // SAFETY: the features are enabled (see the impl).
             unsafe { Avx512(_mm512_add_ps(self.0, o.0)) }
         }
         #[inline(always)]
         fn sub(self, o: Self) -> Self {
+            // SAFETY: the features are enabled (see the impl).
             unsafe { Avx512(_mm512_sub_ps(self.0, o.0)) }
         }
         #[inline(always)]
         fn mul(self, o: Self) -> Self {
+            // SAFETY: the features are enabled (see the impl).
             unsafe { Avx512(_mm512_mul_ps(self.0, o.0)) }
         }
         #[inline(always)]
         fn div(self, o: Self) -> Self {
+            // SAFETY: the features are enabled (see the impl).
             unsafe { Avx512(_mm512_div_ps(self.0, o.0)) }
         }
         #[inline(always)]
         fn max(self, o: Self) -> Self {
+            // SAFETY: the features are enabled (see the impl).
             unsafe { Avx512(_mm512_max_ps(self.0, o.0)) }
         }
         #[inline(always)]
         fn pow2_of_rounded(self) -> Self {
+            // SAFETY: the features are enabled (see the impl).
             unsafe {
                 let e = _mm512_add_epi32(
                     _mm512_castps_si512(self.0),
@@ -458,6 +477,7 @@ mod x86 {
         }
         #[inline(always)]
         fn zero_below(self, x: Self, bound: f32) -> Self {
+            // SAFETY: the features are enabled (see the impl).
             unsafe {
                 let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x.0, _mm512_set1_ps(bound));
                 Avx512(_mm512_mask_blend_ps(below, self.0, _mm512_setzero_ps()))
@@ -655,16 +675,22 @@ fn mix_tile<V: Lanes, const MQ: usize, const MC: usize, const FULL: bool>(
         buf.s[(i / 16) * a.lmax * 16 + i % 16..].as_ptr()
     });
     let o: [*mut f32; MQ] = std::array::from_fn(|j| out[(i0 + j) * d + c0 * 16..].as_mut_ptr());
-    // SAFETY (loads and stores below): (c0 + k)·16 + width[k] ≤ d = every value's length and
-    // the length of a query's output; the numerators of a query hold lmax ≥ ps.end rows of 16.
+    // Every access below: (c0 + k)·16 + width[k] ≤ d = every value's length and the length
+    // of a query's output; a query's numerators hold lmax ≥ ps.end rows of 16.
     let mut acc: [[V; MC]; MQ] = std::array::from_fn(|j| {
-        std::array::from_fn(|k| unsafe { V::load(o[j].add(k * 16), width[k]) })
+        std::array::from_fn(|k| {
+            // SAFETY: as stated above.
+            unsafe { V::load(o[j].add(k * 16), width[k]) }
+        })
     });
     for p in ps.start..shared {
         let vp = a.vals[p].as_ptr();
-        let v: [V; MC] =
-            std::array::from_fn(|k| unsafe { V::load(vp.add((c0 + k) * 16), width[k]) });
+        let v: [V; MC] = std::array::from_fn(|k| {
+            // SAFETY: as stated above.
+            unsafe { V::load(vp.add((c0 + k) * 16), width[k]) }
+        });
         for j in 0..MQ {
+            // SAFETY: as stated above.
             let w = V::splat(unsafe { *e[j].add(p * 16) });
             for k in 0..MC {
                 acc[j][k] = acc[j][k].fma(w, v[k]);
@@ -674,8 +700,10 @@ fn mix_tile<V: Lanes, const MQ: usize, const MC: usize, const FULL: bool>(
     for j in 0..MQ {
         for p in shared..ends[j] {
             let vp = a.vals[p].as_ptr();
+            // SAFETY: as stated above.
             let w = V::splat(unsafe { *e[j].add(p * 16) });
             for k in 0..MC {
+                // SAFETY: as stated above.
                 let v = unsafe { V::load(vp.add((c0 + k) * 16), width[k]) };
                 acc[j][k] = acc[j][k].fma(w, v);
             }
@@ -683,6 +711,7 @@ fn mix_tile<V: Lanes, const MQ: usize, const MC: usize, const FULL: bool>(
     }
     for j in 0..MQ {
         for k in 0..MC {
+            // SAFETY: as stated above.
             unsafe { acc[j][k].store(o[j].add(k * 16), width[k]) };
         }
     }
@@ -947,15 +976,15 @@ mod tests {
                 v[..x.len()].copy_from_slice(x);
                 let want = v.map(softmax_exp);
                 if SimdLevel::Avx2.is_available() {
-                    // SAFETY: checked just above.
                     assert_eq!(
+                        // SAFETY: checked just above.
                         unsafe { avx2(&v) }.map(f32::to_bits),
                         want.map(f32::to_bits)
                     );
                 }
                 if SimdLevel::Avx512Vnni.is_available() {
-                    // SAFETY: checked just above.
                     assert_eq!(
+                        // SAFETY: checked just above.
                         unsafe { avx512(&v) }.map(f32::to_bits),
                         want.map(f32::to_bits)
                     );
