@@ -5,7 +5,7 @@
 //! cache only when the batch says `commit` — Fast-dLLM v2 runs a block of masks against the exact
 //! prefix cache many times and appends the block once it is decoded.
 
-use quant::kernels::{attn_mix, attn_scores, bitlinear_fake_quant, matmul, matmul_shared};
+use quant::kernels::{attend, bitlinear_fake_quant, matmul, matmul_shared, AttnBuf};
 use rayon::prelude::*;
 
 use crate::cache::KvCache;
@@ -83,94 +83,117 @@ struct Segment {
     logit_rows: Vec<usize>,
 }
 
-/// Most query rows one single-head attention task takes (see `Model::run`).
+/// Most query rows of one attention task: a task is one key/value head × up to `ATTN_ROWS`
+/// rows of one sequence, i.e. `ATTN_ROWS × group` query vectors against the head's keys and
+/// values in one [`attend`] call (32 for a BitNet-2B-shaped model: two 16-lane blocks).
 const ATTN_ROWS: usize = 8;
 
-/// Keys and values (f32) of all heads beyond which attention tasks take one head each.
-const ATTN_L2_BYTES: usize = 1 << 20;
+/// Query vectors × visible positions of a whole layer below which its attention tasks run on
+/// the calling thread (a short decode: too little work to hand to the pool).
+const ATTN_SERIAL_WORK: usize = 1 << 12;
 
-/// Keys and values one row attends to: this call's (`new`, rows of the batch) and the
+/// Keys and values a segment's rows attend to: this call's (`new`, rows of the batch) and the
 /// sequence's cache (`cached`, by position), with (head dim, key/value width, query heads per
-/// key/value head) and the score scale.
+/// key/value head), the score scale, the segment's attention rule and its number of positions.
 struct AttnKv<'a> {
     new: (&'a [f32], &'a [f32]),
     cached: (&'a [f32], &'a [f32]),
     dims: (usize, usize, usize),
     scale: f32,
+    attention: Attention,
+    total: usize,
 }
 
-/// Per-thread buffers of [`attend_row`].
+/// Per-thread buffers of [`attend_rows`].
 #[derive(Default)]
 struct AttnScratch<'a> {
     keys: Vec<&'a [f32]>,
     vals: Vec<&'a [f32]>,
-    scores: Vec<f32>,
+    queries: Vec<f32>,
+    limits: Vec<usize>,
+    buf: AttnBuf,
 }
 
-/// `(is_new, row)` of every position batch row `row` of segment `s` sees: cached positions
-/// before the segment's start are the prefix and always visible; the others follow the
-/// attention rule. New positions are rows of this call, the others cache positions.
-fn visible_positions(
-    attention: Attention,
+/// How many positions batch row `row` of segment `s` sees. Cached positions before the
+/// segment's start are the prefix and always visible; the others follow the attention rule,
+/// which for both rules allows every position up to a bound, so a row sees exactly the
+/// positions `0..visible_len`.
+fn visible_len(attention: Attention, s: &Segment, row: usize, total: usize) -> usize {
+    let qpos = s.start + row - s.offset;
+    let bound = match attention {
+        Attention::Causal => qpos + 1,
+        Attention::BlockCausal { block_size } => (qpos / block_size + 1) * block_size,
+    };
+    bound.min(total)
+}
+
+/// One attention task: key/value head `kh` for batch rows `rows` of segment `s` (`out`: per
+/// row, the outputs of the head's group of query heads, consecutive). The rows' query vectors
+/// go to [`attend`] together, each seeing its row's visible positions; a position is read from
+/// this call's keys/values when it is one of the new ones, else from the cache.
+fn attend_rows<'a>(
+    q: &[f32],
     s: &Segment,
-    row: usize,
-    total: usize,
-    out: &mut Vec<(bool, usize)>,
-) {
-    let (start, qpos) = (s.start, s.start + row - s.offset);
-    out.clear();
-    out.extend(
-        (0..total)
-            .filter(|&p| p < start || attention.allows(qpos, p))
-            .map(|p| {
-                if p >= start && p < start + s.n {
-                    (true, s.offset + p - start)
-                } else {
-                    (false, p)
-                }
-            }),
-    );
-}
-
-/// One query row's attention output for the key/value heads `heads` (`out`: their query
-/// heads' outputs, consecutive): per head, the scores of its group of query heads against the
-/// visible keys, a softmax, and the weighted sum of the values.
-fn attend_row<'a>(
-    q_row: &[f32],
-    heads: std::ops::Range<usize>,
-    visible: &[(bool, usize)],
+    rows: std::ops::Range<usize>,
+    kh: usize,
     kv: &AttnKv<'a>,
     scratch: &mut AttnScratch<'a>,
     out: &mut [f32],
 ) {
     let (hd, kvd, group) = kv.dims;
-    let gd = group * hd;
-    let n_vis = visible.len();
-    let AttnScratch { keys, vals, scores } = scratch;
-    scores.resize(group * n_vis, 0.0);
-    for (kh, ohead) in heads.zip(out.chunks_exact_mut(gd)) {
-        let at = |r: usize| r * kvd + kh * hd..r * kvd + (kh + 1) * hd;
-        keys.clear();
-        vals.clear();
-        for &(new, r) in visible {
-            let (ks, vs) = if new { kv.new } else { kv.cached };
-            keys.push(&ks[at(r)]);
-            vals.push(&vs[at(r)]);
-        }
-        attn_scores(&q_row[kh * gd..(kh + 1) * gd], keys, kv.scale, scores);
-        for sc in scores.chunks_exact_mut(n_vis.max(1)) {
-            let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let mut total = 0.0;
-            for x in sc.iter_mut() {
-                *x = (*x - max).exp();
-                total += *x;
-            }
-            for x in sc.iter_mut() {
-                *x /= total;
-            }
-        }
-        attn_mix(scores, vals, ohead);
+    // Query width: every key/value head's group of query heads.
+    let (gd, qd) = (group * hd, group * kvd);
+    let AttnScratch {
+        keys,
+        vals,
+        queries,
+        limits,
+        buf,
+    } = scratch;
+    queries.clear();
+    limits.clear();
+    for row in rows {
+        queries.extend_from_slice(&q[row * qd + kh * gd..row * qd + (kh + 1) * gd]);
+        let l = visible_len(kv.attention, s, row, kv.total);
+        limits.extend(std::iter::repeat_n(l, group));
     }
+    let seen = limits.iter().copied().max().unwrap_or(0);
+    keys.clear();
+    vals.clear();
+    for p in 0..seen {
+        let (src, r) = if p >= s.start && p < s.start + s.n {
+            (kv.new, s.offset + p - s.start)
+        } else {
+            (kv.cached, p)
+        };
+        let at = r * kvd + kh * hd..r * kvd + (kh + 1) * hd;
+        keys.push(&src.0[at.clone()]);
+        vals.push(&src.1[at]);
+    }
+    attend(queries, limits, keys, vals, kv.scale, buf, out);
+}
+
+/// An attention task `(key/value head, segment, batch rows)` of `Model::run`: its outputs,
+/// rows × the head's group of query heads.
+fn attend_task<'a>(
+    q: &[f32],
+    segs: &[Segment],
+    kvs: &[AttnKv<'a>],
+    scratch: &mut AttnScratch<'a>,
+    (kh, si, rows): &(usize, usize, std::ops::Range<usize>),
+) -> Vec<f32> {
+    let (hd, _, group) = kvs[*si].dims;
+    let mut out = vec![0.0f32; rows.len() * group * hd];
+    attend_rows(
+        q,
+        &segs[*si],
+        rows.clone(),
+        *kh,
+        &kvs[*si],
+        scratch,
+        &mut out,
+    );
+    out
 }
 
 fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -431,12 +454,7 @@ impl Model {
         let (h, hd, nh, nkv) = (cfg.hidden, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads);
         let (qd, kvd, group) = (nh * hd, cfg.kv_dim(), cfg.group());
         let scale = 1.0 / (hd as f32).sqrt();
-        // Which segment each row belongs to.
-        let row_seg: Vec<usize> = segs
-            .iter()
-            .enumerate()
-            .flat_map(|(i, s)| std::iter::repeat_n(i, s.n))
-            .collect();
+        let gd = group * hd;
 
         let mut a = vec![0.0; n * h];
         for (li, layer) in self.weights.layers.iter().enumerate() {
@@ -455,86 +473,55 @@ impl Model {
                 self.rope(&mut k[s.offset * kvd..(s.offset + s.n) * kvd], nkv, s.start);
             }
 
-            // Attention: each query over its own sequence's visible positions; a position is read
-            // from this call's keys/values when it is one of the new ones, else from the cache.
+            // Attention: per key/value head and run of up to ATTN_ROWS rows of one sequence, the
+            // rows × group query vectors against the positions they see, in one `attend` call
+            // (its keys and values read once for all of them). A query's result does not
+            // depend on this split, so the tasks are cut for speed only.
             let mut o = vec![0.0; n * qd];
             {
-                let caches: Vec<(&[f32], &[f32], usize)> = segs
+                let kvs: Vec<AttnKv> = segs
                     .iter()
                     .map(|s| {
                         let c = &items[s.item].cache;
                         let (ck, cv) = c.layer(li);
-                        (ck, cv, c.len())
+                        AttnKv {
+                            new: (&k, &v),
+                            cached: (ck, cv),
+                            dims: (hd, kvd, group),
+                            scale,
+                            attention: items[s.item].batch.attention,
+                            total: c.len().max(s.start + s.n),
+                        }
                     })
                     .collect();
-                // Each query row attends over its sequence's visible positions. When the
-                // visible keys and values of all heads outgrow L2 (long contexts), or for a
-                // 1-row decode with enough of them, the work is cut into tasks of one key/value
-                // head × up to ATTN_ROWS rows, so a task reads its head's keys and values once
-                // and keeps them in L2 for its rows, and a decode spreads over the heads;
-                // otherwise into rows with every head (the visible positions listed once per
-                // row, written straight into `o`).
-                let longest = segs
-                    .iter()
-                    .zip(&caches)
-                    .map(|(s, c)| c.2.max(s.start + s.n))
-                    .max()
-                    .unwrap_or(0);
-                let kv_bytes = longest * kvd * 8;
-                let split_heads = kv_bytes > ATTN_L2_BYTES || (n == 1 && kv_bytes > 1 << 16);
-                let gd = group * hd;
-                let kv_of = |si: usize| AttnKv {
-                    new: (&k, &v),
-                    cached: (caches[si].0, caches[si].1),
-                    dims: (hd, kvd, group),
-                    scale,
-                };
-                let visible_of = |si: usize, row: usize, out: &mut Vec<(bool, usize)>| {
-                    let s = &segs[si];
-                    let total = caches[si].2.max(s.start + s.n);
-                    visible_positions(items[s.item].batch.attention, s, row, total, out);
-                };
-                if split_heads {
-                    let tasks: Vec<(usize, usize, std::ops::Range<usize>)> = (0..nkv)
-                        .flat_map(|kh| {
-                            segs.iter().enumerate().flat_map(move |(si, s)| {
-                                (s.offset..s.offset + s.n)
-                                    .step_by(ATTN_ROWS)
-                                    .map(move |r| (kh, si, r..(r + ATTN_ROWS).min(s.offset + s.n)))
-                            })
+                let tasks: Vec<(usize, usize, std::ops::Range<usize>)> = (0..nkv)
+                    .flat_map(|kh| {
+                        segs.iter().enumerate().flat_map(move |(si, s)| {
+                            (s.offset..s.offset + s.n)
+                                .step_by(ATTN_ROWS)
+                                .map(move |r| (kh, si, r..(r + ATTN_ROWS).min(s.offset + s.n)))
                         })
-                        .collect();
-                    let outputs: Vec<Vec<f32>> = tasks
-                        .par_iter()
-                        .map_init(
-                            || (Vec::new(), AttnScratch::default()),
-                            |(visible, scratch), (kh, si, rows)| {
-                                let kv = kv_of(*si);
-                                let mut out = vec![0.0f32; rows.len() * gd];
-                                for (row, orow) in rows.clone().zip(out.chunks_exact_mut(gd)) {
-                                    visible_of(*si, row, visible);
-                                    let q_row = &q[row * qd..(row + 1) * qd];
-                                    attend_row(q_row, *kh..kh + 1, visible, &kv, scratch, orow);
-                                }
-                                out
-                            },
-                        )
-                        .collect();
-                    for ((kh, _, rows), out) in tasks.iter().zip(&outputs) {
-                        for (row, src) in rows.clone().zip(out.chunks_exact(gd)) {
-                            o[row * qd + kh * gd..row * qd + (kh + 1) * gd].copy_from_slice(src);
-                        }
-                    }
+                    })
+                    .collect();
+                let work: usize = segs.iter().zip(&kvs).map(|(s, kv)| s.n * kv.total).sum();
+                let outputs: Vec<Vec<f32>> = if work * nh < ATTN_SERIAL_WORK {
+                    let mut scratch = AttnScratch::default();
+                    tasks
+                        .iter()
+                        .map(|t| attend_task(&q, segs, &kvs, &mut scratch, t))
+                        .collect()
                 } else {
-                    o.par_chunks_mut(qd).enumerate().for_each_init(
-                        || (Vec::new(), AttnScratch::default()),
-                        |(visible, scratch), (row, orow)| {
-                            let si = row_seg[row];
-                            visible_of(si, row, visible);
-                            let q_row = &q[row * qd..(row + 1) * qd];
-                            attend_row(q_row, 0..nkv, visible, &kv_of(si), scratch, orow);
-                        },
-                    );
+                    tasks
+                        .par_iter()
+                        .map_init(AttnScratch::default, |scratch, t| {
+                            attend_task(&q, segs, &kvs, scratch, t)
+                        })
+                        .collect()
+                };
+                for ((kh, _, rows), out) in tasks.iter().zip(&outputs) {
+                    for (row, src) in rows.clone().zip(out.chunks_exact(gd)) {
+                        o[row * qd + kh * gd..row * qd + (kh + 1) * gd].copy_from_slice(src);
+                    }
                 }
             }
             for s in segs {
@@ -604,5 +591,52 @@ impl Model {
             &mut logits,
         );
         logits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The positions a row sees are exactly `0..visible_len`: the prefix before the segment's
+    /// start plus every position the rule allows (checked against the rule itself, position by
+    /// position), for both rules, segments at and inside the cache, and block sizes that do
+    /// and do not divide the segment's start.
+    #[test]
+    fn visible_positions_are_a_prefix_of_visible_len() {
+        for attention in [
+            Attention::Causal,
+            Attention::BlockCausal { block_size: 1 },
+            Attention::BlockCausal { block_size: 8 },
+            Attention::BlockCausal { block_size: 32 },
+        ] {
+            for (offset, start, n, cached) in [
+                (0, 0, 1, 0),
+                (3, 17, 9, 17),
+                (0, 32, 32, 96),
+                (5, 40, 8, 64),
+            ] {
+                let s = Segment {
+                    item: 0,
+                    offset,
+                    n,
+                    start,
+                    logit_rows: Vec::new(),
+                };
+                let total = cached.max(start + n);
+                for row in offset..offset + n {
+                    let qpos = start + row - offset;
+                    let l = visible_len(attention, &s, row, total);
+                    for p in 0..total {
+                        let sees = p < start || attention.allows(qpos, p);
+                        assert_eq!(
+                            p < l,
+                            sees,
+                            "{attention:?}, start {start}, row {row}, position {p}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }
