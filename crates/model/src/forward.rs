@@ -229,44 +229,42 @@ fn add_bias(x: &mut [f32], bias: &Option<Vec<f32>>) {
 }
 
 impl Model {
-    /// `y = W x` for `n` rows, applying BitLinear input quantization where the model needs it
-    /// (the I2_S kernel quantizes its input itself, with the same rule).
-    fn linear(&self, w: &Linear, x: &[f32], n: usize) -> Vec<f32> {
-        let mut out = vec![0.0; n * w.rows];
-        if self.config.bitlinear && w.info.ggml_type != gguf::GgmlType::I2_S {
-            let mut xq = x.to_vec();
-            bitlinear_fake_quant(&mut xq, w.cols);
-            matmul(&w.matrix(&self.file), &xq, n, &mut out);
-        } else {
-            matmul(&w.matrix(&self.file), x, n, &mut out);
-        }
-        out
-    }
-
-    /// [`Model::linear`] for matrices that read the same `x` (one quantization of `x`, one
-    /// parallel section: `quant::kernels::matmul_shared`), when they share type and width;
-    /// otherwise one call each. The results are those of `linear` on each.
-    fn linear_shared<const N: usize>(
+    /// `outs[i] = ws[i]·x` for `n` rows of matrices that read the same `x`, applying BitLinear
+    /// input quantization where the model needs it (the I2_S kernel quantizes its input itself,
+    /// with the same rule). Matrices of one type and width share one call
+    /// (`quant::kernels::matmul_shared`: one quantization of `x`, one parallel section); others
+    /// get one call each, with the same results. Each output is resized to `n × rows` and
+    /// overwritten whole, so the caller can reuse its buffers from layer to layer.
+    fn linear_into<const N: usize>(
         &self,
         ws: [&Linear; N],
         x: &[f32],
         n: usize,
-    ) -> [Vec<f32>; N] {
+        outs: [&mut Vec<f32>; N],
+    ) {
         let (ty, cols) = (ws[0].info.ggml_type, ws[0].cols);
+        let mut outs = outs;
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            out.resize(n * w.rows, 0.0);
+        }
+        let fake_quant = |ty: gguf::GgmlType, cols: usize| -> Option<Vec<f32>> {
+            (self.config.bitlinear && ty != gguf::GgmlType::I2_S).then(|| {
+                let mut xq = x.to_vec();
+                bitlinear_fake_quant(&mut xq, cols);
+                xq
+            })
+        };
         if ws.iter().any(|w| w.info.ggml_type != ty || w.cols != cols) {
-            return ws.map(|w| self.linear(w, x, n));
+            for (w, out) in ws.iter().zip(outs.iter_mut()) {
+                let xq = fake_quant(w.info.ggml_type, w.cols);
+                matmul(&w.matrix(&self.file), xq.as_deref().unwrap_or(x), n, out);
+            }
+            return;
         }
-        let mut outs = ws.map(|w| vec![0.0; n * w.rows]);
         let mats = ws.map(|w| w.matrix(&self.file));
-        let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
-        if self.config.bitlinear && ty != gguf::GgmlType::I2_S {
-            let mut xq = x.to_vec();
-            bitlinear_fake_quant(&mut xq, cols);
-            matmul_shared(&mats, &xq, n, &mut slices);
-        } else {
-            matmul_shared(&mats, x, n, &mut slices);
-        }
-        outs
+        let mut slices: Vec<&mut [f32]> = outs.into_iter().map(|o| o.as_mut_slice()).collect();
+        let xq = fake_quant(ty, cols);
+        matmul_shared(&mats, xq.as_deref().unwrap_or(x), n, &mut slices);
     }
 
     /// Embedding rows for the tokens.
@@ -457,10 +455,14 @@ impl Model {
         let gd = group * hd;
 
         let mut a = vec![0.0; n * h];
+        // The layers' intermediate values: allocated once per forward and overwritten whole by
+        // every layer (fresh multi-megabyte buffers per layer cost page faults and zeroing).
+        let (mut q, mut k, mut v, mut o) = (Vec::new(), Vec::new(), Vec::new(), vec![0.0; n * qd]);
+        let (mut attn, mut g, mut u, mut down) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (li, layer) in self.weights.layers.iter().enumerate() {
             rms_norm_rows(&x, &layer.attn_norm, cfg.eps, &mut a);
-            let [mut q, mut k, mut v] =
-                self.linear_shared([&layer.wq, &layer.wk, &layer.wv], &a, n);
+            let qkv = [&layer.wq, &layer.wk, &layer.wv];
+            self.linear_into(qkv, &a, n, [&mut q, &mut k, &mut v]);
             add_bias(&mut q, &layer.bq);
             add_bias(&mut k, &layer.bk);
             add_bias(&mut v, &layer.bv);
@@ -477,7 +479,7 @@ impl Model {
             // rows × group query vectors against the positions they see, in one `attend` call
             // (its keys and values read once for all of them). A query's result does not
             // depend on this split, so the tasks are cut for speed only.
-            let mut o = vec![0.0; n * qd];
+            // Every row × head of `o` is written below.
             {
                 let kvs: Vec<AttnKv> = segs
                     .iter()
@@ -540,13 +542,13 @@ impl Model {
             if let Some(sub) = &layer.attn_sub_norm {
                 rms_norm_in_place(&mut o, sub, cfg.eps);
             }
-            let attn = self.linear(&layer.wo, &o, n);
+            self.linear_into([&layer.wo], &o, n, [&mut attn]);
             for (x, a) in x.iter_mut().zip(&attn) {
                 *x += a;
             }
 
             rms_norm_rows(&x, &layer.ffn_norm, cfg.eps, &mut a);
-            let [mut g, u] = self.linear_shared([&layer.w_gate, &layer.w_up], &a, n);
+            self.linear_into([&layer.w_gate, &layer.w_up], &a, n, [&mut g, &mut u]);
             for (g, u) in g.iter_mut().zip(&u) {
                 *g = match cfg.activation {
                     Activation::Silu => *g / (1.0 + (-*g).exp()) * u,
@@ -559,7 +561,7 @@ impl Model {
             if let Some(sub) = &layer.ffn_sub_norm {
                 rms_norm_in_place(&mut g, sub, cfg.eps);
             }
-            let down = self.linear(&layer.w_down, &g, n);
+            self.linear_into([&layer.w_down], &g, n, [&mut down]);
             for (x, d) in x.iter_mut().zip(&down) {
                 *x += d;
             }
