@@ -196,25 +196,55 @@ fn attend_task<'a>(
     out
 }
 
+/// Elementwise work of at least this many values runs on the pool, a row per task; below it the
+/// calling thread does it (a fork-join costs more than a decode row's work). Rows are computed
+/// the same way either way.
+const PAR_ELEMENTWISE: usize = 1 << 16;
+
+/// Runs `f` on each pair of `row_len` rows of `a` and `b` (of equal row counts): in parallel for
+/// large calls (see [`PAR_ELEMENTWISE`]).
+fn for_rows<A: Send, B: Sync>(
+    a: &mut [A],
+    a_len: usize,
+    b: &[B],
+    b_len: usize,
+    f: impl Fn(&mut [A], &[B]) + Sync + Send,
+) {
+    if a.len() >= PAR_ELEMENTWISE {
+        a.par_chunks_mut(a_len)
+            .zip(b.par_chunks(b_len))
+            .for_each(|(a, b)| f(a, b));
+    } else {
+        a.chunks_mut(a_len)
+            .zip(b.chunks(b_len))
+            .for_each(|(a, b)| f(a, b));
+    }
+}
+
 fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
-    for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+    for_rows(out, d, x, d, |o, row| {
         let ss: f32 = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
         let inv = 1.0 / (ss + eps).sqrt();
         for ((o, v), w) in o.iter_mut().zip(row).zip(w) {
             *o = v * inv * w;
         }
-    }
+    });
 }
 
 fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
     let d = w.len();
-    for row in x.chunks_exact_mut(d) {
+    let norm = |row: &mut [f32]| {
         let ss: f32 = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
         let inv = 1.0 / (ss + eps).sqrt();
         for (v, w) in row.iter_mut().zip(w) {
             *v = *v * inv * w;
         }
+    };
+    if x.len() >= PAR_ELEMENTWISE {
+        x.par_chunks_exact_mut(d).for_each(norm);
+    } else {
+        x.chunks_exact_mut(d).for_each(norm);
     }
 }
 
@@ -543,28 +573,36 @@ impl Model {
                 rms_norm_in_place(&mut o, sub, cfg.eps);
             }
             self.linear_into([&layer.wo], &o, n, [&mut attn]);
-            for (x, a) in x.iter_mut().zip(&attn) {
-                *x += a;
-            }
+            for_rows(&mut x, h, &attn, h, |x, a| {
+                for (x, a) in x.iter_mut().zip(a) {
+                    *x += a;
+                }
+            });
 
             rms_norm_rows(&x, &layer.ffn_norm, cfg.eps, &mut a);
             self.linear_into([&layer.w_gate, &layer.w_up], &a, n, [&mut g, &mut u]);
-            for (g, u) in g.iter_mut().zip(&u) {
-                *g = match cfg.activation {
-                    Activation::Silu => *g / (1.0 + (-*g).exp()) * u,
-                    Activation::Relu2 => {
-                        let r = g.max(0.0);
-                        r * r * u
-                    }
-                };
-            }
+            let ffn = layer.w_gate.rows;
+            let act = cfg.activation;
+            for_rows(&mut g, ffn, &u, ffn, |g, u| {
+                for (g, u) in g.iter_mut().zip(u) {
+                    *g = match act {
+                        Activation::Silu => *g / (1.0 + (-*g).exp()) * u,
+                        Activation::Relu2 => {
+                            let r = g.max(0.0);
+                            r * r * u
+                        }
+                    };
+                }
+            });
             if let Some(sub) = &layer.ffn_sub_norm {
                 rms_norm_in_place(&mut g, sub, cfg.eps);
             }
             self.linear_into([&layer.w_down], &g, n, [&mut down]);
-            for (x, d) in x.iter_mut().zip(&down) {
-                *x += d;
-            }
+            for_rows(&mut x, h, &down, h, |x, d| {
+                for (x, d) in x.iter_mut().zip(d) {
+                    *x += d;
+                }
+            });
         }
         for s in segs {
             let item = &mut items[s.item];
