@@ -425,7 +425,27 @@ impl BlockActs {
     }
 }
 
+/// Rows from which the activations are quantized a row per task on the pool (a block or a
+/// prefill; the result is the same row by row).
+const PAR_QUANT_ROWS: usize = 16;
+
 fn quantize_i8(x: &[f32], n_tokens: usize, cols: usize) -> I8Acts {
+    if n_tokens >= PAR_QUANT_ROWS && rayon::current_num_threads() > 1 {
+        use rayon::prelude::*;
+        let mut q = Codes::zeroed(n_tokens * cols);
+        let rows: Vec<(f32, i32)> = q
+            .par_chunks_mut(cols)
+            .zip(x.par_chunks(cols))
+            .map(|(q, x)| quantize_row_i8(x, q))
+            .collect();
+        let (scale, sum) = rows.into_iter().unzip();
+        return I8Acts {
+            cols,
+            q,
+            scale,
+            sum,
+        };
+    }
     with_avx2!(quantize_i8_acts(x, n_tokens, cols))
 }
 
@@ -492,6 +512,31 @@ impl<'a> Acts<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A block's or a prefill's rows (quantized a row per task) are exactly the rows quantized
+    /// one at a time.
+    #[test]
+    fn many_rows_are_quantized_as_each_row_alone() {
+        let (n, cols) = (40, 384);
+        let x: Vec<f32> = (0..n * cols)
+            .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / (1.0 + (i / cols) as f32))
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let acts = pool.install(|| quantize_i8(&x, n, cols));
+        for t in 0..n {
+            let mut q = vec![0i8; cols];
+            let (s, sum) = quantize_row_i8(&x[t * cols..(t + 1) * cols], &mut q);
+            assert_eq!(acts.row(t), &q[..], "row {t}");
+            assert_eq!(
+                (acts.scale[t].to_bits(), acts.sum[t]),
+                (s.to_bits(), sum),
+                "row {t}"
+            );
+        }
+    }
 
     #[test]
     fn nearest_int_rounds_half_to_even_and_round_away_like_roundf() {
