@@ -96,7 +96,11 @@ pub(in crate::kernels) unsafe fn write_i2s_pair(
                 // (the caller's contract); `row_ptr` checks the bounds.
                 unsafe {
                     let dst = out.row_ptr(t, r0 + 16 * m, rows_live);
-                    _mm512_mask_storeu_ps(dst, mask, y);
+                    if rows_live == 16 {
+                        _mm512_storeu_ps(dst, y);
+                    } else {
+                        _mm512_mask_storeu_ps(dst, mask, y);
+                    }
                 }
             }
         }
@@ -161,7 +165,8 @@ pub(in crate::kernels) unsafe fn fold_block(
     }
 }
 
-/// Writes a row group's results `y` (`[row][token]`, `stride` ≥ `n_tokens` per row; rows
+/// Writes a row group's results `y` (`[row][token]`, `stride` per row: a multiple of 16 ≥
+/// `n_tokens`, whole vectors read; rows
 /// `0..live`) to the output rows `r0..r0 + live`, 16 rows of a token per store (16 × 16
 /// transposes in registers).
 ///
@@ -176,7 +181,8 @@ pub(in crate::kernels) unsafe fn write_group_sums(
     live: usize,
     out: &Out,
 ) {
-    assert!(live <= 32 && stride >= n_tokens && y.len() >= live * stride);
+    assert!(live <= 32 && stride >= n_tokens && stride.is_multiple_of(16));
+    assert!(y.len() >= live * stride);
     for m in 0..live.div_ceil(16) {
         let rows_live = (live - 16 * m).min(16);
         let rmask: __mmask16 = if rows_live == 16 {
@@ -186,20 +192,12 @@ pub(in crate::kernels) unsafe fn write_group_sums(
         };
         for t0 in (0..n_tokens).step_by(16) {
             let nt_live = (n_tokens - t0).min(16);
-            let tmask: __mmask16 = if nt_live == 16 {
-                0xffff
-            } else {
-                (1u16 << nt_live) - 1
-            };
             let mut v = [_mm512_setzero_si512(); 16];
             for (i, v) in v.iter_mut().enumerate().take(rows_live) {
-                // SAFETY: row 16m + i < live and tokens t0.. < n_tokens are inside `y`
-                // (asserted); masked-off lanes are not read.
+                // SAFETY: row 16m + i < live, and `t0 + 16 ≤ stride` (a multiple of 16 ≥
+                // n_tokens), so the 16 floats are inside `y` (asserted).
                 *v = unsafe {
-                    _mm512_maskz_loadu_epi32(
-                        tmask,
-                        y.as_ptr().add((16 * m + i) * stride + t0).cast(),
-                    )
+                    _mm512_loadu_si512(y.as_ptr().add((16 * m + i) * stride + t0).cast())
                 };
             }
             transpose16(&mut v);
@@ -208,7 +206,11 @@ pub(in crate::kernels) unsafe fn write_group_sums(
                 // caller's contract); `row_ptr` checks the bounds.
                 unsafe {
                     let dst = out.row_ptr(t0 + n, r0 + 16 * m, rows_live);
-                    _mm512_mask_storeu_ps(dst, rmask, _mm512_castsi512_ps(*v));
+                    if rows_live == 16 {
+                        _mm512_storeu_ps(dst, _mm512_castsi512_ps(*v));
+                    } else {
+                        _mm512_mask_storeu_ps(dst, rmask, _mm512_castsi512_ps(*v));
+                    }
                 }
             }
         }
