@@ -296,9 +296,11 @@ pub fn kernel_summary() -> String {
     let level = selected_level();
     let detail = match level {
         SimdLevel::Amx => format!(
-            "AMX-INT8 tiles for I2_S from {} rows, TQ2_0/TQ1_0 from {}; AVX-512 VNNI otherwise",
+            "AMX-INT8 tiles for I2_S from {} rows, TQ2_0/TQ1_0 from {}, Q8_0 from {}; AVX-512 \
+             VNNI otherwise",
             min_tile_tokens(GgmlType::I2_S).unwrap_or(0),
-            min_tile_tokens(GgmlType::TQ2_0).unwrap_or(0)
+            min_tile_tokens(GgmlType::TQ2_0).unwrap_or(0),
+            min_tile_tokens(GgmlType::Q8_0).unwrap_or(0)
         ),
         SimdLevel::Avx512Vnni if amx_available() => {
             "AVX-512 VNNI; AMX available but not selected (DLM_SIMD)".into()
