@@ -261,11 +261,12 @@ impl<'a> TileActs<'a> {
 /// One thread's working memory, kept between calls (no allocation per call once warm).
 #[derive(Default)]
 struct Scratch {
-    /// The unpacked codes (I2_S units or a TQ segment), plus room to align them to 64 bytes.
+    /// The unpacked codes (I2_S units, TQ1_0/TQ2_0 blocks) or a Q8_0 partial row group's
+    /// zero-padded copy, plus room to align them to 64 bytes.
     a: Vec<u8>,
     /// I2_S accumulators of one pair of token tiles (4 tiles).
     c: Vec<[i32; 256]>,
-    /// TQ running sums, `[row in group][token]`.
+    /// Block formats' running sums, `[row in group][token]` (see `sum_stride`).
     sumf: Vec<f32>,
 }
 
@@ -379,8 +380,8 @@ pub(crate) fn matmul_tiles(
     }
 }
 
-/// [`gemm_rows_i2s`] and [`gemm_rows_blocks`] on the AMX instructions, compiled with AVX-512 so that the unpacking and the
-/// epilogues vectorize.
+/// [`gemm_rows_i2s`], [`gemm_rows_blocks`] and [`gemm_rows_q8_0`] on the AMX instructions,
+/// compiled with AVX-512 so that the unpacking and the epilogues vectorize.
 ///
 /// # Safety
 /// AMX must be available ([`amx_available`]), which includes the features enabled here.
@@ -433,7 +434,7 @@ unsafe fn gemm_rows_amx(
             unsafe { super::x86::tile_unpack::unpack_block_unit(code, w, r0, live, b, dst) }
         };
         let Acts::Blocks(ba) = packed.acts else {
-            unreachable!("TQ kernels take block activations")
+            unreachable!("block kernels take block activations")
         };
         let n_tokens = packed.n_tokens;
         let fold =
