@@ -291,7 +291,8 @@ pub fn simd_level() -> &'static str {
 }
 
 /// One line for logs: the selected level and what it means for multi-row calls, e.g.
-/// `amx (AMX-INT8 tiles for I2_S from 8 rows, TQ2_0/TQ1_0 from 16; AVX-512 VNNI otherwise)`.
+/// `amx (AMX-INT8 tiles for I2_S from 8 rows, TQ2_0/TQ1_0 from 8, Q8_0 from 8; AVX-512 VNNI
+/// otherwise)`.
 pub fn kernel_summary() -> String {
     let level = selected_level();
     let detail = match level {
@@ -426,13 +427,11 @@ pub fn matmul_shared_with(
 /// The fewest activation rows for which [`SimdLevel::Amx`] takes the tile kernels for `ty`
 /// (`None`: no tile kernel). Fewer rows (decode, small sub-blocks) stay on the AVX-512 kernels,
 /// which are memory-bound there already; the crossovers were measured on a Sapphire-Rapids-class
-/// Xeon (docs/benchmarks.md): I2_S ties at 8 rows, TQ2_0/TQ1_0 (whose per-block epilogue costs
-/// more on tiles) win from 16, Q8_0 (an epilogue per 32-block) from 8.
+/// Xeon (docs/benchmarks.md): every tile kernel wins from 8 rows (TQ2_0 1.3×, TQ1_0 1.14×, cold,
+/// 2 threads, since their blocks are pipelined; they tied at 16 before).
 pub fn min_tile_tokens(ty: GgmlType) -> Option<usize> {
     match ty {
-        GgmlType::I2_S => Some(8),
-        GgmlType::TQ2_0 | GgmlType::TQ1_0 => Some(16),
-        GgmlType::Q8_0 => Some(8),
+        ty if TILE_TYPES.contains(&ty) => Some(8),
         _ => None,
     }
 }
