@@ -559,6 +559,25 @@ impl<'a> Out<'a> {
         unsafe { self.ptr.add(t * self.rows + r).write(v) }
     }
 
+    /// Asks for the cache line holding `out[t·rows + r]` in a writable state (`PREFETCHW`), so
+    /// that a later store does not wait for the line's read-for-ownership. A hint: out-of-range
+    /// elements are ignored.
+    #[allow(dead_code)] // unused on targets without tile kernels
+    #[inline(always)]
+    pub(crate) fn prefetch_write(&self, t: usize, r: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if t < self.n_tokens && r < self.rows {
+            // SAFETY: a prefetch never faults; the address is inside the output.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(
+                    self.ptr.wrapping_add(t * self.rows + r).cast(),
+                )
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (t, r);
+    }
+
     /// A pointer to `out[t·rows + r0]`, the first of `len` consecutive rows of token `t`.
     ///
     /// # Panics

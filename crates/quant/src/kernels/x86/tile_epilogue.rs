@@ -66,6 +66,11 @@ pub(in crate::kernels) unsafe fn write_i2s_pair(
     out: &Out,
 ) {
     assert!(c.len() >= 4 && sum.len() >= n_tokens && k.len() >= n_tokens);
+    // The next row group's output lines for this pair's tokens (see `write_group_sums`).
+    for t in t0..(t0 + 32).min(n_tokens) {
+        out.prefetch_write(t, r0 + 32);
+        out.prefetch_write(t, r0 + 48);
+    }
     for m in 0..2 {
         let rows_live = live.saturating_sub(16 * m).min(16);
         if rows_live == 0 {
@@ -183,6 +188,12 @@ pub(in crate::kernels) unsafe fn write_group_sums(
 ) {
     assert!(live <= 32 && stride >= n_tokens && stride.is_multiple_of(16));
     assert!(y.len() >= live * stride);
+    // The next row group's output lines (written one group later: their reads for ownership
+    // overlap this group's work instead of stalling its stores).
+    for t in 0..n_tokens {
+        out.prefetch_write(t, r0 + 32);
+        out.prefetch_write(t, r0 + 48);
+    }
     for m in 0..live.div_ceil(16) {
         let rows_live = (live - 16 * m).min(16);
         let rmask: __mmask16 = if rows_live == 16 {
