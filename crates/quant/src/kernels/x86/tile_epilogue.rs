@@ -1,11 +1,13 @@
-//! AVX-512 epilogue of the I2_S tile kernel: the i32 accumulator tiles of one pair of token
-//! tiles, turned into floats by `i2s_epilogue` and written to the output, 16 rows of a token per
-//! store. The vector form of `amx::write_i2s_pair` (same results bit for bit: an integer
-//! subtraction, a round-to-nearest conversion and an IEEE product, elementwise).
+//! AVX-512 epilogues of the tile kernels, the vector forms of `amx::write_i2s_pair`,
+//! `amx::fold_block` and `amx::write_group_sums` (same results bit for bit: elementwise integer
+//! subtractions, round-to-nearest conversions, IEEE products and sums in the same order).
 //!
-//! An accumulator tile is `[weight row i][token n]`, the output `[token][row]`, so each tile is
-//! transposed in registers first (16 × 16 dwords: 64 shuffles, against the scalar transposition
-//! through memory it replaces).
+//! I2_S ([`write_i2s_pair`]): the i32 accumulator tiles of one pair of token tiles, turned into
+//! floats and written to the output, 16 rows of a token per store. An accumulator tile is
+//! `[weight row i][token n]`, the output `[token][row]`, so each tile is transposed in registers
+//! first (16 × 16 dwords: 64 shuffles). Block formats: [`fold_block`] folds one block's
+//! accumulators into f32 running sums with the block's scales, [`write_group_sums`] writes a row
+//! group's sums out through the same transposition.
 
 use std::arch::x86_64::*;
 
