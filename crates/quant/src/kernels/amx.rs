@@ -519,19 +519,15 @@ fn gemm_rows_i2s<T: Tiles>(
     scratch.a.resize(slots * UNIT_BYTES + 64, 0);
     scratch.c.resize(4, [0; 256]);
     let a_start = scratch.a.as_ptr().align_offset(64).min(63);
-    let group_bytes = GROUP_ROWS * w.row_bytes();
-    let prefetch_per_unit = group_bytes.div_ceil(units).next_multiple_of(64);
+    let ahead = NextGroup::new(w, units);
 
     for r0 in rows.clone().step_by(GROUP_ROWS) {
         let live = (rows.end - r0).min(GROUP_ROWS);
-        let next = (r0 + GROUP_ROWS).min(rows.end) * w.row_bytes()
-            ..(r0 + 2 * GROUP_ROWS).min(rows.end) * w.row_bytes();
         let slot = |u: usize| a_start + (u % slots) * UNIT_BYTES;
         zero_c(tiles);
         for u in 0..=units {
             if u < units {
-                let at = next.start + u * prefetch_per_unit;
-                prefetch_bytes(w.data, at..(at + prefetch_per_unit).min(next.end));
+                ahead.prefetch(w, r0, rows.end, u);
                 let at = slot(u);
                 let buf: &mut [u8; UNIT_BYTES] =
                     (&mut scratch.a[at..at + UNIT_BYTES]).try_into().unwrap();
@@ -559,6 +555,38 @@ fn gemm_rows_i2s<T: Tiles>(
             store_c(tiles, &mut scratch.c);
             epilogue(&scratch.c, 2 * p * TILE_TOKENS, r0, live);
         }
+    }
+}
+
+/// The next row group's bytes, asked for into L2 a slice at a time while the current group is
+/// computed (a group is read a unit or block at a time, 32 short pieces that the hardware
+/// prefetchers do not follow).
+struct NextGroup {
+    /// Bytes per row of the matrix.
+    row_bytes: usize,
+    /// Bytes per slice (whole cache lines).
+    per_slice: usize,
+}
+
+impl NextGroup {
+    /// A group of `w` in `slices` slices (its units or blocks).
+    fn new(w: &QMatrix, slices: usize) -> NextGroup {
+        let row_bytes = w.row_bytes();
+        NextGroup {
+            row_bytes,
+            per_slice: (GROUP_ROWS * row_bytes)
+                .div_ceil(slices.max(1))
+                .next_multiple_of(64),
+        }
+    }
+
+    /// Prefetches slice `i` of the row group after the one at `r0` (rows up to `end` only).
+    #[inline(always)]
+    fn prefetch(&self, w: &QMatrix, r0: usize, end: usize, i: usize) {
+        let rb = self.row_bytes;
+        let next = (r0 + GROUP_ROWS).min(end) * rb..(r0 + 2 * GROUP_ROWS).min(end) * rb;
+        let at = next.start + i * self.per_slice;
+        prefetch_bytes(w.data, at..(at + self.per_slice).min(next.end));
     }
 }
 
@@ -683,21 +711,16 @@ fn gemm_rows_blocks<T: Tiles>(
     let a_start = scratch.a.as_ptr().align_offset(64).min(63);
     let slot = |b: usize| a_start + (b % BLOCK_RING) * BLOCK_UNIT_BYTES;
     let row_bytes = w.row_bytes();
-    let group_bytes = GROUP_ROWS * row_bytes;
-    let prefetch_per_block = group_bytes.div_ceil(nb).next_multiple_of(64);
+    let ahead = NextGroup::new(w, nb);
 
     for r0 in rows.clone().step_by(GROUP_ROWS) {
         let live = (rows.end - r0).min(GROUP_ROWS);
-        let next = (r0 + GROUP_ROWS).min(rows.end) * w.row_bytes()
-            ..(r0 + 2 * GROUP_ROWS).min(rows.end) * w.row_bytes();
         scratch.sumf.fill(0.0);
-        // The job whose accumulators wait in their set: (block, token tile, set, its d_w).
-        let mut pending: Option<(usize, usize, usize, [f32; 32])> = None;
+        let mut pending: Pending = None;
         let mut job = 0usize;
         for b in 0..=nb {
             if b < nb {
-                let at = next.start + b * prefetch_per_block;
-                prefetch_bytes(w.data, at..(at + prefetch_per_block).min(next.end));
+                ahead.prefetch(w, r0, rows.end, b);
                 let at = slot(b);
                 let buf: &mut [u8; BLOCK_UNIT_BYTES] = (&mut scratch.a[at..at + BLOCK_UNIT_BYTES])
                     .try_into()
@@ -716,18 +739,26 @@ fn gemm_rows_blocks<T: Tiles>(
             for j in 0..n_tiles {
                 let set = job % 2;
                 block_products(tiles, a, packed, j, bb, set);
-                if let Some((pb, pj, pset, pdw)) = pending.take() {
-                    store_set(tiles, pset, &mut scratch.c);
-                    fold(&scratch.c, pb, pj, live, &pdw, &mut scratch.sumf);
-                }
+                retire(
+                    tiles,
+                    &mut pending,
+                    &mut scratch.c,
+                    fold,
+                    live,
+                    &mut scratch.sumf,
+                );
                 pending = Some((bb, j, set, d_w));
                 job += 1;
             }
         }
-        if let Some((pb, pj, pset, pdw)) = pending.take() {
-            store_set(tiles, pset, &mut scratch.c);
-            fold(&scratch.c, pb, pj, live, &pdw, &mut scratch.sumf);
-        }
+        retire(
+            tiles,
+            &mut pending,
+            &mut scratch.c,
+            fold,
+            live,
+            &mut scratch.sumf,
+        );
         write_sums(&scratch.sumf, r0, live);
     }
 }
@@ -766,12 +797,9 @@ fn gemm_rows_q8_0<T: Tiles>(
     let row_bytes = w.row_bytes();
     scratch.c.resize(2, [0; 256]);
     scratch.sumf.resize(GROUP_ROWS * sum_stride(n_tokens), 0.0);
-    let group_bytes = GROUP_ROWS * row_bytes;
-    let prefetch_per_block = group_bytes.div_ceil(nb).next_multiple_of(64);
+    let ahead = NextGroup::new(w, nb);
     for r0 in rows.clone().step_by(GROUP_ROWS) {
         let live = (rows.end - r0).min(GROUP_ROWS);
-        let next = (r0 + GROUP_ROWS).min(rows.end) * row_bytes
-            ..(r0 + 2 * GROUP_ROWS).min(rows.end) * row_bytes;
         // Where block b's codes of the group's row i are: src[base + i·stride + step·b ..].
         let (src, stride, base, step): (&[u8], usize, usize, usize) = if live == GROUP_ROWS {
             (w.data, row_bytes, r0 * row_bytes + 2, BLK)
@@ -789,23 +817,16 @@ fn gemm_rows_q8_0<T: Tiles>(
             (&scratch.a, stride, 0, 32)
         };
         scratch.sumf.fill(0.0);
-        let mut pending: Option<(usize, usize, usize, [f32; 32])> = None;
+        let mut pending: Pending = None;
         let mut job = 0usize;
         for b in 0..nb {
-            let at = next.start + b * prefetch_per_block;
-            prefetch_bytes(w.data, at..(at + prefetch_per_block).min(next.end));
+            ahead.prefetch(w, r0, rows.end, b);
             let first = r0 * row_bytes + BLK * b;
             let d_w = group_scales(w.data, first, row_bytes, live);
             let a = base + step * b;
             for j in 0..n_tiles {
                 let set = job % 2;
-                if set == 0 {
-                    tiles.zero::<0>();
-                    tiles.zero::<1>();
-                } else {
-                    tiles.zero::<2>();
-                    tiles.zero::<3>();
-                }
+                zero_set(tiles, set);
                 tiles.load_streamed::<4>(&src[a..], stride);
                 tiles.load_streamed::<5>(&src[a + 16 * stride..], stride);
                 tiles.load::<6>(&packed.tile(j, b / 2)[512 * (b % 2)..], 64);
@@ -816,18 +837,26 @@ fn gemm_rows_q8_0<T: Tiles>(
                     tiles.dpbssd::<2, 4, 6>();
                     tiles.dpbssd::<3, 5, 6>();
                 }
-                if let Some((pb, pj, pset, pdw)) = pending.take() {
-                    store_set(tiles, pset, &mut scratch.c);
-                    fold(&scratch.c, pb, pj, live, &pdw, &mut scratch.sumf);
-                }
+                retire(
+                    tiles,
+                    &mut pending,
+                    &mut scratch.c,
+                    fold,
+                    live,
+                    &mut scratch.sumf,
+                );
                 pending = Some((b, j, set, d_w));
                 job += 1;
             }
         }
-        if let Some((pb, pj, pset, pdw)) = pending.take() {
-            store_set(tiles, pset, &mut scratch.c);
-            fold(&scratch.c, pb, pj, live, &pdw, &mut scratch.sumf);
-        }
+        retire(
+            tiles,
+            &mut pending,
+            &mut scratch.c,
+            fold,
+            live,
+            &mut scratch.sumf,
+        );
         write_sums(&scratch.sumf, r0, live);
     }
 }
@@ -843,13 +872,7 @@ fn block_products<T: Tiles>(
     b: usize,
     set: usize,
 ) {
-    if set == 0 {
-        tiles.zero::<0>();
-        tiles.zero::<1>();
-    } else {
-        tiles.zero::<2>();
-        tiles.zero::<3>();
-    }
+    zero_set(tiles, set);
     for s in 0..4 {
         tiles.load::<4>(&a[KSTEP * s..], 256);
         tiles.load_streamed::<6>(packed.tile(j, 4 * b + s), 64);
@@ -861,6 +884,39 @@ fn block_products<T: Tiles>(
             tiles.dpbusd::<2, 4, 6>();
             tiles.dpbusd::<3, 5, 6>();
         }
+    }
+}
+
+/// Zeroes accumulator set `set` (tiles 0/1 or 2/3).
+#[inline(always)]
+fn zero_set<T: Tiles>(tiles: &mut T, set: usize) {
+    if set == 0 {
+        tiles.zero::<0>();
+        tiles.zero::<1>();
+    } else {
+        tiles.zero::<2>();
+        tiles.zero::<3>();
+    }
+}
+
+/// A (block, token tile) job whose accumulators wait in their set until the next job's products
+/// are issued: `(block, token tile, set, the block's d_w)`.
+type Pending = Option<(usize, usize, usize, [f32; 32])>;
+
+/// Stores and folds the pending job, if any: called after the next job's products are issued
+/// (and once after the last), so the tile unit never waits for a fold.
+#[inline(always)]
+fn retire<T: Tiles>(
+    tiles: &mut T,
+    pending: &mut Pending,
+    c: &mut [[i32; 256]],
+    fold: &FoldFn,
+    live: usize,
+    sumf: &mut [f32],
+) {
+    if let Some((b, j, set, d_w)) = pending.take() {
+        store_set(tiles, set, c);
+        fold(c, b, j, live, &d_w, sumf);
     }
 }
 
