@@ -3,17 +3,18 @@
 
 use std::path::Path;
 
-use gguf::GgufFile;
+use gguf::{GgufFile, Residency};
 use model::{Model, ModelError};
 use tokenizer::Tokenizer;
 
 use crate::dlm::resolve_mask_id;
 use crate::EngineError;
 
-/// Opens a GGUF model and its tokenizer, refusing a tokenizer larger than the embedding.
+/// Opens a GGUF model and its tokenizer, refusing a tokenizer larger than the embedding. The
+/// file is read into huge pages unless `DLM_MMAP` asks for a mapping ([`Residency::from_env`]).
 pub fn load_model(path: &Path) -> Result<(Model, Tokenizer), EngineError> {
     let name = path.display().to_string();
-    let file = GgufFile::open(path).map_err(|e| EngineError::Load {
+    let file = GgufFile::open_as(path, Residency::from_env()).map_err(|e| EngineError::Load {
         path: name.clone(),
         message: ModelError::from(e).to_string(),
     })?;

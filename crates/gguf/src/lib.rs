@@ -72,7 +72,7 @@ mod writer;
 pub use error::GgufError;
 pub use metadata::Metadata;
 pub use quant::GgmlType;
-pub use reader::{GgufFile, GgufHeader};
+pub use reader::{GgufFile, GgufHeader, Residency};
 pub use tensor::TensorInfo;
 pub use value::{Value, ValueType};
 pub use writer::{GgufWriter, WRITE_VERSION};

@@ -8,10 +8,12 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
+use std::io::Read;
 use std::ops::Deref;
 use std::path::Path;
 
 use memmap2::Mmap;
+use quant::HugeBytes;
 
 use crate::error::GgufError;
 use crate::metadata::Metadata;
@@ -52,9 +54,10 @@ pub struct GgufFile {
     data_offset: u64,
 }
 
-/// The file's bytes: a read-only mapping, or a buffer given by the caller.
+/// The file's bytes: a read-only mapping, a copy in huge pages, or a buffer given by the caller.
 enum Bytes {
     Mapped(Mmap),
+    Resident(HugeBytes),
     Owned(Vec<u8>),
 }
 
@@ -63,7 +66,33 @@ impl Deref for Bytes {
     fn deref(&self) -> &[u8] {
         match self {
             Bytes::Mapped(m) => m,
+            Bytes::Resident(h) => h,
             Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// Where an opened file's bytes live ([`GgufFile::open_as`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Residency {
+    /// A read-only mapping of the file: nothing is copied, pages come from the page cache (4 KiB
+    /// pages) and are shared with other processes mapping the same file.
+    Mapped,
+    /// The whole file read into process memory backed by 2 MiB transparent huge pages where the
+    /// OS offers them ([`quant::HugeBytes`]): the load reads every byte once, and the kernels then
+    /// stream the weights without a page walk every 4 KiB (decode and the AMX block kernels run
+    /// faster; `docs/benchmarks.md`).
+    HugePages,
+}
+
+impl Residency {
+    /// What the engine uses: [`Residency::HugePages`], unless the environment variable
+    /// `DLM_MMAP` is set to a value other than `0` (then [`Residency::Mapped`], which saves the
+    /// copy's memory).
+    pub fn from_env() -> Residency {
+        match std::env::var_os("DLM_MMAP") {
+            Some(v) if v != "0" && !v.is_empty() => Residency::Mapped,
+            _ => Residency::HugePages,
         }
     }
 }
@@ -76,6 +105,13 @@ impl GgufFile {
     /// value lives (files written by [`GgufWriter::write_file`](crate::GgufWriter::write_file)
     /// are replaced by rename, which is safe).
     pub fn open(path: &Path) -> Result<GgufFile, GgufError> {
+        Self::open_as(path, Residency::Mapped)
+    }
+
+    /// Opens and validates the file at `path`, keeping its bytes as `residency` says. With
+    /// [`Residency::HugePages`] the file is read whole (no mapping stays; rewriting the file
+    /// afterwards does not affect this value).
+    pub fn open_as(path: &Path, residency: Residency) -> Result<GgufFile, GgufError> {
         let io = |action| {
             move |source| GgufError::Io {
                 action,
@@ -88,6 +124,19 @@ impl GgufFile {
         let bytes = if len == 0 {
             // Mapping an empty file fails on some systems; an empty buffer gives the real error.
             Bytes::Owned(Vec::new())
+        } else if residency == Residency::HugePages {
+            let len = usize::try_from(len).map_err(|_| GgufError::Io {
+                action: "read",
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::OutOfMemory,
+                    "the file is larger than this machine's address space",
+                ),
+            })?;
+            let mut bytes = HugeBytes::zeroed(len);
+            let mut file = file;
+            file.read_exact(&mut bytes).map_err(io("read"))?;
+            Bytes::Resident(bytes)
         } else {
             // SAFETY: the mapping is read-only; its contents changing under us (another process
             // writing the file in place) is the documented caveat above, as for every mmap reader.
@@ -155,6 +204,15 @@ impl GgufFile {
     pub fn file_size(&self) -> u64 {
         self.bytes.len() as u64
     }
+
+    /// Where the bytes live: `None` for a buffer given to [`from_bytes`](Self::from_bytes).
+    pub fn residency(&self) -> Option<Residency> {
+        match &self.bytes {
+            Bytes::Mapped(_) => Some(Residency::Mapped),
+            Bytes::Resident(_) => Some(Residency::HugePages),
+            Bytes::Owned(_) => None,
+        }
+    }
 }
 
 impl fmt::Debug for GgufFile {
@@ -166,7 +224,7 @@ impl fmt::Debug for GgufFile {
             .field("tensors", &self.tensors.len())
             .field("data_offset", &self.data_offset)
             .field("file_size", &self.file_size())
-            .field("mapped", &matches!(self.bytes, Bytes::Mapped(_)))
+            .field("residency", &self.residency())
             .finish()
     }
 }

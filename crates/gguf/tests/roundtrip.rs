@@ -561,3 +561,46 @@ fn rewriting_the_third_party_fixture_is_byte_identical() {
         out.iter().zip(&orig).position(|(a, b)| a != b)
     );
 }
+
+/// A file big enough for a huge-page buffer (over 2 MiB), opened mapped and read into huge
+/// pages: the same header, the same tensor bytes, each telling where its bytes live; a truncated
+/// copy gives the same error both ways.
+#[test]
+fn mapped_and_huge_page_opens_agree() {
+    use gguf::Residency;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.gguf");
+    let mut w = sample_writer();
+    w.add_tensor("big.weight", &[1024, 768], GgmlType::F32)
+        .unwrap();
+    w.write_file(&path, |i, t, o| o.write_all(&pattern(i, t.n_bytes)))
+        .unwrap();
+    let mapped = GgufFile::open_as(&path, Residency::Mapped).unwrap();
+    let resident = GgufFile::open_as(&path, Residency::HugePages).unwrap();
+    assert_eq!(mapped.residency(), Some(Residency::Mapped));
+    assert_eq!(resident.residency(), Some(Residency::HugePages));
+    assert_eq!(
+        GgufFile::open(&path).unwrap().residency(),
+        Some(Residency::Mapped)
+    );
+    assert!(resident.file_size() > 3 << 20);
+    assert_eq!(mapped.metadata, resident.metadata);
+    assert_eq!(mapped.tensors, resident.tensors);
+    for (i, t) in resident.tensors.iter().enumerate() {
+        let data = resident.tensor_data(t);
+        assert_eq!(data, mapped.tensor_data(t), "{}", t.name);
+        assert_eq!(data, pattern(i, t.n_bytes), "{}", t.name);
+        // Offsets keep their alignment in memory, as in a mapping.
+        assert_eq!(data.as_ptr() as u64 % resident.alignment, 0, "{}", t.name);
+    }
+
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    let e1 = GgufFile::open_as(&cut, Residency::Mapped).err().unwrap();
+    let e2 = GgufFile::open_as(&cut, Residency::HugePages).err().unwrap();
+    assert!(matches!(e2, GgufError::TensorOutOfBounds { .. }), "{e2}");
+    assert_eq!(e1.to_string(), e2.to_string());
+    let missing = GgufFile::open_as(&dir.path().join("none.gguf"), Residency::HugePages);
+    assert!(missing.err().unwrap().to_string().contains("none.gguf"));
+}

@@ -33,9 +33,10 @@ pub struct Model {
 }
 
 impl Model {
-    /// Opens and checks a GGUF model.
+    /// Opens and checks a GGUF model, its bytes where [`gguf::Residency::from_env`] says (huge
+    /// pages by default).
     pub fn load(path: &Path) -> Result<Model> {
-        Model::from_file(GgufFile::open(path)?)
+        Model::from_file(GgufFile::open_as(path, gguf::Residency::from_env())?)
     }
 
     /// Checks an already opened GGUF and locates every tensor.

@@ -23,7 +23,19 @@ fn main() {
         .collect();
     let bytes = quant::quantize(ty, &v, cols).unwrap();
     let copies = ((cold_mib << 20) / bytes.len()).max(1);
-    let all: Vec<Vec<u8>> = (0..copies).map(|_| bytes.clone()).collect();
+    // Weights in huge pages, as the engine loads them; SMALL_PAGES=1 for 4 KiB pages.
+    let small = std::env::var_os("SMALL_PAGES").is_some();
+    let all: Vec<Box<dyn std::ops::Deref<Target = [u8]>>> = (0..copies)
+        .map(|_| -> Box<dyn std::ops::Deref<Target = [u8]>> {
+            if small {
+                Box::new(bytes.clone())
+            } else {
+                let mut h = quant::HugeBytes::zeroed(bytes.len());
+                h.copy_from_slice(&bytes);
+                Box::new(h)
+            }
+        })
+        .collect();
     let mats: Vec<QMatrix> = all
         .iter()
         .map(|b| QMatrix::new(ty, b, rows, cols).unwrap())

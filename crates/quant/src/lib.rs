@@ -24,10 +24,12 @@
 
 mod error;
 pub mod formats;
+pub mod huge;
 pub mod kernels;
 mod types;
 
 pub use error::QuantError;
+pub use huge::HugeBytes;
 pub use kernels::{matmul, QMatrix};
 pub use types::{GgmlType, TypeInfo};
 

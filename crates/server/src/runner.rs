@@ -188,10 +188,14 @@ impl Runner {
             ),
         );
         log.push(format!(
-            "kernels: {}, {} threads",
+            "kernels: {}, {} threads; weights {}",
             quant::kernels::kernel_summary(),
             pool.as_ref()
-                .map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
+                .map_or_else(rayon::current_num_threads, |p| p.current_num_threads()),
+            match model.file().residency() {
+                Some(gguf::Residency::Mapped) => "mapped from the file (DLM_MMAP)",
+                _ => "read into huge pages (set DLM_MMAP=1 to map the file instead)",
+            }
         ));
         if mask_id.is_some() && !args.no_speed_probe {
             log.push(speed_probe(
