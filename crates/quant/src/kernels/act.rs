@@ -24,14 +24,21 @@
 use crate::formats::q8_0;
 use crate::GgmlType;
 
-/// Evaluates `$f(args…)` in a copy compiled for AVX2 when the CPU has it. The quantizers are
-/// written so that the compiler vectorizes them, and the baseline x86-64 target (SSE2) lacks
-/// the unsigned 32-bit max and the 8-lane width; the results are the same either way (the same
-/// IEEE operations, only more lanes at once).
+/// Evaluates `$f(args…)` in a copy compiled for AVX-512 (F/BW/VL) or AVX2 when the CPU has it.
+/// The quantizers are written so that the compiler vectorizes them, and the baseline x86-64
+/// target (SSE2) lacks the unsigned 32-bit max and the 8-lane width; the results are the same
+/// at every width (the same IEEE operations, only more lanes at once).
 macro_rules! with_avx2 {
     ($f:ident ( $($arg:expr),* $(,)? )) => {{
         #[cfg(target_arch = "x86_64")]
         {
+            if std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+            {
+                // SAFETY: the CPU has AVX-512 F/BW/VL (BW implies F) and so AVX2; `avx512`
+                // only compiles the same code with them enabled.
+                return unsafe { avx512::$f($($arg),*) };
+            }
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU has AVX2; `avx2` only compiles the same code with it enabled.
                 return unsafe { avx2::$f($($arg),*) };
@@ -41,45 +48,52 @@ macro_rules! with_avx2 {
     }};
 }
 
-/// AVX2-compiled copies of the quantizers (see `with_avx2!`).
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::*;
+/// Copies of the quantizers compiled with `$features` (see `with_avx2!`).
+macro_rules! compiled_copies {
+    ($module:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        mod $module {
+            use super::*;
 
-    #[target_feature(enable = "avx2")]
-    pub(super) fn quantize_row_i8_impl(x: &[f32], q: &mut [i8]) -> (f32, i32) {
-        super::quantize_row_i8_impl(x, q)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) fn quantize_row_i8_impl(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+                super::quantize_row_i8_impl(x, q)
+            }
 
-    #[target_feature(enable = "avx2")]
-    pub(super) fn fake_quant_impl(x: &mut [f32], cols: usize) {
-        super::fake_quant_impl(x, cols)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) fn fake_quant_impl(x: &mut [f32], cols: usize) {
+                super::fake_quant_impl(x, cols)
+            }
 
-    #[target_feature(enable = "avx2")]
-    pub(super) fn quantize_i8_acts(x: &[f32], n_tokens: usize, cols: usize) -> I8Acts {
-        super::quantize_i8_acts(x, n_tokens, cols)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) fn quantize_i8_acts(x: &[f32], n_tokens: usize, cols: usize) -> I8Acts {
+                super::quantize_i8_acts(x, n_tokens, cols)
+            }
 
-    #[target_feature(enable = "avx2")]
-    pub(super) fn quantize_q8_k_acts(x: &[f32], n_tokens: usize, cols: usize) -> BlockActs {
-        super::quantize_q8_k_acts(x, n_tokens, cols)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) fn quantize_q8_k_acts(x: &[f32], n_tokens: usize, cols: usize) -> BlockActs {
+                super::quantize_q8_k_acts(x, n_tokens, cols)
+            }
 
-    #[target_feature(enable = "avx2")]
-    pub(super) fn quantize_q8_k_acts_with_group_sums(
-        x: &[f32],
-        n_tokens: usize,
-        cols: usize,
-    ) -> BlockActs {
-        super::quantize_q8_k_acts_with_group_sums(x, n_tokens, cols)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) fn quantize_q8_k_acts_with_group_sums(
+                x: &[f32],
+                n_tokens: usize,
+                cols: usize,
+            ) -> BlockActs {
+                super::quantize_q8_k_acts_with_group_sums(x, n_tokens, cols)
+            }
 
-    #[target_feature(enable = "avx2")]
-    pub(super) fn quantize_q8_0_acts(x: &[f32], n_tokens: usize, cols: usize) -> BlockActs {
-        super::quantize_q8_0_acts(x, n_tokens, cols)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) fn quantize_q8_0_acts(x: &[f32], n_tokens: usize, cols: usize) -> BlockActs {
+                super::quantize_q8_0_acts(x, n_tokens, cols)
+            }
+        }
+    };
 }
+
+compiled_copies!(avx2, "avx2");
+compiled_copies!(avx512, "avx2,avx512f,avx512bw,avx512vl");
 
 /// ggml's `nearest_int`: round half to even via the 1.5·2^23 magic number.
 ///

@@ -215,18 +215,41 @@ struct TileActs<'a> {
 }
 
 impl<'a> TileActs<'a> {
+    /// Packs the codes, with the AVX-512 transposition ([`pack_b_tiles`]) on the hardware
+    /// backend and element by element otherwise (the same bytes).
+    ///
+    /// [`pack_b_tiles`]: super::x86::tile_unpack::pack_b_tiles
     #[inline(always)]
-    fn pack(acts: &'a Acts<'a>, n_tokens: usize, cols: usize) -> TileActs<'a> {
+    fn pack(
+        backend: TileBackend,
+        acts: &'a Acts<'a>,
+        n_tokens: usize,
+        cols: usize,
+    ) -> TileActs<'a> {
         // Q8_0 rows may end in half a K step (32 columns): its B tile is then zero-padded.
         let ksteps = cols.div_ceil(KSTEP);
         let n_tiles = n_tokens.div_ceil(TILE_TOKENS);
         let mut b = Codes::zeroed(n_tiles * ksteps * TILE_BYTES);
-        for t in 0..n_tokens {
-            let q = match acts {
-                Acts::I8(a) => a.row(t),
-                Acts::Blocks(a) => a.row(t),
-                Acts::F32(_) => unreachable!("tile kernels take quantized activations"),
+        let row = |t| match acts {
+            Acts::I8(a) => a.row(t),
+            Acts::Blocks(a) => a.row(t),
+            Acts::F32(_) => unreachable!("tile kernels take quantized activations"),
+        };
+        #[cfg(target_arch = "x86_64")]
+        if backend == TileBackend::Hardware {
+            // SAFETY: the hardware backend runs only where `amx_available()`, which requires
+            // AVX-512 F/BW.
+            unsafe { super::x86::tile_unpack::pack_b_tiles(row, n_tokens, cols, &mut b) };
+            return TileActs {
+                acts,
+                n_tokens,
+                ksteps,
+                b,
             };
+        }
+        let _ = backend;
+        for t in 0..n_tokens {
+            let q = row(t);
             let (j, n) = (t / TILE_TOKENS, t % TILE_TOKENS);
             let base = j * ksteps * 16;
             // Group g of 4 codes lands in row g % 16 of tile (j, g / 16), i.e. at
@@ -299,7 +322,7 @@ pub(crate) fn matmul_tiles(
         backend == TileBackend::Emulated || amx_available(),
         "matmul_tiles: AMX-INT8 is not available on this machine"
     );
-    let packed = TileActs::pack(acts, n_tokens, w0.cols);
+    let packed = TileActs::pack(backend, acts, n_tokens, w0.cols);
     let threads = rayon::current_num_threads().max(1);
     let groups: usize = ws.iter().map(|w| w.rows.div_ceil(GROUP_ROWS)).sum();
     // About 4 tasks per thread for work stealing, in whole row groups of one matrix.
@@ -1138,6 +1161,37 @@ mod tests {
                     assert_eq!(got, want, "{format:?} rows {r0}+{live} block {b}");
                     assert!(want[256 * live..].iter().all(|&c| c == 0));
                 }
+            }
+        }
+    }
+
+    /// The AVX-512 B-tile packing writes exactly what the portable one writes, for whole and
+    /// partial token tiles and rows ending in part of a K step (Q8_0).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn simd_activation_packing_equals_the_portable_packing() {
+        if !(std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("avx512f"))
+        {
+            eprintln!("no AVX-512 here: SIMD activation packing not exercised");
+            return;
+        }
+        for (ty, cols) in [
+            (GgmlType::I2_S, 128),
+            (GgmlType::I2_S, 2560),
+            (GgmlType::Q8_0, 96),
+            (GgmlType::Q8_0, 32),
+            (GgmlType::TQ2_0, 768),
+        ] {
+            for n_tokens in [1, 7, 16, 17, 32, 45] {
+                let x: Vec<f32> = (0..n_tokens * cols)
+                    .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 8) as f32 / 1e5 - 80.0)
+                    .collect();
+                let acts = Acts::new(ty, &x, n_tokens, cols);
+                let want = TileActs::pack(TileBackend::Emulated, &acts, n_tokens, cols);
+                let got = TileActs::pack(TileBackend::Hardware, &acts, n_tokens, cols);
+                assert_eq!(got.ksteps, want.ksteps);
+                assert_eq!(&got.b[..], &want.b[..], "{ty} {n_tokens}×{cols}");
+                assert!(want.b.iter().any(|&c| c != 0));
             }
         }
     }

@@ -132,3 +132,55 @@ pub(in crate::kernels) unsafe fn unpack_block_unit(
         }
     }
 }
+
+/// Packs the activation codes of one call into B tiles (`amx::TileActs`' layout): for token
+/// tile `j` and K step `s`, tile `j·ksteps + s` has row `kk` = the 4 codes
+/// `64s + 4kk..64s + 4kk + 4` of each of its 16 tokens. That is a 16 × 16 dword transposition
+/// of the 16 tokens' 64-byte slices ([`super::tile_epilogue::transpose16`]); tokens past
+/// `n_tokens` and columns past `cols` are zeros.
+///
+/// # Panics
+/// If a row is shorter than `cols` or `dst` is not `⌈n_tokens/16⌉ · ksteps` tiles of 1024
+/// bytes with `ksteps = ⌈cols/64⌉`.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(in crate::kernels) unsafe fn pack_b_tiles<'a>(
+    row: impl Fn(usize) -> &'a [i8],
+    n_tokens: usize,
+    cols: usize,
+    dst: &mut [i8],
+) {
+    let ksteps = cols.div_ceil(64);
+    let n_tiles = n_tokens.div_ceil(16);
+    assert_eq!(dst.len(), n_tiles * ksteps * 1024);
+    let rows: Vec<&[i8]> = (0..n_tokens).map(&row).collect();
+    assert!(rows.iter().all(|r| r.len() >= cols));
+    let out = dst.as_mut_ptr();
+    for j in 0..n_tiles {
+        let live = (n_tokens - 16 * j).min(16);
+        for s in 0..ksteps {
+            let width = (cols - 64 * s).min(64);
+            let mask: __mmask64 = if width == 64 {
+                u64::MAX
+            } else {
+                (1u64 << width) - 1
+            };
+            let mut v = [_mm512_setzero_si512(); 16];
+            for (n, v) in v.iter_mut().enumerate().take(live) {
+                // SAFETY: the row has at least `cols` codes (asserted), so its bytes
+                // 64s..64s + width exist; the masked-off bytes are not read.
+                *v = unsafe {
+                    _mm512_maskz_loadu_epi8(mask, rows[16 * j + n].as_ptr().add(64 * s).cast())
+                };
+            }
+            super::tile_epilogue::transpose16(&mut v);
+            let tile = out.wrapping_add((j * ksteps + s) * 1024);
+            for (kk, v) in v.iter().enumerate() {
+                // SAFETY: tile j·ksteps + s is inside `dst` (its length is asserted).
+                unsafe { _mm512_storeu_si512(tile.add(64 * kk).cast(), *v) };
+            }
+        }
+    }
+}
