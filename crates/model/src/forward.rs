@@ -583,15 +583,13 @@ impl Model {
             self.linear_into([&layer.w_gate, &layer.w_up], &a, n, [&mut g, &mut u]);
             let ffn = layer.w_gate.rows;
             let act = cfg.activation;
-            for_rows(&mut g, ffn, &u, ffn, |g, u| {
-                for (g, u) in g.iter_mut().zip(u) {
-                    *g = match act {
-                        Activation::Silu => *g / (1.0 + (-*g).exp()) * u,
-                        Activation::Relu2 => {
-                            let r = g.max(0.0);
-                            r * r * u
-                        }
-                    };
+            for_rows(&mut g, ffn, &u, ffn, |g, u| match act {
+                Activation::Silu => quant::kernels::silu_mul(g, u),
+                Activation::Relu2 => {
+                    for (g, u) in g.iter_mut().zip(u) {
+                        let r = g.max(0.0);
+                        *g = r * r * u;
+                    }
                 }
             });
             if let Some(sub) = &layer.ffn_sub_norm {
