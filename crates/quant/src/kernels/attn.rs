@@ -1103,10 +1103,12 @@ mod tests {
                 let mut got = g[..len].to_vec();
                 match level {
                     #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the level is available, so the CPU has its features.
                     SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe {
                         silu_mul_avx512(&mut got, &u[..len])
                     },
                     #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as above.
                     SimdLevel::Avx2 => unsafe { silu_mul_avx2(&mut got, &u[..len]) },
                     _ => silu_mul_lanes::<Portable>(&mut got, &u[..len]),
                 }
