@@ -428,7 +428,7 @@ fn write_file_is_atomic_and_cleans_up() {
     let f = GgufFile::open(&path).unwrap();
     assert_eq!(f.metadata, *w.metadata());
     assert_eq!(f.tensor_data(&f.tensors[2]), pattern(2, 136).as_slice());
-    assert!(format!("{f:?}").contains("mapped: true"));
+    assert!(format!("{f:?}").contains("residency: Some(Mapped)"));
 
     // A failing callback: the old file stays, no temporary file is left behind.
     let e = w
