@@ -211,42 +211,69 @@ pub(super) fn row_groups<'w, const R: usize>(
     })
 }
 
-/// The row groups a kernel walks: for decode (one token, memory-bound) `R` streams per thread
-/// ([`stream_groups`]), otherwise consecutive rows ([`row_groups`]); each with its rows' indices.
-#[allow(clippy::type_complexity)]
-fn kernel_groups<'w, const R: usize, const T: usize>(
-    w: &QMatrix<'w>,
+/// The row groups a kernel walks, computed on demand (no list is built per call): for decode
+/// (one token, memory-bound) `R` streams per thread (groups of rows from `R` far-apart runs, see
+/// [`Groups::get`]), otherwise `R` consecutive rows.
+struct Groups<'w, const R: usize> {
+    data: &'w [u8],
+    row_bytes: usize,
     rows: Range<usize>,
-) -> Vec<([usize; R], usize, [&'w [u8]; R])> {
-    if T == 1 {
-        stream_groups::<R>(w, rows)
-    } else {
-        row_groups::<R>(w, rows)
-            .map(|(r, n, wr)| (std::array::from_fn(|i| r + i), n, wr))
-            .collect()
+    /// Rows per stream (0: consecutive rows).
+    stream_len: usize,
+}
+
+/// One row group: its rows' indices, how many are real (a short last group repeats its last
+/// row, and only the real ones are written), and the rows' bytes.
+type Group<'w, const R: usize> = ([usize; R], usize, [&'w [u8]; R]);
+
+impl<'w, const R: usize> Groups<'w, R> {
+    /// Streams when `streams` (decode), consecutive rows otherwise.
+    fn new(w: &QMatrix<'w>, rows: Range<usize>, streams: bool) -> Self {
+        Groups {
+            data: w.data,
+            row_bytes: w.row_bytes(),
+            stream_len: if streams { rows.len() / R } else { 0 },
+            rows,
+        }
+    }
+
+    /// Number of groups.
+    fn len(&self) -> usize {
+        let q = self.stream_len;
+        q + (self.rows.len() - R * q).div_ceil(R)
+    }
+
+    /// Group `g`: with streams, row `k` of each of the `R` runs of `⌊len/R⌋` rows for
+    /// `g = k < ⌊len/R⌋` (a group's rows are then `R` sequential streams, which keeps more cache
+    /// misses in flight than one stream of consecutive rows), then the rows past `R·⌊len/R⌋`
+    /// consecutively; without, rows `R·g..R·g + R`.
+    #[inline(always)]
+    fn get(&self, g: usize) -> Group<'w, R> {
+        let (q, rb, data) = (self.stream_len, self.row_bytes, self.data);
+        let row = |r: usize| &data[r * rb..(r + 1) * rb];
+        if g < q {
+            let idx: [usize; R] = std::array::from_fn(|j| self.rows.start + j * q + g);
+            (idx, R, idx.map(row))
+        } else {
+            let r = self.rows.start + R * q + R * (g - q);
+            let n = (self.rows.end - r).min(R);
+            let idx: [usize; R] = std::array::from_fn(|i| r + i.min(n - 1));
+            (std::array::from_fn(|i| r + i), n, idx.map(row))
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Group<'w, R>> + '_ {
+        (0..self.len()).map(|g| self.get(g))
     }
 }
 
-/// Groups of `R` rows taken from `R` far-apart runs of `rows` (row `k` of each quarter, for
-/// `R = 4`): a group's rows are then `R` sequential streams, which keeps more cache misses in
-/// flight than one stream of consecutive rows. The rows past `R·⌊len/R⌋` come last, consecutively.
-#[allow(clippy::type_complexity)]
-pub(super) fn stream_groups<'w, const R: usize>(
+/// The row groups a kernel walks: for decode (one token, memory-bound) `R` streams per thread,
+/// otherwise consecutive rows (see [`Groups`]).
+fn kernel_groups<'w, const R: usize, const T: usize>(
     w: &QMatrix<'w>,
     rows: Range<usize>,
-) -> Vec<([usize; R], usize, [&'w [u8]; R])> {
-    let q = rows.len() / R;
-    let (data, rb) = (w.data, w.row_bytes());
-    let mut groups: Vec<_> = (0..q)
-        .map(|k| {
-            let idx: [usize; R] = std::array::from_fn(|j| rows.start + j * q + k);
-            (idx, R, idx.map(|r| &data[r * rb..(r + 1) * rb]))
-        })
-        .collect();
-    let tail = rows.start + R * q..rows.end;
-    groups
-        .extend(row_groups::<R>(w, tail).map(|(r, n, wr)| (std::array::from_fn(|i| r + i), n, wr)));
-    groups
+) -> Groups<'w, R> {
+    Groups::new(w, rows, T == 1)
 }
 
 /// Activation bytes a token tile keeps in L1 while it walks one column segment of its rows.
@@ -279,18 +306,7 @@ pub(super) fn i2s_driver<const R: usize, const T: usize>(
     let w_scale = w.i2s_scale();
     let k: [f32; T] = std::array::from_fn(|t| i2s_factor(a.scale[t0 + t], w_scale));
     let groups = kernel_groups::<R, T>(w, rows);
-    let mut sums = vec![[[0i32; T]; R]; groups.len()];
-    for cs in segments(w.cols / 128, 128, T) {
-        for ((_, _, wr), sum) in groups.iter().zip(sums.iter_mut()) {
-            let s = dot(wr, &q, cs.clone());
-            for i in 0..R {
-                for t in 0..T {
-                    sum[i][t] = sum[i][t].wrapping_add(s[i][t]);
-                }
-            }
-        }
-    }
-    for ((r, n, _), s) in groups.iter().zip(&sums) {
+    let write = |(r, n, _): &Group<R>, s: &[[i32; T]; R]| {
         for i in 0..*n {
             for t in 0..T {
                 let (tt, y) = (t0 + t, s[i][t]);
@@ -298,6 +314,33 @@ pub(super) fn i2s_driver<const R: usize, const T: usize>(
                 unsafe { out.set(tt, r[i], i2s_epilogue(y, a.sum[tt], k[t])) };
             }
         }
+    };
+    let units = w.cols / 128;
+    let segs: Vec<Range<usize>> = segments(units, 128, T).collect();
+    if T == 1 && segs.len() == 1 {
+        // Decode with one segment: each group's sums are final at once, so no list of groups
+        // or of sums is built. (Several tokens keep the buffered order: their scattered
+        // output writes cost less in one burst at the end, measured on the Q6_K head.)
+        for g in groups.iter() {
+            let s = dot(&g.2, &q, 0..units);
+            write(&g, &s);
+        }
+        return;
+    }
+    let groups: Vec<Group<R>> = groups.iter().collect();
+    let mut sums = vec![[[0i32; T]; R]; groups.len()];
+    for cs in segs {
+        for (g, sum) in groups.iter().zip(sums.iter_mut()) {
+            let s = dot(&g.2, &q, cs.clone());
+            for i in 0..R {
+                for t in 0..T {
+                    sum[i][t] = sum[i][t].wrapping_add(s[i][t]);
+                }
+            }
+        }
+    }
+    for (g, s) in groups.iter().zip(&sums) {
+        write(g, s);
     }
 }
 
@@ -323,25 +366,20 @@ pub(super) fn block_tile<const R: usize, const T: usize>(
         assert_eq!(q.len(), nb * bsize);
     }
     assert!(d_at + 2 <= bbytes);
+    assert_eq!(w.row_bytes(), nb * bbytes);
     let ahead = R * nb * bbytes;
     // Cache lines to fetch per block: two for the small blocks (≤ 66 bytes, so a block and the
     // start of the next), four for Q6_K's 210 bytes (256 bytes per 210 advanced: every line).
     let lines = bbytes.div_ceil(64).max(2);
-    let groups = kernel_groups::<R, T>(w, rows);
-    for (_, _, wr) in &groups {
-        for w in wr {
-            assert_eq!(w.len(), nb * bbytes);
-        }
-    }
-    let mut sums = vec![BlockSums::<R, T>::new(); groups.len()];
-    for bs in segments(nb, bsize, T) {
-        for ((_, _, wr), sums) in groups.iter().zip(sums.iter_mut()) {
-            for b in bs.clone() {
+    // The blocks `$bs` of the rows `$wr` into `$sums`.
+    macro_rules! blocks {
+        ($wr:expr, $bs:expr, $sums:expr) => {
+            for b in $bs {
                 // SAFETY: b < nb and every row holds nb blocks of `bbytes` (asserted above), so
                 // each pointer has `bbytes` readable bytes, the f16 scale among them.
                 let (blks, d_w) = unsafe {
                     let blks: [*const u8; R] =
-                        std::array::from_fn(|i| wr[i].as_ptr().add(b * bbytes));
+                        std::array::from_fn(|i| $wr[i].as_ptr().add(b * bbytes));
                     let d_w: [f32; R] = std::array::from_fn(|i| {
                         f16_to_f32(
                             std::ptr::read_unaligned(blks[i].add(d_at).cast::<u16>()).to_le(),
@@ -356,11 +394,11 @@ pub(super) fn block_tile<const R: usize, const T: usize>(
                 }
                 let mut acc = [[_mm256_setzero_si256(); T]; R];
                 block_dot(&blks, b, &q, &mut acc);
-                sums.add(&acc, a, (b, t0), k, &d_w);
+                $sums.add(&acc, a, (b, t0), k, &d_w);
             }
-        }
+        };
     }
-    for ((r, n, _), sums) in groups.iter().zip(&sums) {
+    let write = |(r, n, _): &Group<R>, sums: &BlockSums<R, T>| {
         let y = sums.get();
         for i in 0..*n {
             for t in 0..T {
@@ -368,6 +406,28 @@ pub(super) fn block_tile<const R: usize, const T: usize>(
                 unsafe { out.set(t0 + t, r[i], y[i][t]) };
             }
         }
+    };
+    let groups = kernel_groups::<R, T>(w, rows);
+    if T == 1 && segments(nb, bsize, T).count() == 1 {
+        // Decode with one segment: each group's sums are final at once, so no list of groups
+        // or of sums is built. (Several tokens keep the buffered order: their scattered
+        // output writes cost less in one burst at the end, measured on the Q6_K head.)
+        for g in groups.iter() {
+            let mut sums = BlockSums::<R, T>::new();
+            blocks!(g.2, 0..nb, sums);
+            write(&g, &sums);
+        }
+        return;
+    }
+    let groups: Vec<Group<R>> = groups.iter().collect();
+    let mut sums = vec![BlockSums::<R, T>::new(); groups.len()];
+    for bs in segments(nb, bsize, T) {
+        for ((_, _, wr), sums) in groups.iter().zip(sums.iter_mut()) {
+            blocks!(wr, bs.clone(), sums);
+        }
+    }
+    for (g, sums) in groups.iter().zip(&sums) {
+        write(g, sums);
     }
 }
 
