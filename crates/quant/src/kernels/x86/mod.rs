@@ -229,6 +229,10 @@ type Group<'w, const R: usize> = ([usize; R], usize, [&'w [u8]; R]);
 impl<'w, const R: usize> Groups<'w, R> {
     /// Streams when `streams` (decode), consecutive rows otherwise.
     fn new(w: &QMatrix<'w>, rows: Range<usize>, streams: bool) -> Self {
+        assert!(
+            rows.end * w.row_bytes() <= w.data.len(),
+            "rows outside the matrix"
+        );
         Groups {
             data: w.data,
             row_bytes: w.row_bytes(),
@@ -250,7 +254,10 @@ impl<'w, const R: usize> Groups<'w, R> {
     #[inline(always)]
     fn get(&self, g: usize) -> Group<'w, R> {
         let (q, rb, data) = (self.stream_len, self.row_bytes, self.data);
-        let row = |r: usize| &data[r * rb..(r + 1) * rb];
+        debug_assert!(g < self.len());
+        // SAFETY: every row index below is in `self.rows` (g < len()), whose bytes `new` checked
+        // to be inside `data`. (Per group, in the decode loops: bounds checks here showed up.)
+        let row = |r: usize| unsafe { std::slice::from_raw_parts(data.as_ptr().add(r * rb), rb) };
         if g < q {
             let idx: [usize; R] = std::array::from_fn(|j| self.rows.start + j * q + g);
             (idx, R, idx.map(row))
@@ -321,7 +328,8 @@ pub(super) fn i2s_driver<const R: usize, const T: usize>(
         // Decode with one segment: each group's sums are final at once, so no list of groups
         // or of sums is built. (Several tokens keep the buffered order: their scattered
         // output writes cost less in one burst at the end, measured on the Q6_K head.)
-        for g in groups.iter() {
+        for gi in 0..groups.len() {
+            let g = groups.get(gi);
             let s = dot(&g.2, &q, 0..units);
             write(&g, &s);
         }
@@ -412,7 +420,8 @@ pub(super) fn block_tile<const R: usize, const T: usize>(
         // Decode with one segment: each group's sums are final at once, so no list of groups
         // or of sums is built. (Several tokens keep the buffered order: their scattered
         // output writes cost less in one burst at the end, measured on the Q6_K head.)
-        for g in groups.iter() {
+        for gi in 0..groups.len() {
+            let g = groups.get(gi);
             let mut sums = BlockSums::<R, T>::new();
             blocks!(g.2, 0..nb, sums);
             write(&g, &sums);
