@@ -524,8 +524,13 @@ pub fn decode_dlm(
                     let mut choices = Vec::with_capacity(masked.len());
                     for (row, &j) in logits.chunks_exact_mut(vocab).zip(&masked) {
                         let choice = sampler.sample(row, &[], &suppress)?;
-                        // Confidence = the plain softmax probability of the chosen token.
-                        let conf = softmax_prob(row, choice.token, 1.0);
+                        // Confidence = the plain softmax probability of the chosen token: what
+                        // greedy sampling already computed (on the same row, at t = 1).
+                        let conf = if params.sampling.temperature <= 0.0 {
+                            choice.prob
+                        } else {
+                            softmax_prob(row, choice.token, 1.0)
+                        };
                         choices.push((j, choice.token, conf));
                     }
                     // Total order: a NaN confidence (not reachable: logits are checked) could

@@ -211,21 +211,45 @@ impl Sampler {
 /// Index and value of the largest logit (lowest index on ties). A NaN is never chosen (`>` is
 /// false for it); `(0, −∞)` when no logit is above −∞ (an empty row included).
 pub fn argmax(logits: &[f32]) -> (u32, f32) {
-    let mut best = (0u32, f32::NEG_INFINITY);
-    for (i, &l) in logits.iter().enumerate() {
-        if l > best.1 {
-            best = (i as u32, l);
-        }
+    let max = lane_max(logits);
+    if max == f32::NEG_INFINITY {
+        return (0, f32::NEG_INFINITY);
     }
-    best
+    // The first logit equal to the max (−0 and +0 compare equal: the first of them, as a scan
+    // with `>` keeps it).
+    let i = logits
+        .iter()
+        .position(|&l| l == max)
+        .expect("the max is one of the logits");
+    (i as u32, logits[i])
 }
 
-/// Softmax probability of `token` at temperature `t`. The max ignores NaN (`f32::max`), but a
-/// NaN or +∞ logit makes the result NaN: callers pass rows without them.
+/// The largest non-NaN value (−∞ for none), in sixteen independent lanes so that it
+/// vectorizes (a vocabulary row is 10⁵ values, scanned once per decoded row).
+fn lane_max(x: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; 16];
+    let chunks = x.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..16 {
+            m[i] = if c[i] > m[i] { c[i] } else { m[i] };
+        }
+    }
+    for &v in tail {
+        m[0] = if v > m[0] { v } else { m[0] };
+    }
+    m.into_iter()
+        .fold(f32::NEG_INFINITY, |a, b| if b > a { b } else { a })
+}
+
+/// Softmax probability of `token` at temperature `t`: `e^((l_tok − max)/t) / Σ e^((l − max)/t)`
+/// with the exponentials of [`quant::kernels::exp_sum`] (vectorized, within ~1e-5 of exact).
+/// The max ignores NaN, but a NaN or +∞ logit makes the result NaN: callers pass rows without
+/// them.
 pub fn softmax_prob(logits: &[f32], token: u32, t: f32) -> f32 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let total: f64 = logits.iter().map(|l| (((l - max) / t) as f64).exp()).sum();
-    let own = (((logits[token as usize] - max) / t) as f64).exp();
+    let max = lane_max(logits);
+    let total = quant::kernels::exp_sum(logits, max, t);
+    let own = quant::kernels::exp_sum(&logits[token as usize..token as usize + 1], max, t);
     (own / total) as f32
 }
 
@@ -375,6 +399,68 @@ mod tests {
             assert_eq!(
                 err.to_string(),
                 "no token can be sampled: every logit is NaN or -inf"
+            );
+        }
+    }
+
+    /// The vectorized argmax equals a plain scan with `>` (lowest index on ties, NaN skipped,
+    /// the first of −0/+0), at every position of the lanes and the tail.
+    #[test]
+    fn argmax_equals_a_plain_scan() {
+        let scan = |x: &[f32]| {
+            let mut best = (0u32, f32::NEG_INFINITY);
+            for (i, &l) in x.iter().enumerate() {
+                if l > best.1 {
+                    best = (i as u32, l);
+                }
+            }
+            best
+        };
+        for len in [1usize, 15, 16, 17, 33, 1000] {
+            for at in [0, len / 2, len - 1] {
+                let mut x: Vec<f32> = (0..len).map(|i| ((i * 37) % 11) as f32 - 20.0).collect();
+                x[at] = 3.0;
+                x[len - 1 - at / 2] = 3.0;
+                x[(at + 5) % len] = f32::NAN;
+                let (i, v) = argmax(&x);
+                let (j, w) = scan(&x);
+                assert_eq!(
+                    (i, v.to_bits()),
+                    (j, w.to_bits()),
+                    "{len} values, peak at {at}"
+                );
+            }
+        }
+        let signed = [-1.0, -0.0, 0.0, -0.0];
+        assert_eq!(argmax(&signed), (1, -0.0));
+        assert_eq!(argmax(&signed).1.to_bits(), (-0.0f32).to_bits());
+    }
+
+    /// `softmax_prob` is within 1e-6 of the f64 softmax, and the same for rows holding the same
+    /// values in another order (the confidences of a diffusion step's rows tie exactly then).
+    #[test]
+    fn softmax_prob_is_accurate_and_does_not_depend_on_positions() {
+        let row: Vec<f32> = (0..50_000)
+            .map(|i| ((i * 7919) % 1009) as f32 / 97.0)
+            .collect();
+        let mut rotated = row.clone();
+        rotated.rotate_left(12_345);
+        let max = f64::from(row.iter().copied().fold(f32::MIN, f32::max));
+        for (tok, t) in [(17u32, 1.0f32), (4_242, 0.6)] {
+            let exact = {
+                let e = |l: f32| ((f64::from(l) - max) / f64::from(t)).exp();
+                e(row[tok as usize]) / row.iter().map(|&l| e(l)).sum::<f64>()
+            };
+            let p = softmax_prob(&row, tok, t);
+            assert!(
+                (f64::from(p) - exact).abs() <= 1e-6 * exact,
+                "{p} vs {exact}"
+            );
+            let moved = (tok as usize + row.len() - 12_345) % row.len();
+            assert_eq!(rotated[moved], row[tok as usize]);
+            assert_eq!(
+                softmax_prob(&rotated, moved as u32, t).to_bits(),
+                p.to_bits()
             );
         }
     }

@@ -208,6 +208,55 @@ fn silu_mul_avx512(g: &mut [f32], u: &[f32]) {
     silu_mul_lanes::<x86::Avx512>(g, u)
 }
 
+/// `Σ softmax_exp((x[i] − max) / t)` over `x`, for a softmax's denominator (`max` ≥ every
+/// element, so the arguments are ≤ 0), on the selected SIMD level. The terms are added in f64,
+/// sixteen lanes then the lanes in order, so the result is the same on every level and, to
+/// f64 rounding, does not depend on where in `x` a value sits (two rows holding the same
+/// values in another order give the same probabilities once rounded to f32). NaN elements make
+/// the sum NaN.
+pub fn exp_sum(x: &[f32], max: f32, t: f32) -> f64 {
+    match selected_level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the selected level is available, and it includes AVX-512 F/BW/VL.
+        SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe { exp_sum_avx512(x, max, t) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the selected level is available, and it includes AVX2 and FMA.
+        SimdLevel::Avx2 => unsafe { exp_sum_avx2(x, max, t) },
+        _ => exp_sum_lanes::<Portable>(x, max, t),
+    }
+}
+
+/// The definition of [`exp_sum`].
+#[inline(always)]
+fn exp_sum_lanes<V: Lanes>(x: &[f32], max: f32, t: f32) -> f64 {
+    let (m, t) = (V::splat(max), V::splat(t));
+    let mut acc = [0.0f64; 16];
+    for piece in x.chunks(16) {
+        let n = piece.len();
+        let mut e = [0.0f32; 16];
+        // SAFETY: `piece` holds `n ≤ 16` floats, `e` 16.
+        unsafe {
+            exp_def(V::load(piece.as_ptr(), n).sub(m).div(t)).store(e.as_mut_ptr(), n);
+        }
+        for (a, e) in acc.iter_mut().zip(e) {
+            *a += f64::from(e);
+        }
+    }
+    acc.iter().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn exp_sum_avx2(x: &[f32], max: f32, t: f32) -> f64 {
+    exp_sum_lanes::<x86::Avx2>(x, max, t)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+fn exp_sum_avx512(x: &[f32], max: f32, t: f32) -> f64 {
+    exp_sum_lanes::<x86::Avx512>(x, max, t)
+}
+
 /// Rounds `x·log₂e` to an integer held in the low mantissa bits of a float.
 const EXP_ROUND: f32 = 12_582_912.0;
 const EXP_LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -1116,5 +1165,44 @@ mod tests {
                 assert_eq!(bits(&got), bits(&want[..len]), "{level:?}, {len} elements");
             }
         }
+    }
+
+    /// `exp_sum` gives the same bits on every level, is within 1e-6 relative of the f64 sum of
+    /// `exp((x − max)/t)`, counts −∞ elements as 0 and ignores the padding of a ragged tail.
+    #[test]
+    fn exp_sum_is_the_same_on_every_level_and_close_to_f64() {
+        let mut x: Vec<f32> = random(128_256 + 7, 3).iter().map(|v| v * 9.0).collect();
+        x[10] = f32::NEG_INFINITY;
+        x[77] = 25.0;
+        for len in [x.len(), 1000, 17, 3, 1] {
+            let x = &x[..len];
+            let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            for t in [1.0f32, 0.7] {
+                let exact: f64 = x
+                    .iter()
+                    .map(|&v| ((f64::from(v) - f64::from(max)) / f64::from(t)).exp())
+                    .sum();
+                let want = exp_sum_lanes::<Portable>(x, max, t);
+                assert!(
+                    ((want - exact) / exact).abs() < 1e-6,
+                    "{len} elements, t {t}: {want} vs {exact}"
+                );
+                for level in super::super::available_levels() {
+                    let got = match level {
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: the level is available, so the CPU has its features.
+                        SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe {
+                            exp_sum_avx512(x, max, t)
+                        },
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: as above.
+                        SimdLevel::Avx2 => unsafe { exp_sum_avx2(x, max, t) },
+                        _ => exp_sum_lanes::<Portable>(x, max, t),
+                    };
+                    assert_eq!(got.to_bits(), want.to_bits(), "{level:?}, {len} elements");
+                }
+            }
+        }
+        assert!(exp_sum_lanes::<Portable>(&[1.0, f32::NAN], 1.0, 1.0).is_nan());
     }
 }

@@ -64,7 +64,7 @@ use crate::{GgmlType, QuantError};
 
 pub use act::{bitlinear_fake_quant, quantize_row_i8};
 pub use amx::{amx_available, TileBackend, TILE_TYPES};
-pub use attn::{attend, silu_mul, softmax_exp, AttnBuf};
+pub use attn::{attend, exp_sum, silu_mul, softmax_exp, AttnBuf};
 
 pub(crate) use act::{nearest_int, Acts, BlockActs, I8Acts};
 
