@@ -264,10 +264,28 @@ fn for_rows<A: Send, B: Sync>(
     }
 }
 
+/// `Σ v²` over `row`, in sixteen lanes (element `i` into lane `i % 16`, the lanes then added in
+/// order): a fixed order that vectorizes, where one running sum is a chain of dependent adds
+/// (3–9 µs per 2560–6912-wide row, a norm per layer and row).
+fn sum_squares(row: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = row.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..16 {
+            acc[i] += c[i] * c[i];
+        }
+    }
+    for (a, v) in acc.iter_mut().zip(tail) {
+        *a += v * v;
+    }
+    acc.iter().sum()
+}
+
 fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
     for_rows(out, d, x, d, |o, row| {
-        let ss: f32 = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let ss = sum_squares(row) / d as f32;
         let inv = 1.0 / (ss + eps).sqrt();
         for ((o, v), w) in o.iter_mut().zip(row).zip(w) {
             *o = v * inv * w;
@@ -278,7 +296,7 @@ fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
     let d = w.len();
     let norm = |row: &mut [f32]| {
-        let ss: f32 = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let ss = sum_squares(row) / d as f32;
         let inv = 1.0 / (ss + eps).sqrt();
         for (v, w) in row.iter_mut().zip(w) {
             *v = *v * inv * w;
