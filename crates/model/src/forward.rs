@@ -239,6 +239,10 @@ impl Drop for KeepAwake {
     }
 }
 
+/// Rows from which RoPE runs a row per task on the pool (each row computes its angle table:
+/// `rope_dims / 2` `sin_cos` calls).
+const PAR_ROPE_ROWS: usize = 4;
+
 /// Elementwise work of at least this many values runs on the pool, a row per task; below it the
 /// calling thread does it (a fork-join costs more than a decode row's work). Rows are computed
 /// the same way either way.
@@ -380,21 +384,16 @@ impl Model {
         Ok(x)
     }
 
-    /// Rotates pairs of dimensions of every head of `x` (`n` rows of `heads × head_dim`).
-    fn rope(&self, x: &mut [f32], heads: usize, start: usize) {
+    /// Rotates pairs of dimensions of every head of `q` (`n` rows of `nh × head_dim`) and `k`
+    /// (`n` rows of `nkv × head_dim`), row `i` at position `start + i`.
+    fn rope(&self, q: &mut [f32], nh: usize, k: &mut [f32], nkv: usize, start: usize) {
         let hd = self.config.head_dim;
         let half = self.config.rope_dims / 2;
-        // The angles depend on the position and the pair only: one table per row, shared by
-        // every head.
-        let mut table = vec![(0.0f32, 0.0f32); self.inv_freq.len()];
-        for (i, row) in x.chunks_exact_mut(heads * hd).enumerate() {
-            let pos = (start + i) as f32;
-            for (t, inv_freq) in table.iter_mut().zip(&self.inv_freq) {
-                *t = (pos * inv_freq).sin_cos();
-            }
+        let style = self.config.rope_style;
+        let rotate = |row: &mut [f32], table: &[(f32, f32)]| {
             for head in row.chunks_exact_mut(hd) {
                 for (j, &(sin, cos)) in table.iter().enumerate() {
-                    let (a, b) = match self.config.rope_style {
+                    let (a, b) = match style {
                         RopeStyle::Interleaved => (2 * j, 2 * j + 1),
                         RopeStyle::Neox => (j, j + half),
                     };
@@ -403,6 +402,26 @@ impl Model {
                     head[b] = x0 * sin + x1 * cos;
                 }
             }
+        };
+        // The angles depend on the position and the pair only: one table per row, shared by
+        // every query and key head of the row.
+        let row = |(i, (q, k)): (usize, (&mut [f32], &mut [f32]))| {
+            let pos = (start + i) as f32;
+            let table: Vec<(f32, f32)> =
+                self.inv_freq.iter().map(|f| (pos * f).sin_cos()).collect();
+            rotate(q, &table);
+            rotate(k, &table);
+        };
+        let rows = q
+            .chunks_exact_mut(nh * hd)
+            .zip(k.chunks_exact_mut(nkv * hd));
+        if rows.len() >= PAR_ROPE_ROWS {
+            q.par_chunks_exact_mut(nh * hd)
+                .zip(k.par_chunks_exact_mut(nkv * hd))
+                .enumerate()
+                .for_each(row);
+        } else {
+            rows.enumerate().for_each(row);
         }
     }
 
@@ -563,8 +582,13 @@ impl Model {
                 rms_norm_in_place(&mut k, kn, cfg.eps);
             }
             for s in segs {
-                self.rope(&mut q[s.offset * qd..(s.offset + s.n) * qd], nh, s.start);
-                self.rope(&mut k[s.offset * kvd..(s.offset + s.n) * kvd], nkv, s.start);
+                self.rope(
+                    &mut q[s.offset * qd..(s.offset + s.n) * qd],
+                    nh,
+                    &mut k[s.offset * kvd..(s.offset + s.n) * kvd],
+                    nkv,
+                    s.start,
+                );
             }
 
             // Attention: per key/value head and run of up to ATTN_ROWS rows of one sequence, the
