@@ -28,7 +28,7 @@ use crate::GgmlType;
 /// The quantizers are written so that the compiler vectorizes them, and the baseline x86-64
 /// target (SSE2) lacks the unsigned 32-bit max and the 8-lane width; the results are the same
 /// at every width (the same IEEE operations, only more lanes at once).
-macro_rules! with_avx2 {
+macro_rules! with_simd {
     ($f:ident ( $($arg:expr),* $(,)? )) => {{
         #[cfg(target_arch = "x86_64")]
         {
@@ -48,7 +48,7 @@ macro_rules! with_avx2 {
     }};
 }
 
-/// Copies of the quantizers compiled with `$features` (see `with_avx2!`).
+/// Copies of the quantizers compiled with `$features` (see `with_simd!`).
 macro_rules! compiled_copies {
     ($module:ident, $features:literal) => {
         #[cfg(target_arch = "x86_64")]
@@ -130,7 +130,7 @@ pub fn quantize_row_i8(x: &[f32], q: &mut [i8]) -> (f32, i32) {
         q.len(),
         "quantize_row_i8: input and output lengths differ"
     );
-    with_avx2!(quantize_row_i8_impl(x, q))
+    with_simd!(quantize_row_i8_impl(x, q))
 }
 
 #[inline(always)]
@@ -191,7 +191,7 @@ pub fn bitlinear_fake_quant(x: &mut [f32], cols: usize) {
         "bitlinear_fake_quant: {} values are not rows of {cols}",
         x.len()
     );
-    with_avx2!(fake_quant_impl(x, cols))
+    with_simd!(fake_quant_impl(x, cols))
 }
 
 #[inline(always)]
@@ -460,19 +460,19 @@ fn quantize_i8(x: &[f32], n_tokens: usize, cols: usize) -> I8Acts {
             sum,
         };
     }
-    with_avx2!(quantize_i8_acts(x, n_tokens, cols))
+    with_simd!(quantize_i8_acts(x, n_tokens, cols))
 }
 
 fn quantize_q8_k(x: &[f32], n_tokens: usize, cols: usize) -> BlockActs {
-    with_avx2!(quantize_q8_k_acts(x, n_tokens, cols))
+    with_simd!(quantize_q8_k_acts(x, n_tokens, cols))
 }
 
 fn quantize_q8_0(x: &[f32], n_tokens: usize, cols: usize) -> BlockActs {
-    with_avx2!(quantize_q8_0_acts(x, n_tokens, cols))
+    with_simd!(quantize_q8_0_acts(x, n_tokens, cols))
 }
 
 fn quantize_q8_k_with_group_sums(x: &[f32], n_tokens: usize, cols: usize) -> BlockActs {
-    with_avx2!(quantize_q8_k_acts_with_group_sums(x, n_tokens, cols))
+    with_simd!(quantize_q8_k_acts_with_group_sums(x, n_tokens, cols))
 }
 
 /// The activations of one matmul call, quantized as the weight type requires.
