@@ -110,7 +110,10 @@ impl GgufFile {
 
     /// Opens and validates the file at `path`, keeping its bytes as `residency` says. With
     /// [`Residency::HugePages`] the file is read whole (no mapping stays; rewriting the file
-    /// afterwards does not affect this value).
+    /// afterwards does not affect this value) — unless the copy would not leave 1 GiB of the
+    /// memory Linux reports available (`MemAvailable`), in which case the file is mapped, as
+    /// [`residency`](Self::residency) then says: a mapping pages in and out under memory
+    /// pressure where a private copy would get the process killed.
     pub fn open_as(path: &Path, residency: Residency) -> Result<GgufFile, GgufError> {
         let io = |action| {
             move |source| GgufError::Io {
@@ -124,7 +127,7 @@ impl GgufFile {
         let bytes = if len == 0 {
             // Mapping an empty file fails on some systems; an empty buffer gives the real error.
             Bytes::Owned(Vec::new())
-        } else if residency == Residency::HugePages {
+        } else if residency == Residency::HugePages && copy_fits(len, available_memory()) {
             let len = usize::try_from(len).map_err(|_| GgufError::Io {
                 action: "read",
                 path: path.to_path_buf(),
@@ -213,6 +216,23 @@ impl GgufFile {
             Bytes::Owned(_) => None,
         }
     }
+}
+
+/// Memory to leave free beside a copy of a model file.
+const COPY_MARGIN: u64 = 1 << 30;
+
+/// Whether a private copy of `len` bytes fits the `available` memory with [`COPY_MARGIN`] to
+/// spare (`None`: unknown, assume it does).
+fn copy_fits(len: u64, available: Option<u64>) -> bool {
+    available.is_none_or(|a| len.saturating_add(COPY_MARGIN) <= a)
+}
+
+/// `MemAvailable` of `/proc/meminfo` in bytes (Linux), else `None`.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 impl fmt::Debug for GgufFile {
@@ -515,5 +535,21 @@ fn bool_of(key: &str, byte: u8) -> Result<bool, GgufError> {
             key: key.into(),
             byte,
         }),
+    }
+}
+
+#[cfg(test)]
+mod residency_tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_needs_the_file_plus_a_gibibyte_of_available_memory() {
+        let gib = 1u64 << 30;
+        assert!(copy_fits(2 * gib, Some(3 * gib)));
+        assert!(!copy_fits(2 * gib + 1, Some(3 * gib)));
+        assert!(!copy_fits(u64::MAX - 1, Some(u64::MAX - 1)));
+        assert!(copy_fits(5 * gib, None));
+        #[cfg(target_os = "linux")]
+        assert!(available_memory().is_some_and(|a| a > 0));
     }
 }

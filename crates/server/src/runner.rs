@@ -193,7 +193,8 @@ impl Runner {
             pool.as_ref()
                 .map_or_else(rayon::current_num_threads, |p| p.current_num_threads()),
             match model.file().residency() {
-                Some(gguf::Residency::Mapped) => "mapped from the file (DLM_MMAP)",
+                Some(gguf::Residency::Mapped) =>
+                    "mapped from the file (DLM_MMAP is set, or a copy would not leave 1 GiB of memory free)",
                 _ => "read into huge pages (set DLM_MMAP=1 to map the file instead)",
             }
         ));
