@@ -243,7 +243,7 @@ fn lane_max(x: &[f32]) -> f32 {
 }
 
 /// Softmax probability of `token` at temperature `t`: `e^((l_tok − max)/t) / Σ e^((l − max)/t)`
-/// with the exponentials of [`quant::kernels::exp_sum`] (vectorized, within ~1e-5 of exact).
+/// with the exponentials of [`quant::kernels::exp_sum`] (vectorized, within ~1e-6 of exact).
 /// The max ignores NaN, but a NaN or +∞ logit makes the result NaN: callers pass rows without
 /// them.
 pub fn softmax_prob(logits: &[f32], token: u32, t: f32) -> f32 {
