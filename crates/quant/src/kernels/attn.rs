@@ -163,16 +163,23 @@ pub fn softmax_exp(x: f32) -> f32 {
 /// # Panics
 /// If the lengths differ.
 pub fn silu_mul(g: &mut [f32], u: &[f32]) {
+    silu_mul_on(selected_level(), g, u)
+}
+
+/// [`silu_mul`] on `level` (which must be available).
+fn silu_mul_on(level: SimdLevel, g: &mut [f32], u: &[f32]) {
     assert_eq!(g.len(), u.len(), "silu_mul: the slices differ in length");
-    match selected_level() {
+    match level {
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx512Vnni | SimdLevel::Amx => {
-            // SAFETY: the selected level is available, and it includes AVX-512 F/BW/VL.
+            assert!(level.is_available(), "silu_mul: {level:?} is not available");
+            // SAFETY: the CPU has the level's features (checked just above), AVX-512 F/BW/VL.
             unsafe { silu_mul_avx512(g, u) }
         }
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx2 => {
-            // SAFETY: the selected level is available, and it includes AVX2 and FMA.
+            assert!(level.is_available(), "silu_mul: {level:?} is not available");
+            // SAFETY: as above; the level includes AVX2 and FMA.
             unsafe { silu_mul_avx2(g, u) }
         }
         _ => silu_mul_lanes::<Portable>(g, u),
@@ -215,13 +222,24 @@ fn silu_mul_avx512(g: &mut [f32], u: &[f32]) {
 /// values in another order give the same probabilities once rounded to f32). NaN elements make
 /// the sum NaN.
 pub fn exp_sum(x: &[f32], max: f32, t: f32) -> f64 {
-    match selected_level() {
+    exp_sum_on(selected_level(), x, max, t)
+}
+
+/// [`exp_sum`] on `level` (which must be available).
+fn exp_sum_on(level: SimdLevel, x: &[f32], max: f32, t: f32) -> f64 {
+    match level {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the selected level is available, and it includes AVX-512 F/BW/VL.
-        SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe { exp_sum_avx512(x, max, t) },
+        SimdLevel::Avx512Vnni | SimdLevel::Amx => {
+            assert!(level.is_available(), "exp_sum: {level:?} is not available");
+            // SAFETY: the CPU has the level's features (checked just above), AVX-512 F/BW/VL.
+            unsafe { exp_sum_avx512(x, max, t) }
+        }
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the selected level is available, and it includes AVX2 and FMA.
-        SimdLevel::Avx2 => unsafe { exp_sum_avx2(x, max, t) },
+        SimdLevel::Avx2 => {
+            assert!(level.is_available(), "exp_sum: {level:?} is not available");
+            // SAFETY: as above; the level includes AVX2 and FMA.
+            unsafe { exp_sum_avx2(x, max, t) }
+        }
         _ => exp_sum_lanes::<Portable>(x, max, t),
     }
 }
@@ -1150,17 +1168,7 @@ mod tests {
         for level in super::super::available_levels() {
             for len in [g.len(), 17, 16, 3] {
                 let mut got = g[..len].to_vec();
-                match level {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: the level is available, so the CPU has its features.
-                    SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe {
-                        silu_mul_avx512(&mut got, &u[..len])
-                    },
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: as above.
-                    SimdLevel::Avx2 => unsafe { silu_mul_avx2(&mut got, &u[..len]) },
-                    _ => silu_mul_lanes::<Portable>(&mut got, &u[..len]),
-                }
+                silu_mul_on(level, &mut got, &u[..len]);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want[..len]), "{level:?}, {len} elements");
             }
@@ -1188,17 +1196,7 @@ mod tests {
                     "{len} elements, t {t}: {want} vs {exact}"
                 );
                 for level in super::super::available_levels() {
-                    let got = match level {
-                        #[cfg(target_arch = "x86_64")]
-                        // SAFETY: the level is available, so the CPU has its features.
-                        SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe {
-                            exp_sum_avx512(x, max, t)
-                        },
-                        #[cfg(target_arch = "x86_64")]
-                        // SAFETY: as above.
-                        SimdLevel::Avx2 => unsafe { exp_sum_avx2(x, max, t) },
-                        _ => exp_sum_lanes::<Portable>(x, max, t),
-                    };
+                    let got = exp_sum_on(level, x, max, t);
                     assert_eq!(got.to_bits(), want.to_bits(), "{level:?}, {len} elements");
                 }
             }
