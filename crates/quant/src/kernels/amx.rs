@@ -271,7 +271,12 @@ impl<'a> TileActs<'a> {
     #[inline(always)]
     fn tile(&self, j: usize, s: usize) -> &[u8] {
         let at = (j * self.ksteps + s) * TILE_BYTES;
-        let b: &[i8] = &self.b[at..at + TILE_BYTES];
+        &self.bytes()[at..at + TILE_BYTES]
+    }
+
+    /// All the B tiles, as bytes.
+    fn bytes(&self) -> &[u8] {
+        let b: &[i8] = &self.b;
         // SAFETY: i8 and u8 have the same size and alignment, and every bit pattern is valid.
         unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<u8>(), b.len()) }
     }
@@ -441,6 +446,31 @@ unsafe fn gemm_rows_amx(
                 )
             }
         };
+        if packed.n_token_tiles() <= 2 {
+            // One pair of token tiles (diffusion steps): the loop on the instructions directly.
+            use super::x86::tile_i2s::{i2s_pair_group, PairGroup};
+            let rb = w.row_bytes();
+            scratch.a.resize(RING_UNITS * UNIT_BYTES + 64, 0);
+            let a_start = scratch.a.as_ptr().align_offset(64).min(63);
+            let mut c = [[0i32; 256]; 4];
+            for r0 in rows.clone().step_by(GROUP_ROWS) {
+                let live = (rows.end - r0).min(GROUP_ROWS);
+                let next = (r0 + GROUP_ROWS).min(rows.end)..(r0 + 2 * GROUP_ROWS).min(rows.end);
+                let group = PairGroup {
+                    rows: &w.data[r0 * rb..(r0 + live) * rb],
+                    row_bytes: rb,
+                    live,
+                    b: packed.bytes(),
+                    two_tiles: packed.n_token_tiles() == 2,
+                    next: &w.data[next.start * rb..next.end * rb],
+                };
+                // SAFETY: `tiles` (an `AmxTiles` of the full configuration) is alive on this
+                // thread; AMX availability implies AVX-512 F/BW/VL and AVX2.
+                unsafe { i2s_pair_group(&group, &mut scratch.a[a_start..], &mut c) };
+                epilogue(&c, 0, r0, live);
+            }
+            return;
+        }
         let unpack = |w: &QMatrix, r0, live, u, dst: &mut [u8; UNIT_BYTES]| {
             // SAFETY: AMX availability (the caller's contract) implies AVX-512 F/BW/VL and AVX2.
             unsafe { super::x86::tile_unpack::unpack_i2s_unit(w, r0, live, u, dst) }
@@ -502,13 +532,13 @@ unsafe fn gemm_rows_amx(
 type PairEpilogueFn<'a> = dyn Fn(&[[i32; 256]], usize, usize, usize) + 'a;
 
 /// I2_S units (128 columns, 4 A tiles) of the ring a single pair of token tiles unpacks into.
-const RING_UNITS: usize = 4;
+pub(in crate::kernels) const RING_UNITS: usize = 4;
 
 /// Columns of an I2_S unit (one interleave block).
 const I2S_UNIT: usize = 128;
 
 /// Bytes of one unpacked I2_S unit: 32 rows × 128 codes (4 A tiles, see `unpack_i2s_unit`).
-const UNIT_BYTES: usize = GROUP_ROWS * I2S_UNIT;
+pub(in crate::kernels) const UNIT_BYTES: usize = GROUP_ROWS * I2S_UNIT;
 
 /// Unpacks I2_S unit `u` of rows `r0..r0 + live` (`unpack_i2s_unit`'s contract).
 type UnitUnpackFn<'a> = dyn Fn(&QMatrix, usize, usize, usize, &mut [u8; UNIT_BYTES]) + 'a;
@@ -522,6 +552,7 @@ type UnitUnpackFn<'a> = dyn Fn(&QMatrix, usize, usize, usize, &mut [u8; UNIT_BYT
 /// more (prefill) the whole row group's units are kept (`cols / 32` KiB, in L2) and the other
 /// pairs run over them afterwards. Each pair keeps its four accumulators in tiles for the whole
 /// row and hands them to `epilogue`. The next row group's bytes are prefetched a slice per unit.
+/// (On the hardware, calls with one pair run the same loop in `x86::tile_i2s` instead.)
 #[inline(always)]
 fn gemm_rows_i2s<T: Tiles>(
     tiles: &mut T,

@@ -12,6 +12,7 @@
 pub(super) mod avx2;
 pub(super) mod avx512;
 pub(super) mod tile_epilogue;
+pub(super) mod tile_i2s;
 pub(super) mod tile_unpack;
 
 use std::arch::x86_64::*;

@@ -14,7 +14,7 @@ use crate::kernels::QMatrix;
 /// Per-16-bit-lane shift counts: `lo` for the low 256 bits, `hi` for the high 256 bits.
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
-fn shifts(lo: i16, hi: i16) -> __m512i {
+pub(super) fn shifts(lo: i16, hi: i16) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_set1_epi16(lo), _mm256_set1_epi16(hi))
 }
 
