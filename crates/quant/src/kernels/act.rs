@@ -477,8 +477,12 @@ fn quantize_q8_k_with_group_sums(x: &[f32], n_tokens: usize, cols: usize) -> Blo
 
 /// The activations of one matmul call, quantized as the weight type requires.
 pub(crate) enum Acts<'a> {
-    /// Float weights use the input as is.
+    /// Float weights use the input as is (one token, or already 64-byte aligned).
     F32(&'a [f32]),
+    /// Float weights with several tokens: the input copied to a 64-byte boundary, so that the
+    /// kernels' vector loads of activations never straddle cache lines (they are reused by
+    /// every row; a misaligned 8-token input measured ~10 % slower on an F16 head).
+    F32Aligned(AlignedF32),
     /// I2_S.
     I8(I8Acts),
     /// TQ1_0/TQ2_0/Q6_K (Q8_K, 256) and Q8_0/Q4_0 (Q8_0, 32).
@@ -494,6 +498,9 @@ impl<'a> Acts<'a> {
             GgmlType::TQ1_0 | GgmlType::TQ2_0 => Acts::Blocks(quantize_q8_k(x, n_tokens, cols)),
             GgmlType::Q6_K => Acts::Blocks(quantize_q8_k_with_group_sums(x, n_tokens, cols)),
             GgmlType::Q8_0 | GgmlType::Q4_0 => Acts::Blocks(quantize_q8_0(x, n_tokens, cols)),
+            _ if n_tokens > 1 && !(x.as_ptr() as usize).is_multiple_of(64) => {
+                Acts::F32Aligned(AlignedF32::copy_of(x))
+            }
             _ => Acts::F32(x),
         }
     }
@@ -515,17 +522,61 @@ impl<'a> Acts<'a> {
     }
 
     /// The f32 input. Panics on another kind (a dispatch bug).
-    pub fn f32(&self) -> &'a [f32] {
+    pub fn f32(&self) -> &[f32] {
         match self {
             Acts::F32(x) => x,
+            Acts::F32Aligned(x) => x.as_slice(),
             _ => unreachable!("kernel dispatch: expected f32 activations"),
         }
+    }
+}
+
+/// A copy of some f32 values starting on a 64-byte boundary.
+pub(crate) struct AlignedF32 {
+    buf: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedF32 {
+    fn copy_of(x: &[f32]) -> AlignedF32 {
+        let mut buf: Vec<f32> = Vec::with_capacity(x.len() + 15);
+        let start = buf.as_ptr().align_offset(64).min(15);
+        buf.resize(start, 0.0);
+        buf.extend_from_slice(x);
+        AlignedF32 {
+            buf,
+            start,
+            len: x.len(),
+        }
+    }
+
+    fn as_slice(&self) -> &[f32] {
+        &self.buf[self.start..self.start + self.len]
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Several tokens of float activations reach the kernels 64-byte aligned, with the same
+    /// values; one token is used in place.
+    #[test]
+    fn float_activations_of_several_tokens_are_aligned_copies() {
+        let x: Vec<f32> = (0..3 * 40 + 16).map(|i| i as f32 * 0.5 - 7.0).collect();
+        for off in 0..16 {
+            let xs = &x[off..off + 3 * 40];
+            let acts = Acts::new(GgmlType::F16, xs, 3, 40);
+            assert_eq!(acts.f32(), xs);
+            assert!(
+                (acts.f32().as_ptr() as usize).is_multiple_of(64),
+                "offset {off}"
+            );
+            let one = Acts::new(GgmlType::F32, &xs[..40], 1, 40);
+            assert_eq!(one.f32().as_ptr(), xs.as_ptr());
+        }
+    }
 
     /// A block's or a prefill's rows (quantized a row per task) are exactly the rows quantized
     /// one at a time.

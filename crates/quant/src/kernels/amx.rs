@@ -233,7 +233,9 @@ impl<'a> TileActs<'a> {
         let row = |t| match acts {
             Acts::I8(a) => a.row(t),
             Acts::Blocks(a) => a.row(t),
-            Acts::F32(_) => unreachable!("tile kernels take quantized activations"),
+            Acts::F32(_) | Acts::F32Aligned(_) => {
+                unreachable!("tile kernels take quantized activations")
+            }
         };
         #[cfg(target_arch = "x86_64")]
         if backend == TileBackend::Hardware {
