@@ -13,7 +13,7 @@
 use std::arch::asm;
 use std::arch::x86_64::*;
 
-use super::tile_unpack::shifts;
+use super::tile_unpack::unpack_i2s_rows;
 use crate::kernels::amx::{RING_UNITS, UNIT_BYTES};
 
 /// One row group of an I2_S matrix and the activations of one pair of token tiles.
@@ -61,8 +61,6 @@ pub(in crate::kernels) unsafe fn i2s_pair_group(
     let (src, ring, b) = (g.rows.as_ptr(), ring.as_mut_ptr(), g.b.as_ptr());
     let tile1 = b.wrapping_add(ksteps * 1024);
     let per_slice = g.next.len().div_ceil(units).next_multiple_of(64);
-    let (sh01, sh23) = (shifts(6, 4), shifts(2, 0));
-    let three = _mm512_set1_epi8(3);
 
     // SAFETY (the tile instructions below): the caller's contract configures every tile as
     // 16 rows × 64 bytes. Every A tile is read from a ring slot (16 rows at stride 128 from
@@ -115,25 +113,9 @@ pub(in crate::kernels) unsafe fn i2s_pair_group(
                 unsafe { _mm_prefetch::<_MM_HINT_T1>(g.next.as_ptr().add(off).cast()) };
             }
             let dst = ring.wrapping_add((u % RING_UNITS) * UNIT_BYTES);
-            for i in 0..live {
-                // SAFETY: row i < live has bytes 32u..32u + 32 (u < units = row_bytes / 32)
-                // inside `g.rows` (asserted); the 128 bytes at 128i are inside the slot.
-                unsafe {
-                    let x = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                        src.add(i * row_bytes + 32 * u).cast(),
-                    ));
-                    let (lo, hi) = (_mm512_srlv_epi16(x, sh01), _mm512_srlv_epi16(x, sh23));
-                    _mm512_storeu_si512(dst.add(128 * i).cast(), _mm512_and_si512(lo, three));
-                    _mm512_storeu_si512(dst.add(128 * i + 64).cast(), _mm512_and_si512(hi, three));
-                }
-            }
-            for i in live..32 {
-                // SAFETY: as above.
-                unsafe {
-                    _mm512_storeu_si512(dst.add(128 * i).cast(), _mm512_setzero_si512());
-                    _mm512_storeu_si512(dst.add(128 * i + 64).cast(), _mm512_setzero_si512());
-                }
-            }
+            // SAFETY: rows i < live have bytes 32u..32u + 32 inside `g.rows` (u < units =
+            // row_bytes / 32, asserted); the slot's 4096 bytes are inside the ring.
+            unsafe { unpack_i2s_rows(src.wrapping_add(32 * u), row_bytes, live, dst) };
         }
         if u == 0 {
             continue;

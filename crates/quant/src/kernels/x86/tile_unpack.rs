@@ -14,7 +14,7 @@ use crate::kernels::QMatrix;
 /// Per-16-bit-lane shift counts: `lo` for the low 256 bits, `hi` for the high 256 bits.
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
-pub(super) fn shifts(lo: i16, hi: i16) -> __m512i {
+fn shifts(lo: i16, hi: i16) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_set1_epi16(lo), _mm256_set1_epi16(hi))
 }
 
@@ -49,23 +49,37 @@ pub(in crate::kernels) unsafe fn unpack_i2s_unit(
 ) {
     let row_bytes = w.cols / 4;
     assert!(live <= 32 && (u + 1) * 32 <= row_bytes && (r0 + live) * row_bytes <= w.data.len());
-    let (sh01, sh23) = (shifts(6, 4), shifts(2, 0));
     let src = w.data.as_ptr().wrapping_add(r0 * row_bytes + 32 * u);
-    let out = dst.as_mut_ptr();
+    // SAFETY: rows r0..r0 + live have bytes 32u..32u + 32 inside `w.data` (asserted); `dst`
+    // is 4096 bytes; the CPU features are the caller's contract.
+    unsafe { unpack_i2s_rows(src, row_bytes, live, dst.as_mut_ptr()) }
+}
+
+/// The loop of [`unpack_i2s_unit`] on raw pointers (also the AMX diffusion-step loop's,
+/// `tile_i2s`): the 32 code bytes at `src + i·row_bytes` of rows `i < live` unpacked to
+/// `dst[128·i..128·i + 128]` in element order, rows `live..32` zero codes.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW and AVX2; `src + i·row_bytes .. + 32` must be readable for
+/// every `i < live ≤ 32`, and `dst .. dst + 4096` writable.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+#[inline]
+pub(super) unsafe fn unpack_i2s_rows(src: *const u8, row_bytes: usize, live: usize, dst: *mut u8) {
+    let (sh01, sh23) = (shifts(6, 4), shifts(2, 0));
     for i in 0..live {
-        // SAFETY: row r0 + i < r0 + live and its bytes 32u..32u + 32 are inside `w.data`
-        // (asserted); the 128 bytes at 128i are inside `dst` (i < 32).
+        // SAFETY: row i's 32 bytes are readable and the 128 bytes at 128i writable (i < 32),
+        // per the contract.
         unsafe {
             let x = _mm512_broadcast_i64x4(load(src.add(i * row_bytes)));
-            _mm512_storeu_si512(out.add(128 * i).cast(), fields(x, sh01));
-            _mm512_storeu_si512(out.add(128 * i + 64).cast(), fields(x, sh23));
+            _mm512_storeu_si512(dst.add(128 * i).cast(), fields(x, sh01));
+            _mm512_storeu_si512(dst.add(128 * i + 64).cast(), fields(x, sh23));
         }
     }
     for i in live..32 {
         // SAFETY: as above.
         unsafe {
-            _mm512_storeu_si512(out.add(128 * i).cast(), _mm512_setzero_si512());
-            _mm512_storeu_si512(out.add(128 * i + 64).cast(), _mm512_setzero_si512());
+            _mm512_storeu_si512(dst.add(128 * i).cast(), _mm512_setzero_si512());
+            _mm512_storeu_si512(dst.add(128 * i + 64).cast(), _mm512_setzero_si512());
         }
     }
 }
