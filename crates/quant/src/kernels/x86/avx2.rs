@@ -16,7 +16,7 @@ use std::ops::Range;
 
 use super::{
     block_tile, float_weight, hsum_i32, i2s_driver, load, prefetch, q6_k_codes, q6_k_offset,
-    row_groups, top_trit, tq1_0_shifted, with_row_group, BF16_W, F16_W, F32_W,
+    top_trit, tq1_0_shifted, with_row_group, BF16_W, F16_W, F32_W,
 };
 use crate::kernels::{
     for_token_tiles, token_rows, Acts, BlockActs, I8Acts, KernelFn, Out, QMatrix,
@@ -494,9 +494,10 @@ fn float_tile<const K: u8, const T: usize>(
     let xs: [&[f32]; T] = token_rows(|t| &x[t * cols..(t + 1) * cols], t0);
     let n8 = cols / 8 * 8;
     let wbytes = if K == F32_W { 4 } else { 2 };
-    // The same row of the next group (rows are contiguous), one cache line per 64 bytes.
-    let ahead = R * cols * wbytes;
-    for (r, n, wr) in row_groups::<R>(w, rows) {
+    // R row streams (as in the AVX-512 kernel), each stream's next row asked for a cache line
+    // per 64 bytes.
+    let ahead = cols * wbytes;
+    for (r, n, wr) in super::Groups::<R>::new(w, rows, true).iter() {
         for w in &wr {
             assert_eq!(w.len(), cols * wbytes);
         }
@@ -528,7 +529,7 @@ fn float_tile<const K: u8, const T: usize>(
                     s += float_weight::<K>(wr[k], j) * xs[t][j];
                 }
                 // SAFETY: this task owns rows `rows`.
-                unsafe { out.set(t0 + t, r + k, s) };
+                unsafe { out.set(t0 + t, r[k], s) };
             }
         }
     }

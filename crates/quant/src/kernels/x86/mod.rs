@@ -198,24 +198,10 @@ impl<const R: usize, const T: usize> BlockSums<R, T> {
     }
 }
 
-/// The rows `rows` in groups of `R`, as arrays of row slices. A short last group repeats its
-/// last row; `n` says how many are real (only those are written).
-pub(super) fn row_groups<'w, const R: usize>(
-    w: &QMatrix<'w>,
-    rows: Range<usize>,
-) -> impl Iterator<Item = (usize, usize, [&'w [u8]; R])> + use<'w, R> {
-    let (data, rb) = (w.data, w.row_bytes());
-    let row = move |r: usize| &data[r * rb..(r + 1) * rb];
-    rows.clone().step_by(R).map(move |r| {
-        let n = (rows.end - r).min(R);
-        (r, n, std::array::from_fn(|i| row(r + i.min(n - 1))))
-    })
-}
-
-/// The row groups a kernel walks, computed on demand (no list is built per call): for decode
-/// (one token, memory-bound) `R` streams per thread (groups of rows from `R` far-apart runs, see
-/// [`Groups::get`]), otherwise `R` consecutive rows.
-struct Groups<'w, const R: usize> {
+/// The row groups a kernel walks, computed on demand (no list is built per call): `R` streams
+/// per thread (groups of rows from `R` far-apart runs, see [`Groups::get`]) for decode and for
+/// the float kernels at any token count, otherwise `R` consecutive rows.
+pub(super) struct Groups<'w, const R: usize> {
     data: &'w [u8],
     row_bytes: usize,
     rows: Range<usize>,
@@ -228,8 +214,8 @@ struct Groups<'w, const R: usize> {
 type Group<'w, const R: usize> = ([usize; R], usize, [&'w [u8]; R]);
 
 impl<'w, const R: usize> Groups<'w, R> {
-    /// Streams when `streams` (decode), consecutive rows otherwise.
-    fn new(w: &QMatrix<'w>, rows: Range<usize>, streams: bool) -> Self {
+    /// Streams when `streams`, consecutive rows otherwise.
+    pub(super) fn new(w: &QMatrix<'w>, rows: Range<usize>, streams: bool) -> Self {
         assert!(
             rows.end * w.row_bytes() <= w.data.len(),
             "rows outside the matrix"
@@ -271,7 +257,7 @@ impl<'w, const R: usize> Groups<'w, R> {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = Group<'w, R>> + '_ {
+    pub(super) fn iter(&self) -> impl Iterator<Item = Group<'w, R>> + '_ {
         (0..self.len()).map(|g| self.get(g))
     }
 }
