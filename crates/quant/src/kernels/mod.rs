@@ -291,7 +291,7 @@ pub fn simd_level() -> &'static str {
 }
 
 /// One line for logs: the selected level and what it means for multi-row calls, e.g.
-/// `amx (AMX-INT8 tiles for I2_S from 8 rows, TQ2_0/TQ1_0 from 8, Q8_0 from 8; AVX-512 VNNI
+/// `amx (AMX-INT8 tiles for I2_S from 5 rows, TQ2_0/TQ1_0 from 4, Q8_0 from 3; AVX-512 VNNI
 /// otherwise)`.
 pub fn kernel_summary() -> String {
     let level = selected_level();
@@ -425,13 +425,18 @@ pub fn matmul_shared_with(
 }
 
 /// The fewest activation rows for which [`SimdLevel::Amx`] takes the tile kernels for `ty`
-/// (`None`: no tile kernel). Fewer rows (decode, small sub-blocks) stay on the AVX-512 kernels,
-/// which are memory-bound there already; the crossovers were measured on a Sapphire-Rapids-class
-/// Xeon (docs/benchmarks.md): every tile kernel wins from 8 rows (TQ2_0 1.3×, TQ1_0 1.14×, cold,
-/// 2 threads, since their blocks are pipelined; they tied at 16 before).
+/// (`None`: no tile kernel). Fewer rows (decode, the last rows of a sub-block) stay on the
+/// AVX-512 kernels, which are memory-bound there already. The crossovers, measured on a
+/// Sapphire-Rapids-class Xeon (2 threads, weights streamed; docs/benchmarks.md, December 8):
+/// Q8_0 from 3 rows (the 128256-row head: 3 rows 31 → 24 ms, 6 rows 54 → 26 ms; 2 rows
+/// 19 ms on AVX-512 against 25), TQ2_0 and TQ1_0 from 4 (TQ2_0 13824 × 2560, 4 rows:
+/// 1.19 → 0.96 ms), I2_S from 5 (5 rows: 0.72–0.79 → 0.60–0.63 ms; 4 rows 0.68 on AVX-512
+/// against 0.79).
 pub fn min_tile_tokens(ty: GgmlType) -> Option<usize> {
     match ty {
-        ty if TILE_TYPES.contains(&ty) => Some(8),
+        GgmlType::Q8_0 => Some(3),
+        GgmlType::TQ2_0 | GgmlType::TQ1_0 => Some(4),
+        GgmlType::I2_S => Some(5),
         _ => None,
     }
 }
