@@ -163,6 +163,19 @@ def test_queue_full_is_429(one_slot_server, schemas):
     clients = [httpx.Client(base_url=url, timeout=30) for _ in range(6)]
     for cl in clients:
         assert cl.get("/health").status_code == 200
+    # The threads that send the concurrent requests are started before the slot is held and
+    # wait for `go`: the held stream of the tiny model lasts ~70 ms, less than starting six
+    # threads and their requests one after the other may take.
+    results = []
+    go = threading.Event()
+
+    def fire(cl):
+        go.wait(30)
+        results.append(cl.post(CHAT, json=OK_BODY))
+
+    threads = [threading.Thread(target=fire, args=(cl,)) for cl in clients]
+    for t in threads:
+        t.start()
     with httpx.Client(base_url=url, timeout=60) as c:
         # Hold the only slot with a long stream (its role chunk says it was admitted).
         with c.stream("POST", CHAT, json={"messages": OK_BODY["messages"], "max_tokens": 400, "stream": True}) as held:
@@ -170,14 +183,7 @@ def test_queue_full_is_429(one_slot_server, schemas):
             lines = held.iter_lines()
             assert next(lines).startswith("data:")
             # Concurrent requests: every one is refused at once while the slot is held.
-            results = []
-
-            def fire(cl):
-                results.append(cl.post(CHAT, json=OK_BODY))
-
-            threads = [threading.Thread(target=fire, args=(cl,)) for cl in clients]
-            for t in threads:
-                t.start()
+            go.set()
             for t in threads:
                 t.join()
             assert [r.status_code for r in results] == [429] * 6
