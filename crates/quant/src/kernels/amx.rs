@@ -772,7 +772,7 @@ fn gemm_rows_blocks<T: Tiles>(
     for r0 in rows.clone().step_by(GROUP_ROWS) {
         let live = (rows.end - r0).min(GROUP_ROWS);
         scratch.sumf.fill(0.0);
-        let mut queue = JobQueue::default();
+        let mut queue = JobQueue::new(&mut scratch.c, &mut scratch.sumf, fold, live);
         let mut job = 0usize;
         for b in 0..=nb {
             if b < nb {
@@ -795,12 +795,11 @@ fn gemm_rows_blocks<T: Tiles>(
             for j in 0..n_tiles {
                 let set = job % 2;
                 block_products(tiles, a, packed, j, bb, set);
-                let (c, sumf) = (&mut scratch.c, &mut scratch.sumf);
-                queue.push((bb, j, set, d_w), tiles, c, fold, live, sumf);
+                queue.push((bb, j, set, d_w), tiles);
                 job += 1;
             }
         }
-        queue.finish(tiles, &mut scratch.c, fold, live, &mut scratch.sumf);
+        queue.finish(tiles);
         write_sums(&scratch.sumf, r0, live);
     }
 }
@@ -859,7 +858,7 @@ fn gemm_rows_q8_0<T: Tiles>(
             (&scratch.a, stride, 0, 32)
         };
         scratch.sumf.fill(0.0);
-        let mut queue = JobQueue::default();
+        let mut queue = JobQueue::new(&mut scratch.c, &mut scratch.sumf, fold, live);
         let mut job = 0usize;
         for b in 0..nb {
             ahead.prefetch(w, r0, rows.end, b);
@@ -881,12 +880,11 @@ fn gemm_rows_q8_0<T: Tiles>(
                     tiles.dpbssd::<2, 4, 6>();
                     tiles.dpbssd::<3, 5, 6>();
                 }
-                let (c, sumf) = (&mut scratch.c, &mut scratch.sumf);
-                queue.push((b, j, set, d_w), tiles, c, fold, live, sumf);
+                queue.push((b, j, set, d_w), tiles);
                 job += 1;
             }
         }
-        queue.finish(tiles, &mut scratch.c, fold, live, &mut scratch.sumf);
+        queue.finish(tiles);
         write_sums(&scratch.sumf, r0, live);
     }
 }
@@ -937,58 +935,59 @@ type Job = (usize, usize, usize, [f32; 32]);
 /// `c[2s..2s + 2]`) and folded one job later still, so the fold's loads never wait on stores
 /// of the tiles just written (a 128-token Q8_0 head call: −11 % against folding right after
 /// the store).
-#[derive(Default)]
-struct JobQueue {
+struct JobQueue<'q, 'f> {
+    /// Where jobs' accumulators are stored (set `s` at `c[2s..2s + 2]`) and folded into.
+    c: &'q mut [[i32; 256]],
+    sumf: &'q mut [f32],
+    fold: &'q FoldFn<'f>,
+    /// Live weight rows of the row group.
+    live: usize,
     issued: Option<Job>,
     stored: Option<Job>,
 }
 
-impl JobQueue {
+impl<'q, 'f> JobQueue<'q, 'f> {
+    /// An empty queue for one row group of `live` rows.
+    fn new(
+        c: &'q mut [[i32; 256]],
+        sumf: &'q mut [f32],
+        fold: &'q FoldFn<'f>,
+        live: usize,
+    ) -> Self {
+        JobQueue {
+            c,
+            sumf,
+            fold,
+            live,
+            issued: None,
+            stored: None,
+        }
+    }
+
     /// Called after a job's products are issued (`job`): stores the previous job and folds
     /// the one before it.
     #[inline(always)]
-    fn push<T: Tiles>(
-        &mut self,
-        job: Job,
-        tiles: &mut T,
-        c: &mut [[i32; 256]],
-        fold: &FoldFn,
-        live: usize,
-        sumf: &mut [f32],
-    ) {
-        self.advance(tiles, c, fold, live, sumf);
+    fn push<T: Tiles>(&mut self, job: Job, tiles: &mut T) {
+        self.advance(tiles);
         self.issued = Some(job);
     }
 
     /// Stores and folds everything left (after a row group's last job).
     #[inline(always)]
-    fn finish<T: Tiles>(
-        &mut self,
-        tiles: &mut T,
-        c: &mut [[i32; 256]],
-        fold: &FoldFn,
-        live: usize,
-        sumf: &mut [f32],
-    ) {
-        self.advance(tiles, c, fold, live, sumf);
-        self.advance(tiles, c, fold, live, sumf);
+    fn finish<T: Tiles>(mut self, tiles: &mut T) {
+        self.advance(tiles);
+        self.advance(tiles);
     }
 
     #[inline(always)]
-    fn advance<T: Tiles>(
-        &mut self,
-        tiles: &mut T,
-        c: &mut [[i32; 256]],
-        fold: &FoldFn,
-        live: usize,
-        sumf: &mut [f32],
-    ) {
+    fn advance<T: Tiles>(&mut self, tiles: &mut T) {
         if let Some((b, j, set, d_w)) = self.stored.take() {
-            fold(&c[2 * set..2 * set + 2], b, j, live, &d_w, sumf);
+            let c = &self.c[2 * set..2 * set + 2];
+            (self.fold)(c, b, j, self.live, &d_w, self.sumf);
         }
         if let Some(job) = self.issued.take() {
             let set = job.2;
-            store_set(tiles, set, &mut c[2 * set..2 * set + 2]);
+            store_set(tiles, set, &mut self.c[2 * set..2 * set + 2]);
             self.stored = Some(job);
         }
     }
